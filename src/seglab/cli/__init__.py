@@ -1,0 +1,1 @@
+"""The `seglab` command: one module per subcommand, wired in `main.py`."""

@@ -1,0 +1,1 @@
+"""Models: backbones, necks and the task models built from them."""

@@ -1,0 +1,103 @@
+"""Model names -> builders, and the safetensors files that carry a model.
+
+`MODEL_BUILDERS` is the one dict from a name to the function that builds it. A saved model
+is its weights plus the metadata needed to rebuild it: the architecture name, the builder's
+keyword arguments and the class names (without background).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from seglab.engine.io import atomic_write
+from seglab.errors import UserError, require_file
+
+
+def _build_cnn(**kwargs: Any) -> nn.Module:
+    from seglab.models.classification.cnn import build_cnn
+
+    return build_cnn(**kwargs)
+
+
+MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "cnn": _build_cnn,
+}
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model called `name` with the builder's keyword arguments.
+
+    The name and arguments are kept on the model (`arch`, `arch_args`) so that `save_model`
+    can write what `load_model` needs to rebuild it.
+    """
+    if name not in MODEL_BUILDERS:
+        known = ", ".join(sorted(MODEL_BUILDERS))
+        raise UserError(f"unknown model name {name!r}; known models: {known}")
+    try:
+        model = MODEL_BUILDERS[name](**kwargs)
+    except TypeError as error:
+        raise UserError(f"model {name!r}: {error}") from None
+    model.arch = name
+    model.arch_args = dict(kwargs)
+    if not hasattr(model, "class_names"):
+        model.class_names = []
+    return model
+
+
+def save_model(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    class_names: list[str] | None = None,
+    config: dict | None = None,
+) -> None:
+    """Write weights and metadata to `path` atomically (temporary file, then rename)."""
+    if not hasattr(model, "arch"):
+        raise ValueError("save_model needs a model made by seglab.build_model")
+    names = list(class_names if class_names is not None else getattr(model, "class_names", []))
+    metadata = {
+        "seglab_arch": model.arch,
+        "seglab_args": json.dumps(model.arch_args),
+        "seglab_classes": json.dumps(names),
+        "seglab_config": json.dumps(config or {}),
+    }
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    atomic_write(path, lambda temporary: save_file(state, temporary, metadata=metadata))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a saved model: arch, args, classes, config (JSON-decoded)."""
+    path = require_file(path, "model file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except Exception as error:  # safetensors raises several types for a bad header
+        raise UserError(f"{path}: not a safetensors model file ({error})") from None
+    if "seglab_arch" not in raw:
+        raise UserError(f"{path}: no seglab metadata; was it written by seglab.save_model?")
+    return {
+        "arch": raw["seglab_arch"],
+        "args": json.loads(raw["seglab_args"]),
+        "classes": json.loads(raw["seglab_classes"]),
+        "config": json.loads(raw.get("seglab_config", "{}")),
+    }
+
+
+def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved by `save_model`; it comes back in eval mode."""
+    metadata = read_metadata(path)
+    model = build_model(metadata["arch"], **metadata["args"])
+    with safe_open(str(path), framework="pt", device=str(map_location)) as handle:
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    model.load_state_dict(state)
+    model.class_names = metadata["classes"]
+    model.config = metadata["config"]
+    return model.eval()
