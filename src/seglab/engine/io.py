@@ -20,7 +20,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call `write(temporary_path)`, then rename the temporary file onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     os.close(descriptor)
     try:
         write(temporary)
