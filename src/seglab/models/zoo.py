@@ -7,7 +7,9 @@ keyword arguments and the class names (without background).
 
 from __future__ import annotations
 
+import inspect
 import json
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,17 +21,67 @@ from torch import nn
 
 from seglab.engine.io import atomic_write
 from seglab.errors import UserError, require_file
+from seglab.models.classification.cnn import build_cnn
 
 
-def _build_cnn(**kwargs: Any) -> nn.Module:
-    from seglab.models.classification.cnn import build_cnn
+def _build_unet(**kwargs: Any) -> nn.Module:
+    from seglab.models.segmentation.unet import build_unet
 
-    return build_cnn(**kwargs)
+    return build_unet(**kwargs)
 
 
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "cnn": _build_cnn,
+    "cnn": build_cnn,
+    "unet": _build_unet,
 }
+
+
+# The task of each model (docs/conventions.md), known before the model is built so that the
+# trainer can open the right dataset and read `num_classes: auto` from it.
+MODEL_TASKS: dict[str, str] = {
+    "cnn": "classification",
+    "rcnn": "detection",
+    "fast_rcnn": "detection",
+    "faster_rcnn": "detection",
+    "mask_rcnn": "instance",
+    "unet": "semantic",
+}
+
+
+def model_task(name: str) -> str:
+    """The task (`classification`, `detection`, `instance`, `semantic`) of model `name`."""
+    _check_name(name)
+    return MODEL_TASKS[name]
+
+
+def builder_parameters(name: str) -> list[str] | None:
+    """The keyword arguments the builder of `name` accepts, or None when it cannot tell.
+
+    A builder that forwards `**kwargs` to a class (`def build_cnn(**kwargs) -> CNNClassifier`)
+    is read through its return annotation: the class's constructor names the arguments. A
+    lazy wrapper annotated `-> nn.Module` cannot be read; `build_model` still rejects an
+    unknown argument when it builds.
+    """
+    _check_name(name)
+    builder = MODEL_BUILDERS[name]
+    if _takes_var_keywords(builder):
+        returned = typing.get_type_hints(builder).get("return")
+        if not inspect.isclass(returned) or returned is nn.Module or _takes_var_keywords(returned):
+            return None
+        builder = returned
+    parameters = inspect.signature(builder).parameters.values()
+    return [p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+
+
+def _takes_var_keywords(function: Callable) -> bool:
+    parameters = inspect.signature(function).parameters.values()
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _check_name(name: str) -> None:
+    if name not in MODEL_BUILDERS:
+        known = ", ".join(sorted(MODEL_BUILDERS))
+        raise UserError(f"unknown model name {name!r}; known models: {known}")
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
@@ -38,9 +90,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     The name and arguments are kept on the model (`arch`, `arch_args`) so that `save_model`
     can write what `load_model` needs to rebuild it.
     """
-    if name not in MODEL_BUILDERS:
-        known = ", ".join(sorted(MODEL_BUILDERS))
-        raise UserError(f"unknown model name {name!r}; known models: {known}")
+    _check_name(name)
     try:
         model = MODEL_BUILDERS[name](**kwargs)
     except TypeError as error:

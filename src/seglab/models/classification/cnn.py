@@ -1,0 +1,175 @@
+"""The convolutional neural network classifier of the study text (seed, "CNN").
+
+The study text names four parts, and each is one piece of this file:
+
+1. convolutional layers that apply learned filters (edges, textures, then more complex
+   patterns) while keeping the spatial relations between pixels: `ConvBlock.conv`;
+2. pooling layers that downsample the feature maps, cutting computation and parameters:
+   `ConvBlock.pool` (2x2 max-pooling) and the global average pooling before the head;
+3. activation functions that make the model non-linear: `ConvBlock.activation`;
+4. fully connected layers that make the prediction from the learned features:
+   `ClassifierHead`.
+
+A normalisation layer (batch or group norm) sits between convolution and activation, as in
+every modern CNN; `norm="none"` gives the plain textbook block. Images enter as float
+(C, H, W) in [0, 1]; the mean/std normalisation lives in the model (docs/conventions.md).
+Labels are 0..K-1 (no background class) and the loss is cross-entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seglab.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
+NORMS = ("batch", "group", "none")
+
+
+def _norm(norm: str, channels: int) -> nn.Module:
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "group":
+        return nn.GroupNorm(min(32, max(1, channels // 4)), channels)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Sequential):
+    """3x3 convolution -> norm -> activation -> 2x2 max-pooling (halves H and W)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, norm: str, activation: str):
+        bias = norm == "none"  # a norm right after the convolution makes its bias redundant
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+        self.norm = _norm(norm, out_channels)
+        self.activation = ACTIVATIONS[activation]()
+        self.pool = nn.MaxPool2d(2)
+
+
+class ClassifierHead(nn.Sequential):
+    """Global average pooling, then the fully connected layers (with dropout) -> K logits."""
+
+    def __init__(
+        self, in_features: int, num_classes: int, *, hidden: int, dropout: float, activation: str
+    ):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)  # (N, C, H, W) -> (N, C, 1, 1): any input size
+        self.flatten = nn.Flatten()  # (N, C, 1, 1) -> (N, C)
+        if hidden > 0:
+            self.dropout_hidden = nn.Dropout(dropout)
+            self.hidden = nn.Linear(in_features, hidden)
+            self.activation = ACTIVATIONS[activation]()
+            in_features = hidden
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, num_classes)
+
+
+class CNNClassifier(nn.Module):
+    """Conv blocks (features), then a fully connected head (classes).
+
+    Args:
+        num_classes: K, the number of classes (no background).
+        in_channels: 3 for RGB, 1 for grayscale.
+        widths: output channels of each conv block; the depth is `len(widths)` and an input
+            of side S leaves the last block at side S / 2**depth.
+        activation: relu, gelu, silu or leaky_relu.
+        norm: batch, group or none.
+        hidden: width of the hidden fully connected layer; 0 for a single linear layer.
+        dropout: dropout probability before each fully connected layer (training only).
+        mean, std: per-channel normalisation; ImageNet's for RGB, 0.5/0.25 otherwise.
+    """
+
+    task = "classification"
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128),
+        activation: str = "relu",
+        norm: str = "batch",
+        hidden: int = 128,
+        dropout: float = 0.2,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        _check_arguments(num_classes, widths, activation, norm)
+        self.in_channels = in_channels
+        self._register_normalisation(in_channels, mean, std)
+        channels = [in_channels, *(int(width) for width in widths)]
+        self.features = nn.Sequential(
+            *(
+                ConvBlock(c_in, c_out, norm=norm, activation=activation)
+                for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
+            )
+        )
+        self.head = ClassifierHead(
+            channels[-1], num_classes, hidden=hidden, dropout=dropout, activation=activation
+        )
+
+    def _register_normalisation(self, in_channels, mean, std) -> None:
+        if mean is None:
+            mean = IMAGENET_MEAN if in_channels == 3 else (0.5,) * in_channels
+        if std is None:
+            std = IMAGENET_STD if in_channels == 3 else (0.25,) * in_channels
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise UserError(f"cnn: mean and std need {in_channels} values (in_channels)")
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward_logits(self, batch: Tensor) -> Tensor:
+        """(N, C_in, H, W) float in [0, 1] -> logits (N, K)."""
+        if batch.shape[1] != self.in_channels:
+            raise UserError(
+                f"cnn: images have {batch.shape[1]} channels but the model takes "
+                f"{self.in_channels}; set model.in_channels={batch.shape[1]}"
+            )
+        features = self.features((batch - self.mean) / self.std)  # (N, widths[-1], h, w)
+        return self.head(features)
+
+    def forward(self, images: list[Tensor] | Tensor, targets: list[dict] | None = None):
+        """Images (list of (C, H, W) of one size, or (N, C, H, W)) -> [{"logits": (K,)}]."""
+        logits = self.forward_logits(_stack(images))
+        return [{"logits": per_image} for per_image in logits]
+
+    def forward_with_losses(self, images, targets: list[dict]):
+        """Outputs and `{"loss_cls": cross-entropy}`; targets carry `labels` (0-d, 0..K-1)."""
+        logits = self.forward_logits(_stack(images))
+        labels = torch.stack([torch.as_tensor(target["labels"]) for target in targets])
+        loss = F.cross_entropy(logits.float(), labels.to(logits.device).long().view(-1))
+        return [{"logits": per_image} for per_image in logits], {"loss_cls": loss}
+
+
+def _check_arguments(num_classes, widths, activation, norm) -> None:
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"cnn: num_classes must be a positive integer, got {num_classes!r}")
+    if len(widths) == 0 or any(int(width) < 1 for width in widths):
+        raise UserError(f"cnn: widths must be a non-empty list of positive ints, got {widths}")
+    if activation not in ACTIVATIONS:
+        known = ", ".join(ACTIVATIONS)
+        raise UserError(f"cnn: activation={activation!r} is not one of {known}")
+    if norm not in NORMS:
+        raise UserError(f"cnn: norm={norm!r} is not one of {', '.join(NORMS)}")
+
+
+def _stack(images: list[Tensor] | Tensor) -> Tensor:
+    if isinstance(images, Tensor):
+        return images if images.dim() == 4 else images.unsqueeze(0)
+    sizes = {tuple(image.shape) for image in images}
+    if len(sizes) != 1:
+        raise UserError(f"cnn: images of one batch must share one size, got {sorted(sizes)}")
+    return torch.stack([image.as_subclass(Tensor) for image in images])
+
+
+def build_cnn(**kwargs) -> CNNClassifier:
+    """`seglab.build_model("cnn", num_classes=K, ...)`: keyword arguments as in `CNNClassifier`."""
+    return CNNClassifier(**kwargs)
