@@ -1,0 +1,98 @@
+"""The paper's weight map (eq. 2) on hand-made images, checked against the formula by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from seglab.models.segmentation.weight_map import (
+    WeightMapCache,
+    border_weight_map,
+    class_frequency_weights,
+    instances_from_classes,
+)
+
+
+def two_rectangles() -> np.ndarray:
+    """20 x 30 background with two class-1 rectangles, 4 columns apart (cols 10..13 free)."""
+    mask = np.zeros((20, 30), dtype=np.int64)
+    mask[5:15, 2:10] = 1  # object A: rows 5..14, columns 2..9
+    mask[5:15, 14:22] = 1  # object B: rows 5..14, columns 14..21
+    return mask
+
+
+def test_two_object_image_values_match_the_formula():
+    mask = two_rectangles()
+    weights = border_weight_map(mask, w0=10.0, sigma=5.0)
+    foreground = 2 * 10 * 8
+    background = 20 * 30 - foreground
+    w_background = 600 / (2 * background)  # n / (K_present * n_k)
+    w_foreground = 600 / (2 * foreground)
+
+    def expected_background(d1: float, d2: float) -> float:
+        return w_background + 10 * math.exp(-((d1 + d2) ** 2) / (2 * 5**2))
+
+    # (10, 12), in the gap: 3 px to A's column 9, 2 px to B's column 14
+    assert weights[10, 12] == pytest.approx(expected_background(2, 3), rel=1e-5)
+    # (2, 11), above the gap: to A's corner (5, 9) sqrt(9 + 4), to B's corner (5, 14) sqrt(18)
+    assert weights[2, 11] == pytest.approx(
+        expected_background(math.sqrt(13), math.sqrt(18)), rel=1e-5
+    )
+    # (10, 28), right of B: 7 px to B (column 21), 19 px to A (column 9)
+    assert weights[10, 28] == pytest.approx(expected_background(7, 19), rel=1e-5)
+    # inside an object: class weight only
+    assert weights[10, 5] == pytest.approx(w_foreground)
+    assert weights[10, 12] > 6 * weights[10, 28]  # the gap between objects counts most
+
+
+def test_touching_objects_are_separated_by_instance_ids():
+    mask = np.zeros((10, 12), dtype=np.int64)
+    mask[2:8, 1:6] = 1
+    mask[2:8, 6:11] = 1  # touches the first: one connected component
+    instance_ids = np.zeros_like(mask, dtype=np.int32)
+    instance_ids[2:8, 1:6], instance_ids[2:8, 6:11] = 1, 2
+    from_classes = border_weight_map(mask)  # one object: no border term
+    from_instances = border_weight_map(mask, instance_ids)
+    np.testing.assert_allclose(from_classes, class_frequency_weights(mask))
+    # background pixel (0, 5): 2 px to object 1 at (2, 5), sqrt(4 + 1) to object 2 at (2, 6)
+    expected = class_frequency_weights(mask)[0, 5] + 10 * math.exp(-((2 + math.sqrt(5)) ** 2) / 50)
+    assert from_instances[0, 5] == pytest.approx(expected, rel=1e-5)
+
+
+def test_empty_mask_gets_uniform_weights_and_ignored_pixels_weigh_nothing():
+    empty = np.zeros((16, 16), dtype=np.int64)
+    np.testing.assert_allclose(border_weight_map(empty), np.ones((16, 16)))
+    partly_ignored = empty.copy()
+    partly_ignored[:4] = 255
+    weights = border_weight_map(partly_ignored)
+    assert (weights[:4] == 0).all() and np.allclose(weights[4:], 1.0)
+
+
+def test_class_weights_balance_frequencies():
+    mask = two_rectangles()
+    weights = class_frequency_weights(mask)
+    assert weights[mask == 1].sum() == pytest.approx(weights[mask == 0].sum())
+    assert weights.mean() == pytest.approx(1.0)
+
+
+def test_instances_from_classes_numbers_each_component():
+    mask = two_rectangles()
+    mask[0:2, 0:2] = 2
+    instance_ids = instances_from_classes(mask)
+    assert sorted(np.unique(instance_ids)) == [0, 1, 2, 3]
+    assert len(np.unique(instance_ids[5:15, 2:10])) == 1
+
+
+def test_cache_computes_once_per_key_and_evicts_least_recent():
+    cache = WeightMapCache(maxsize=2)
+    calls: list[int] = []
+
+    def compute(key: int):
+        return lambda: calls.append(key) or np.full((2, 2), key, dtype=np.float32)
+
+    for key in (1, 2, 1, 3, 1, 2):
+        assert cache.get(key, compute(key))[0, 0] == key
+    assert calls == [1, 2, 3, 2]  # 2 was evicted by 3 (1 was used more recently)
+    assert len(cache) == 2
