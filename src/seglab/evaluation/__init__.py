@@ -1,1 +1,171 @@
-"""evaluation."""
+"""Evaluation: one pass over a dataset gives the validation loss and the task's metrics.
+
+- detection / instance: COCO box (and mask) AP through pycocotools (`coco.py`);
+- semantic: mIoU, Dice, pixel accuracy from an exact pixel confusion matrix (`semantic.py`);
+- classification: accuracy, per-class recall, confusion matrix (`classification.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from seglab.errors import UserError
+from seglab.evaluation.classification import classification_metrics
+from seglab.evaluation.coco import evaluate_coco, to_coco_results
+from seglab.evaluation.confusion import ConfusionMatrix
+from seglab.evaluation.semantic import semantic_metrics
+
+__all__ = ["PRIMARY_METRICS", "evaluate", "primary_metric"]
+
+# task -> the metric that ranks models (higher is better); "a.b" is metrics["a"]["b"].
+PRIMARY_METRICS = {
+    "classification": "accuracy",
+    "detection": "bbox.AP",
+    "instance": "segm.AP",
+    "semantic": "mIoU",
+}
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Validation loss and the metrics of `model.task` over `dataset`, in one pass.
+
+    The model runs in eval mode under `torch.no_grad()` through `forward_with_losses`, so
+    the same forward gives the outputs and the validation loss; its train/eval mode is
+    restored afterwards. Detection outputs must be in the frame of the dataset's images
+    (the data does not resize detection images at evaluation; the model maps its boxes back).
+
+    Returns:
+        {"loss": mean over batches of the summed losses, **task metrics} (see PRIMARY_METRICS
+        and docs/conventions.md, "Evaluation").
+    """
+    from seglab.data import collate
+
+    if len(dataset) == 0:
+        raise UserError(f"{getattr(dataset, 'root', 'dataset')}: no images to evaluate")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    accumulator = _ACCUMULATORS[model.task](dataset)
+    was_training = model.training
+    model.to(device).eval()
+    loss_sum, batches = 0.0, 0
+    with torch.no_grad():
+        for images, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
+            images = [image.to(device) for image in images]
+            targets = [_to_device(target, device) for target in targets]
+            outputs, losses = model.forward_with_losses(images, targets)
+            loss_sum += float(sum(loss.float() for loss in losses.values()))
+            batches += 1
+            accumulator.update(images, targets, outputs)
+    model.train(was_training)
+    return {"loss": loss_sum / batches, **accumulator.compute()}
+
+
+def primary_metric(metrics: dict[str, Any], task: str) -> tuple[str, float]:
+    """The (name, value) that ranks models of `task`, e.g. ("segm.AP", 0.41)."""
+    name = PRIMARY_METRICS[task]
+    value: Any = metrics
+    for key in name.split("."):
+        value = value[key]
+    return name, float(value)
+
+
+def _to_device(target: dict[str, Any], device: str | torch.device) -> dict[str, Any]:
+    return {
+        key: value.to(device) if isinstance(value, torch.Tensor) else value
+        for key, value in target.items()
+    }
+
+
+class _CocoAccumulator:
+    """Collects COCO results; box AP, plus mask AP for instance segmentation."""
+
+    def __init__(self, dataset: Dataset, iou_types: tuple[str, ...]) -> None:
+        self.coco_gt = dataset.coco_gt
+        self.category_ids = dataset.category_ids
+        self.iou_types = iou_types
+        self.results: list[dict] = []
+
+    def update(self, images: list, targets: list[dict], outputs: list[dict]) -> None:
+        for image, output in zip(images, outputs, strict=True):
+            masks = output.get("masks")
+            if masks is not None and masks.shape[-2:] != image.shape[-2:]:
+                raise ValueError(
+                    f"masks {tuple(masks.shape[-2:])} must be in the image frame "
+                    f"{tuple(image.shape[-2:])}"
+                )
+        image_ids = [target["image_id"] for target in targets]
+        self.results += to_coco_results(outputs, image_ids, self.category_ids)
+
+    def compute(self) -> dict[str, Any]:
+        return {iou: evaluate_coco(self.coco_gt, self.results, iou) for iou in self.iou_types}
+
+
+class _SemanticAccumulator:
+    """Pixel confusion matrix of argmax(logits) against `semantic_mask` (255 ignored).
+
+    A model with unpadded convolutions (the U-Net paper's) predicts only the centre of its
+    input: the target is centre-cropped to the logits' size.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.class_names = ["background", *dataset.class_names]
+        self.confusion: ConfusionMatrix | None = None
+
+    def update(self, images: list, targets: list[dict], outputs: list[dict]) -> None:
+        for target, output in zip(targets, outputs, strict=True):
+            logits = output["logits"]  # (C, H', W')
+            if self.confusion is None:
+                self.confusion = ConfusionMatrix(logits.shape[0], ignore_index=255)
+            mask = _center_crop(target["semantic_mask"], logits.shape[-2:])
+            self.confusion.update(logits.argmax(dim=0), mask)
+
+    def compute(self) -> dict[str, Any]:
+        return semantic_metrics(self.confusion.matrix, self.class_names)
+
+
+class _ClassificationAccumulator:
+    """Image confusion matrix of argmax(logits) against `labels`."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.class_names = list(dataset.class_names)
+        self.confusion: ConfusionMatrix | None = None
+
+    def update(self, images: list, targets: list[dict], outputs: list[dict]) -> None:
+        predicted = torch.stack([output["logits"].argmax() for output in outputs])
+        labels = torch.stack([torch.as_tensor(target["labels"]).reshape(()) for target in targets])
+        if self.confusion is None:
+            self.confusion = ConfusionMatrix(outputs[0]["logits"].shape[-1], ignore_index=None)
+        self.confusion.update(predicted, labels)
+
+    def compute(self) -> dict[str, Any]:
+        return classification_metrics(self.confusion.matrix, self.class_names)
+
+
+def _center_crop(mask: torch.Tensor, size_hw: torch.Size) -> torch.Tensor:
+    height, width = mask.shape[-2:]
+    out_height, out_width = size_hw
+    if (out_height, out_width) == (height, width):
+        return mask
+    if out_height > height or out_width > width:
+        raise ValueError(f"logits {tuple(size_hw)} larger than the mask {(height, width)}")
+    top, left = (height - out_height) // 2, (width - out_width) // 2
+    return mask[..., top : top + out_height, left : left + out_width]
+
+
+_ACCUMULATORS = {
+    "classification": _ClassificationAccumulator,
+    "detection": lambda dataset: _CocoAccumulator(dataset, ("bbox",)),
+    "instance": lambda dataset: _CocoAccumulator(dataset, ("bbox", "segm")),
+    "semantic": _SemanticAccumulator,
+}

@@ -1,0 +1,194 @@
+"""`seglab eval`: metrics of a trained model on a dataset, or of COCO predictions.
+
+seglab eval RUN/model.safetensors --data DIR [--split val] [--out M.json]
+seglab eval --gt GT.json --pred PRED.json [--iou-type bbox|segm] [--out M.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from seglab.errors import UserError, require_file
+from seglab.evaluation.coco import (
+    AP_NAMES,
+    IOU_TYPES,
+    check_coco_gt,
+    check_coco_results,
+    evaluate_coco,
+    has_masks,
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model on a dataset split, or COCO predictions against a ground truth",
+        description="Evaluate RUN/model.safetensors on DIR's split with its task's metrics "
+        "(COCO AP, mIoU/Dice, accuracy), or a COCO results file against a COCO ground truth "
+        "with pycocotools. Prints a table and writes the metrics JSON.",
+    )
+    parser.add_argument("model", nargs="?", help="a model written by seglab (model.safetensors)")
+    parser.add_argument("--data", metavar="DIR", help="dataset root, with the model")
+    parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    parser.add_argument("--gt", metavar="GT.json", help="COCO ground truth, with --pred")
+    parser.add_argument("--pred", metavar="PRED.json", help="COCO results (a JSON list)")
+    parser.add_argument(
+        "--iou-type",
+        metavar="bbox|segm",
+        help="with --gt: bbox or segm (default: bbox, and segm too when the predictions "
+        "have masks)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="M.json",
+        help="metrics JSON to write (default: metrics.json beside the model; with --gt: "
+        "written only when given)",
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="images per batch (4)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.gt or args.pred:
+        if args.model or args.data:
+            raise UserError("give either MODEL --data DIR, or --gt and --pred; not both")
+        if not (args.gt and args.pred):
+            raise UserError("--gt and --pred go together; give both files")
+        metrics = evaluate_files(args.gt, args.pred, args.iou_type)
+        out = args.out
+    else:
+        if not (args.model and args.data):
+            raise UserError("give MODEL --data DIR, or --gt GT.json --pred PRED.json")
+        if args.iou_type:
+            raise UserError(
+                "--iou-type applies to --gt/--pred; a model is evaluated with its task's metrics"
+            )
+        metrics = evaluate_model(args.model, args.data, args.split, args.batch_size, args.device)
+        out = args.out or Path(args.model).parent / "metrics.json"
+    print(format_metrics(metrics))
+    if out:
+        from seglab.engine.io import atomic_write_json
+
+        atomic_write_json(out, metrics)
+        print(f"wrote {out}")
+    return 0
+
+
+def evaluate_files(gt_path: str, pred_path: str, iou_type: str | None) -> dict[str, Any]:
+    """COCO AP of the results in `pred_path` against `gt_path`: {"bbox": {...}, ...}."""
+    if iou_type is not None and iou_type not in IOU_TYPES:
+        raise UserError(f"--iou-type {iou_type!r}: unknown; use bbox or segm")
+    gt = _read_json(gt_path, "ground-truth file")
+    predictions = _read_json(pred_path, "predictions file")
+    check_coco_gt(gt, gt_path)
+    if not isinstance(predictions, list):
+        raise UserError(f"{pred_path}: predictions must be a JSON list of COCO results")
+    if iou_type is None:
+        iou_types = ["bbox", "segm"] if has_masks(predictions) else ["bbox"]
+    else:
+        iou_types = [iou_type]
+    if "segm" in iou_types and not has_masks(predictions):
+        raise UserError(f"{pred_path}: --iou-type segm needs a 'segmentation' in every prediction")
+    for iou in iou_types:
+        check_coco_results(predictions, gt, iou, pred_path)
+        if iou == "segm":
+            check_coco_gt(gt, gt_path, need_masks=True)
+    return {iou: evaluate_coco(gt, predictions, iou) for iou in iou_types}
+
+
+def evaluate_model(
+    model_path: str, data_dir: str, split: str, batch_size: int, device: str
+) -> dict[str, Any]:
+    """The task metrics of the model at `model_path` on `split` of `data_dir`."""
+    import torch
+
+    import seglab
+    from seglab.data import build_dataset
+    from seglab.evaluation import evaluate
+
+    model = seglab.load_model(model_path)
+    root = require_file(data_dir, "data folder")
+    data_config = _data_config(getattr(model, "config", {}) or {}, root, split)
+    dataset = build_dataset(data_config, split, task=model.task, train=False)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return evaluate(model, dataset, batch_size=batch_size, device=device, progress=True)
+
+
+def _data_config(run_config: dict, root: Path, split: str):
+    """The run's data section with `root` replaced; the layout is inferred when absent."""
+    from seglab.data.config import DataConfig
+
+    known = {field.name for field in dataclasses.fields(DataConfig)}
+    saved = {
+        key: value for key, value in dict(run_config.get("data") or {}).items() if key in known
+    }
+    if isinstance(saved.get("scale_jitter"), list):
+        saved["scale_jitter"] = tuple(saved["scale_jitter"])
+    saved["root"] = str(root)
+    saved.setdefault("layout", infer_layout(root, split))
+    return DataConfig(**saved)
+
+
+def infer_layout(root: Path, split: str) -> str:
+    """coco (SPLIT.json), masks (SPLIT/images/) or folders (SPLIT/<class>/)."""
+    if (root / f"{split}.json").is_file():
+        return "coco"
+    if (root / split / "images").is_dir():
+        return "masks"
+    if (root / split).is_dir() and any(path.is_dir() for path in (root / split).iterdir()):
+        return "folders"
+    raise UserError(
+        f"{root}: no {split}.json, {split}/images/ or {split}/<class>/ found; "
+        "give the dataset root that holds the split"
+    )
+
+
+def _read_json(path: str, what: str) -> Any:
+    path = require_file(path, what)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: malformed JSON ({error})") from None
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A plain-text table of evaluation metrics (COCO AP, segmentation or classification)."""
+    lines = []
+    if "loss" in metrics:
+        lines.append(f"{'loss':<16}{metrics['loss']:>10.4f}")
+    iou_types = [iou for iou in IOU_TYPES if iou in metrics]
+    if iou_types:
+        lines.append(f"{'metric':<16}" + "".join(f"{iou:>10}" for iou in iou_types))
+        for name in AP_NAMES:
+            lines.append(f"{name:<16}" + "".join(_cell(metrics[iou][name]) for iou in iou_types))
+    for name in ("accuracy", "mIoU", "dice", "pixel_accuracy"):
+        if name in metrics:
+            lines.append(f"{name:<16}{_cell(metrics[name])}")
+    if "per_class" in metrics:
+        lines.append(f"{'class':<16}{'IoU':>10}{'Dice':>10}")
+        for name, values in metrics["per_class"].items():
+            lines.append(f"{name:<16}{_cell(values['iou'])}{_cell(values['dice'])}")
+    if "per_class_recall" in metrics:
+        lines.append(f"{'class':<16}{'recall':>10}")
+        for name, recall in metrics["per_class_recall"].items():
+            lines.append(f"{name:<16}{_cell(recall)}")
+    if "confusion_matrix" in metrics:
+        lines.append("confusion matrix (rows: true class, columns: predicted class)")
+        lines += [
+            "  " + " ".join(f"{count:>6d}" for count in row) for row in metrics["confusion_matrix"]
+        ]
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    # COCO reports -1 where a metric is undefined (no ground truth of that size); semantic
+    # and classification metrics use None for a class with no pixels / images.
+    if value is None or value == -1:
+        return f"{'n/a':>10}"
+    return f"{value:>10.4f}"

@@ -1,0 +1,219 @@
+"""COCO box and mask AP through pycocotools, from in-memory dicts.
+
+pycocotools' `COCOeval` is the reference every paper reports, so we call it rather than
+re-implement it: `evaluate_coco` gives the numbers `COCOeval.summarize()` prints (its
+`stats[0:6]`), as fractions in [0, 1]. An AP that COCO leaves undefined (no ground truth of
+that size, or no ground truth at all) is -1, as in `COCOeval.stats`; see docs/conventions.md.
+
+`to_coco_results` turns model outputs (boxes xyxy, labels 1..K, mask probabilities) into the
+COCO results format (`bbox` xywh, original `category_id`, RLE `segmentation`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from seglab.errors import UserError
+
+IOU_TYPES = ("bbox", "segm")
+# The first six numbers COCOeval.summarize() prints, in its order (stats[0:6]).
+AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def evaluate_coco(gt: dict, results: list[dict], iou_type: str) -> dict[str, float]:
+    """COCO AP of `results` against the ground truth `gt`, as pycocotools computes it.
+
+    Args:
+        gt: a COCO ground-truth dict (`images`, `annotations`, `categories`). Not modified.
+        results: COCO results (`image_id`, `category_id`, `score`, `bbox` xywh and/or
+            `segmentation` RLE). Not modified. An empty list gives AP 0 (or -1 where the
+            ground truth has no object of that size).
+        iou_type: "bbox" or "segm".
+
+    Returns:
+        {"AP", "AP50", "AP75", "APs", "APm", "APl"}: floats in [0, 1], or -1 where undefined.
+    """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    # pycocotools prints progress and modifies annotations in place (segmentation -> RLE,
+    # ids, areas): give it copies and swallow its prints.
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = _coco_from_dict(gt)
+        coco_dt = _load_results(coco_gt, results)
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(value) for name, value in zip(AP_NAMES, evaluator.stats[:6], strict=True)}
+
+
+def _coco_from_dict(gt: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = {
+        **gt,
+        "images": list(gt.get("images", [])),
+        "annotations": [dict(annotation) for annotation in gt.get("annotations", [])],
+        "categories": list(gt.get("categories", [])),
+    }
+    coco.createIndex()
+    return coco
+
+
+def _load_results(coco_gt: COCO, results: list[dict]) -> COCO:
+    """`COCO.loadRes` on copies; an empty list (which loadRes cannot take) gives an empty set."""
+    if results:
+        return coco_gt.loadRes([dict(result) for result in results])
+    coco_dt = COCO()
+    coco_dt.dataset = {
+        "images": list(coco_gt.dataset["images"]),
+        "categories": list(coco_gt.dataset["categories"]),
+        "annotations": [],
+    }
+    coco_dt.createIndex()
+    return coco_dt
+
+
+def to_coco_results(
+    outputs: Sequence[dict[str, torch.Tensor]],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int],
+    *,
+    mask_threshold: float = 0.5,
+) -> list[dict[str, Any]]:
+    """Model outputs -> COCO results, one dict per detection.
+
+    Args:
+        outputs: per image, `boxes` (N, 4) xyxy in the image's pixels, `labels` (N,) int64 in
+            1..K, `scores` (N,), optionally `masks` (N, 1, H, W) probabilities in [0, 1].
+        image_ids: the COCO image id of each output.
+        category_ids: label k in 1..K -> COCO category id `category_ids[k - 1]`.
+        mask_threshold: a pixel is in the mask when its probability is above this
+            (torchvision's reference evaluation: `masks > 0.5`).
+
+    Returns:
+        dicts with `image_id`, `category_id`, `score`, `bbox` [x, y, w, h] and, when the
+        outputs have masks, `segmentation` (compressed RLE whose `counts` is a str).
+    """
+    if len(outputs) != len(image_ids):
+        raise ValueError(f"{len(outputs)} outputs but {len(image_ids)} image ids")
+    results = []
+    for output, image_id in zip(outputs, image_ids, strict=True):
+        results.extend(_image_results(output, int(image_id), category_ids, mask_threshold))
+    return results
+
+
+def _image_results(
+    output: dict[str, torch.Tensor], image_id: int, category_ids: Sequence[int], threshold: float
+) -> list[dict[str, Any]]:
+    boxes = output["boxes"].detach().float().cpu()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    labels = output["labels"].detach().cpu().tolist()
+    scores = output["scores"].detach().float().cpu().tolist()
+    if any(label < 1 or label > len(category_ids) for label in labels):
+        raise ValueError(f"labels must be in 1..{len(category_ids)}, got {sorted(set(labels))}")
+    results = [
+        {"image_id": image_id, "category_id": int(category_ids[label - 1]), "bbox": box, "score": s}
+        for box, label, s in zip(xywh, labels, scores, strict=True)
+    ]
+    if "masks" in output:
+        for result, rle in zip(results, masks_to_rle(output["masks"], threshold), strict=True):
+            result["segmentation"] = rle
+    return results
+
+
+def masks_to_rle(masks: torch.Tensor, threshold: float = 0.5) -> list[dict[str, Any]]:
+    """(N, 1, H, W) probabilities -> N compressed RLEs {"size": [H, W], "counts": str}."""
+    binary = (masks.detach().cpu()[:, 0] > threshold).numpy().astype(np.uint8)  # (N, H, W)
+    if len(binary) == 0:
+        return []
+    # pycocotools wants (H, W, N) in Fortran order.
+    encoded = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+    return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+
+
+def check_coco_gt(gt: Any, source: str, *, need_masks: bool = False) -> None:
+    """Raise UserError unless `gt` is a COCO ground truth COCOeval can use."""
+    if not isinstance(gt, dict) or not isinstance(gt.get("images"), list):
+        raise UserError(f"{source}: not a COCO ground truth (no 'images' list)")
+    for key in ("annotations", "categories"):
+        if not isinstance(gt.get(key), list):
+            raise UserError(f"{source}: not a COCO ground truth (no {key!r} list)")
+    image_keys = ["id", "height", "width"] if need_masks else ["id"]
+    for image in gt["images"]:
+        if not isinstance(image, dict) or any(key not in image for key in image_keys):
+            raise UserError(f"{source}: every image needs {', '.join(image_keys)}")
+    if not all(isinstance(category, dict) and "id" in category for category in gt["categories"]):
+        raise UserError(f"{source}: every category needs an 'id'")
+    required = ["id", "image_id", "category_id", "bbox", "area", "iscrowd"]
+    required += ["segmentation"] if need_masks else []
+    for annotation in gt["annotations"]:
+        missing = [key for key in required if key not in annotation]
+        if missing:
+            raise UserError(
+                f"{source}: annotation {annotation.get('id', '?')} lacks {', '.join(missing)}; "
+                f"COCO annotations need {', '.join(required)}"
+            )
+
+
+def check_coco_results(results: Any, gt: dict, iou_type: str, source: str) -> None:
+    """Raise UserError unless `results` is a COCO results list for `gt` and `iou_type`."""
+    if not isinstance(results, list):
+        raise UserError(f"{source}: predictions must be a JSON list of COCO results")
+    image_sizes = {image["id"]: [image.get("height"), image.get("width")] for image in gt["images"]}
+    category_ids = {category["id"] for category in gt["categories"]}
+    geometry = "bbox" if iou_type == "bbox" else "segmentation"
+    for index, result in enumerate(results):
+        where = f"{source}: prediction {index}"
+        if not isinstance(result, dict):
+            raise UserError(f"{where} is not an object")
+        missing = [
+            key for key in ("image_id", "category_id", "score", geometry) if key not in result
+        ]
+        if missing:
+            raise UserError(f"{where} lacks {', '.join(missing)}")
+        if result["image_id"] not in image_sizes:
+            raise UserError(f"{where}: image_id {result['image_id']!r} is not in the ground truth")
+        if result["category_id"] not in category_ids:
+            raise UserError(
+                f"{where}: category_id {result['category_id']!r} is not in the ground truth"
+            )
+        if not _is_number(result["score"]):
+            raise UserError(f"{where}: score must be a number")
+        if "bbox" in result and not _is_box(result["bbox"]):
+            raise UserError(f"{where}: bbox must be [x, y, width, height]")
+        if iou_type == "segm" and not _is_rle(
+            result["segmentation"], image_sizes[result["image_id"]]
+        ):
+            raise UserError(
+                f"{where}: segmentation must be an RLE {{'size': [height, width], 'counts': ...}} "
+                f"of the image's size {image_sizes[result['image_id']]}"
+            )
+    # COCO.loadRes reads the first result to decide whether boxes are given.
+    if len({"bbox" in result for result in results}) > 1:
+        raise UserError(f"{source}: some predictions have 'bbox' and some do not; give all or none")
+
+
+def has_masks(results: list[dict]) -> bool:
+    """True when every result has a `segmentation` (and there is at least one result)."""
+    return bool(results) and all("segmentation" in result for result in results)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_box(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 4 and all(map(_is_number, value))
+
+
+def _is_rle(value: Any, size_hw: list) -> bool:
+    return isinstance(value, dict) and "counts" in value and list(value.get("size", [])) == size_hw
