@@ -40,7 +40,8 @@ def make_gt(seed: int, *, num_images: int = 8, image_size: tuple[int, int] = (12
     images, annotations = [], []
     for index in range(num_images):
         image_id = 5 + 3 * index
-        images.append({"id": image_id, "height": height, "width": width, "file_name": f"{index}.png"})
+        image = {"id": image_id, "height": height, "width": width, "file_name": f"{index}.png"}
+        images.append(image)
         for _ in range(0 if index == 0 else int(rng.integers(0, 6))):
             mask = random_mask(rng, height, width)
             rle = mask_utils.encode(np.asfortranarray(mask))
