@@ -30,8 +30,22 @@ def _build_unet(**kwargs: Any) -> nn.Module:
     return build_unet(**kwargs)
 
 
+def _build_faster_rcnn(**kwargs: Any) -> nn.Module:
+    from seglab.models.detection.builders import build_faster_rcnn
+
+    return build_faster_rcnn(**kwargs)
+
+
+def _build_mask_rcnn(**kwargs: Any) -> nn.Module:
+    from seglab.models.detection.builders import build_mask_rcnn
+
+    return build_mask_rcnn(**kwargs)
+
+
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "cnn": build_cnn,
+    "faster_rcnn": _build_faster_rcnn,
+    "mask_rcnn": _build_mask_rcnn,
     "unet": _build_unet,
 }
 

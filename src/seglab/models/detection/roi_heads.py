@@ -1,0 +1,205 @@
+"""Second stage of the two-stage detectors: per-RoI classification, box refinement and,
+for Mask R-CNN, masks.
+
+Training RoIs (Fast R-CNN §2.3): the proposals plus the ground-truth boxes, labelled by
+IoU (>= 0.5 object, else background) and sampled 512 per image with 25% foreground. Losses
+are computed whenever targets are given, with the same sampling in train and eval mode, so
+a validation loss exists; detections are produced in eval mode from all proposals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from seglab.models.detection.box_head import fast_rcnn_loss, postprocess_boxes
+from seglab.models.detection.mask_head import mask_loss, mask_probabilities, mask_targets
+from seglab.ops.matcher import Matcher
+from seglab.ops.sampler import BalancedPositiveNegativeSampler
+from seglab.structures.boxes import BoxCoder, box_iou
+
+
+@dataclass
+class SampledRoIs:
+    """The training RoIs of each image with their labels and matched ground truth."""
+
+    proposals: list[Tensor]  # per image (S_i, 4)
+    labels: list[Tensor]  # per image (S_i,) int64, 0 background
+    matched_gt_index: list[Tensor]  # per image (S_i,) index into the image's gt boxes
+    regression_targets: Tensor  # (sum S_i, 4) encoded matched gt boxes
+
+
+class RoIHeads(nn.Module):
+    """Box branch (+ optional mask branch) on pooled RoI features.
+
+    Args:
+        box_roi_pool: (features, proposals, image_sizes) -> (K, C, S, S), e.g. RoIAlign.
+        box_head: (K, C, S, S) -> (K, R); box_predictor: (K, R) -> logits, deltas.
+        mask_roi_pool, mask_head, mask_predictor: the mask branch (all three, or none).
+        fg_iou_thresh, bg_iou_thresh: RoI labelling thresholds (0.5, 0.5).
+        batch_size_per_image, positive_fraction: RoI sampling (512, 0.25).
+        box_coder_weights: scaling of the deltas (10, 10, 5, 5).
+        score_thresh, nms_thresh, detections_per_img: post-processing.
+        mask_target_aligned: half-pixel offset when cropping gt masks to targets.
+    """
+
+    def __init__(
+        self,
+        *,
+        box_roi_pool: nn.Module,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        mask_roi_pool: nn.Module | None = None,
+        mask_head: nn.Module | None = None,
+        mask_predictor: nn.Module | None = None,
+        fg_iou_thresh: float = 0.5,
+        bg_iou_thresh: float = 0.5,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        mask_target_aligned: bool = True,
+    ):
+        super().__init__()
+        self.box_roi_pool = box_roi_pool
+        self.box_head = box_head
+        self.box_predictor = box_predictor
+        self.mask_roi_pool = mask_roi_pool
+        self.mask_head = mask_head
+        self.mask_predictor = mask_predictor
+        self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
+        self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.box_coder = BoxCoder(weights=tuple(box_coder_weights))
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+        self.mask_target_aligned = mask_target_aligned
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask_predictor is not None
+
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: list[dict] | None = None,
+    ) -> tuple[list[dict], dict[str, Tensor]]:
+        """Detections (eval mode; else empty dicts) and losses (when targets are given)."""
+        losses: dict[str, Tensor] = {}
+        if targets is not None:
+            rois = self.sample_rois(proposals, targets)
+            losses.update(self._box_losses(features, rois, image_sizes))
+            if self.has_mask:
+                losses.update(self._mask_losses(features, rois, targets, image_sizes))
+        if self.training:
+            return [{} for _ in proposals], losses
+        detections = self._forward_box(features, proposals, image_sizes)
+        if self.has_mask:
+            self._forward_mask(features, detections, image_sizes)
+        return detections, losses
+
+    def sample_rois(self, proposals: list[Tensor], targets: list[dict]) -> SampledRoIs:
+        """Add gt boxes to the proposals, label them by IoU, sample a balanced batch."""
+        labels, matched, sampled_proposals, matched_boxes = [], [], [], []
+        for proposals_, target in zip(proposals, targets, strict=True):
+            gt_boxes = target["boxes"].to(proposals_.dtype)
+            candidates = torch.cat([proposals_, gt_boxes])  # the gt boxes are RoIs too
+            label, gt_index = self._label_rois(candidates, gt_boxes, target["labels"])
+            labels.append(label)
+            matched.append(gt_index)
+            sampled_proposals.append(candidates)
+            # an image without objects matches nothing: regress towards a dummy zero box
+            padded_gt = gt_boxes if gt_boxes.numel() else gt_boxes.new_zeros((1, 4))
+            matched_boxes.append(padded_gt)
+        positive, negative = self.sampler(labels)
+        rois = SampledRoIs([], [], [], torch.empty(0))
+        targets_per_image = []
+        for index, (pos, neg) in enumerate(zip(positive, negative, strict=True)):
+            keep = torch.where(pos | neg)[0]
+            rois.proposals.append(sampled_proposals[index][keep])
+            rois.labels.append(labels[index][keep])
+            rois.matched_gt_index.append(matched[index][keep])
+            gt_for_rois = matched_boxes[index][matched[index][keep]]
+            targets_per_image.append(self.box_coder.encode(gt_for_rois, rois.proposals[-1]))
+        rois.regression_targets = torch.cat(targets_per_image)
+        return rois
+
+    def _label_rois(
+        self, rois: Tensor, gt_boxes: Tensor, gt_labels: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Class label per RoI (0 background, -1 ignored) and its gt index (clamped >= 0)."""
+        if gt_boxes.numel() == 0:
+            zeros = torch.zeros(rois.shape[0], dtype=torch.int64, device=rois.device)
+            return zeros, zeros.clone()
+        matched = self.matcher(box_iou(gt_boxes, rois))
+        gt_index = matched.clamp(min=0)
+        labels = gt_labels[gt_index].to(torch.int64)
+        labels[matched == Matcher.BELOW_LOW_THRESHOLD] = 0
+        labels[matched == Matcher.BETWEEN_THRESHOLDS] = -1
+        return labels, gt_index
+
+    def _box_outputs(self, features, proposals, image_sizes) -> tuple[Tensor, Tensor]:
+        pooled = self.box_roi_pool(features, proposals, image_sizes)  # (K, C, S, S)
+        return self.box_predictor(self.box_head(pooled))
+
+    def _box_losses(self, features, rois: SampledRoIs, image_sizes) -> dict[str, Tensor]:
+        class_logits, box_deltas = self._box_outputs(features, rois.proposals, image_sizes)
+        labels = torch.cat(rois.labels)
+        return fast_rcnn_loss(class_logits, box_deltas, labels, rois.regression_targets)
+
+    def _mask_losses(
+        self, features, rois: SampledRoIs, targets: list[dict], image_sizes
+    ) -> dict[str, Tensor]:
+        """Mask loss on the positive training RoIs only (Mask R-CNN §3)."""
+        positive_rois, positive_labels, crops = [], [], []
+        for proposals, labels, gt_index, target in zip(
+            rois.proposals, rois.labels, rois.matched_gt_index, targets, strict=True
+        ):
+            positive = torch.where(labels > 0)[0]
+            positive_rois.append(proposals[positive])
+            positive_labels.append(labels[positive])
+            crops.append((target["masks"], proposals[positive], gt_index[positive]))
+        mask_logits = self._mask_logits(features, positive_rois, image_sizes)
+        size = mask_logits.shape[-1]
+        mask_target = torch.cat(
+            [mask_targets(m, p, i, size, aligned=self.mask_target_aligned) for m, p, i in crops]
+        )
+        return {"loss_mask": mask_loss(mask_logits, torch.cat(positive_labels), mask_target)}
+
+    def _mask_logits(self, features, boxes: list[Tensor], image_sizes) -> Tensor:
+        pooled = self.mask_roi_pool(features, boxes, image_sizes)  # (K, C, 14, 14)
+        return self.mask_predictor(self.mask_head(pooled))  # (K, num_classes, 28, 28)
+
+    def _forward_box(self, features, proposals: list[Tensor], image_sizes) -> list[dict]:
+        """Eval mode: score every proposal, refine its box per class, keep the best."""
+        class_logits, box_deltas = self._box_outputs(features, proposals, image_sizes)
+        counts = [p.shape[0] for p in proposals]
+        detections = []
+        for logits, deltas, proposals_, size in zip(
+            class_logits.split(counts), box_deltas.split(counts), proposals, image_sizes,
+            strict=True,
+        ):  # fmt: skip
+            boxes, scores, labels = postprocess_boxes(
+                logits, deltas, proposals_, size, box_coder=self.box_coder,
+                score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
+                detections_per_img=self.detections_per_img,
+            )  # fmt: skip
+            detections.append({"boxes": boxes, "labels": labels, "scores": scores})
+        return detections
+
+    def _forward_mask(self, features, detections: list[dict], image_sizes) -> None:
+        """Eval mode: a 28x28 mask probability map per detection, in its box (in place)."""
+        boxes = [d["boxes"] for d in detections]
+        mask_logits = self._mask_logits(features, boxes, image_sizes)
+        labels = torch.cat([d["labels"] for d in detections])
+        probabilities = mask_probabilities(mask_logits, labels)  # (N, 1, 28, 28)
+        for detection, masks in zip(
+            detections, probabilities.split([b.shape[0] for b in boxes]), strict=True
+        ):
+            detection["masks"] = masks

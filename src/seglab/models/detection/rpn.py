@@ -1,0 +1,191 @@
+"""Region Proposal Network (Faster R-CNN §3.1).
+
+A small network slides over every feature level: a shared 3x3 conv, then per anchor an
+objectness logit and four box deltas (1x1 convs). Proposals are the anchors moved by their
+deltas, kept per level by top-k objectness, clipped, and thinned by NMS (§3.1.1: "we adopt
+non-maximum suppression on the proposal regions based on their cls scores"). Training
+(§3.1.2) labels anchors by IoU with the ground truth and samples a balanced mini-batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seglab.models.detection.transform import ImageBatch
+from seglab.ops.anchors import AnchorGenerator
+from seglab.ops.matcher import Matcher
+from seglab.ops.nms import batched_nms
+from seglab.ops.sampler import BalancedPositiveNegativeSampler
+from seglab.structures.boxes import BoxCoder, box_iou, clip_boxes, remove_small_boxes
+
+
+class RPNHead(nn.Module):
+    """Shared 3x3 conv + ReLU, then objectness (A per location) and deltas (4A per location)."""
+
+    def __init__(self, in_channels: int, num_anchors: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
+        self.objectness = nn.Conv2d(in_channels, num_anchors, kernel_size=1)
+        self.box_deltas = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=1)
+        for layer in (self.conv, self.objectness, self.box_deltas):
+            nn.init.normal_(layer.weight, std=0.01)  # §3.1.3: zero-mean Gaussian, std 0.01
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per level: objectness (B, A, H, W) and deltas (B, 4A, H, W)."""
+        objectness, deltas = [], []
+        for feature in features:
+            hidden = F.relu(self.conv(feature))
+            objectness.append(self.objectness(hidden))
+            deltas.append(self.box_deltas(hidden))
+        return objectness, deltas
+
+
+def flatten_per_anchor(per_level: list[Tensor], values_per_anchor: int) -> Tensor:
+    """Concatenate head outputs of all levels in the anchors' order (level, y, x, anchor).
+
+    (B, A*C, H, W) per level -> (B, sum_l H_l*W_l*A, C).
+    """
+    flat = []
+    for level in per_level:
+        batch, _, height, width = level.shape
+        level = level.view(batch, -1, values_per_anchor, height, width)  # (B, A, C, H, W)
+        level = level.permute(0, 3, 4, 1, 2)  # (B, H, W, A, C)
+        flat.append(level.reshape(batch, -1, values_per_anchor))  # (B, H*W*A, C)
+    return torch.cat(flat, dim=1)
+
+
+class RegionProposalNetwork(nn.Module):
+    """Proposals from anchors, and the RPN losses when targets are given (any mode).
+
+    Args:
+        anchor_generator: anchors per level (sizes x aspect ratios).
+        head: the `RPNHead`.
+        fg_iou_thresh, bg_iou_thresh: anchors with IoU >= 0.7 are positive, < 0.3 negative.
+        batch_size_per_image, positive_fraction: the sampled mini-batch (256 anchors, 1:1).
+        pre_nms_top_n, post_nms_top_n: {"training": n, "testing": n}; pre is per level.
+        nms_thresh: IoU threshold of the proposal NMS.
+        score_thresh: drop proposals with objectness probability below this.
+    """
+
+    min_box_size = 1e-3
+
+    def __init__(
+        self,
+        *,
+        anchor_generator: AnchorGenerator,
+        head: RPNHead,
+        fg_iou_thresh: float = 0.7,
+        bg_iou_thresh: float = 0.3,
+        batch_size_per_image: int = 256,
+        positive_fraction: float = 0.5,
+        pre_nms_top_n: dict[str, int],
+        post_nms_top_n: dict[str, int],
+        nms_thresh: float = 0.7,
+        score_thresh: float = 0.0,
+    ):
+        super().__init__()
+        self.anchor_generator = anchor_generator
+        self.head = head
+        self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+        # §3.1.2: an anchor with the highest IoU for a ground-truth box is positive too.
+        self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
+        self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.pre_nms_top_n = dict(pre_nms_top_n)
+        self.post_nms_top_n = dict(post_nms_top_n)
+        self.nms_thresh = nms_thresh
+        self.score_thresh = score_thresh
+
+    def forward(
+        self, batch: ImageBatch, features: dict[str, Tensor], targets: list[dict] | None = None
+    ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """Return proposals per image (P_i, 4) in the resized frame, and the RPN losses."""
+        feature_list = list(features.values())
+        objectness_per_level, deltas_per_level = self.head(feature_list)
+        anchors = self.anchor_generator(batch.image_sizes, batch.padded_size, feature_list)
+        anchors_per_level = [o[0].numel() for o in objectness_per_level]  # A*H*W per level
+        objectness = flatten_per_anchor(objectness_per_level, 1)[..., 0]  # (B, sum A*H*W)
+        deltas = flatten_per_anchor(deltas_per_level, 4)  # (B, sum A*H*W, 4)
+        all_anchors = torch.stack(anchors)  # (B, sum A*H*W, 4)
+        proposals = self.box_coder.decode(
+            deltas.detach().reshape(-1, 4), all_anchors.reshape(-1, 4)
+        ).view_as(all_anchors)
+        boxes = self._select_proposals(
+            proposals, objectness.detach(), batch.image_sizes, anchors_per_level
+        )
+        losses = {}
+        if targets is not None:
+            losses = self._losses(objectness, deltas, anchors, targets)
+        return boxes, losses
+
+    def _mode(self) -> str:
+        return "training" if self.training else "testing"
+
+    def _select_proposals(
+        self,
+        proposals: Tensor,
+        objectness: Tensor,
+        image_sizes: list[tuple[int, int]],
+        anchors_per_level: list[int],
+    ) -> list[Tensor]:
+        """Top-k per level, sigmoid, clip, drop tiny boxes and low scores, NMS per level."""
+        top_index, levels = self._top_k_per_level(objectness, anchors_per_level)
+        image_index = torch.arange(proposals.shape[0], device=proposals.device)[:, None]
+        proposals = proposals[image_index, top_index]  # (B, k, 4)
+        scores = torch.sigmoid(objectness[image_index, top_index])  # (B, k)
+        kept = []
+        for boxes, scores_, image_size in zip(proposals, scores, image_sizes, strict=True):
+            boxes = clip_boxes(boxes, image_size)
+            keep = remove_small_boxes(boxes, self.min_box_size)
+            keep = keep[scores_[keep] >= self.score_thresh]
+            boxes, scores_, levels_ = boxes[keep], scores_[keep], levels[keep]
+            keep = batched_nms(boxes, scores_, levels_, self.nms_thresh)
+            kept.append(boxes[keep[: self.post_nms_top_n[self._mode()]]])
+        return kept
+
+    def _top_k_per_level(
+        self, objectness: Tensor, anchors_per_level: list[int]
+    ) -> tuple[Tensor, Tensor]:
+        """Indices (B, k) of the best `pre_nms_top_n` anchors of each level, and their level."""
+        indices, levels, offset = [], [], 0
+        for level, scores in enumerate(objectness.split(anchors_per_level, dim=1)):
+            k = min(self.pre_nms_top_n[self._mode()], scores.shape[1])
+            top = scores.topk(k, dim=1).indices
+            indices.append(top + offset)
+            levels.append(torch.full((k,), level, dtype=torch.int64, device=scores.device))
+            offset += scores.shape[1]
+        return torch.cat(indices, dim=1), torch.cat(levels)
+
+    def _losses(
+        self, objectness: Tensor, deltas: Tensor, anchors: list[Tensor], targets: list[dict]
+    ) -> dict[str, Tensor]:
+        """Binary cross-entropy on sampled anchors, smooth L1 (beta 1/9) on the positive ones."""
+        labels, regression_targets = [], []
+        for anchors_per_image, target in zip(anchors, targets, strict=True):
+            label, matched_boxes = self._label_anchors(anchors_per_image, target["boxes"])
+            labels.append(label)
+            regression_targets.append(self.box_coder.encode(matched_boxes, anchors_per_image))
+        positive, negative = self.sampler(labels)
+        positive = torch.where(torch.cat(positive))[0]
+        sampled = torch.cat([positive, torch.where(torch.cat(negative))[0]])
+        labels = torch.cat(labels)
+        regression_targets = torch.cat(regression_targets)
+        box_loss = F.smooth_l1_loss(
+            deltas.reshape(-1, 4)[positive], regression_targets[positive],
+            beta=1 / 9, reduction="sum",
+        ) / max(sampled.numel(), 1)  # fmt: skip
+        objectness_loss = F.binary_cross_entropy_with_logits(
+            objectness.reshape(-1)[sampled], labels[sampled].to(objectness.dtype)
+        )
+        return {"loss_objectness": objectness_loss, "loss_rpn_box_reg": box_loss}
+
+    def _label_anchors(self, anchors: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """Per anchor: 1 positive, 0 negative, -1 ignored; and the matched gt box (A, 4)."""
+        if gt_boxes.numel() == 0:
+            return anchors.new_zeros(anchors.shape[0]), torch.zeros_like(anchors)
+        matched = self.matcher(box_iou(gt_boxes, anchors))
+        labels = (matched >= 0).to(anchors.dtype)
+        labels[matched == Matcher.BETWEEN_THRESHOLDS] = -1.0
+        return labels, gt_boxes[matched.clamp(min=0)]
