@@ -1,0 +1,168 @@
+"""`seglab eval`: agreement with pycocotools, the files it writes, and bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from safetensors.torch import save_file
+
+from seglab.cli.main import main
+
+# The random COCO ground truth / predictions shared with tests/evaluation/test_coco.py.
+_spec = importlib.util.spec_from_file_location(
+    "synthetic_coco", Path(__file__).parents[1] / "evaluation" / "synthetic_coco.py"
+)
+synthetic_coco = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synthetic_coco)
+
+
+def reference_stats(gt_path: Path, pred_path: Path, iou_type: str) -> list[float]:
+    """pycocotools run the standard way on the two files."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(gt_path))
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(str(pred_path)), iou_type)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return [float(value) for value in coco_eval.stats[:6]]
+
+
+def write_files(tmp_path: Path, seed: int, *, masks: bool) -> tuple[Path, Path]:
+    gt = synthetic_coco.make_gt(seed)
+    gt_path, pred_path = tmp_path / "gt.json", tmp_path / "pred.json"
+    gt_path.write_text(json.dumps(gt))
+    pred_path.write_text(json.dumps(synthetic_coco.make_predictions(gt, seed, masks=masks)))
+    return gt_path, pred_path
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("masks", [False, True])
+def test_eval_files_agrees_with_pycocotools(tmp_path, capsys, seed, masks):
+    gt_path, pred_path = write_files(tmp_path, seed, masks=masks)
+    out = tmp_path / "m.json"
+    assert main(["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    # Without --iou-type: bbox, and segm when the predictions have masks.
+    assert sorted(metrics) == (["bbox", "segm"] if masks else ["bbox"])
+    for iou_type, values in metrics.items():
+        reference = reference_stats(gt_path, pred_path, iou_type)
+        assert 0.05 < reference[0] < 0.95
+        assert list(values.values()) == pytest.approx(reference, abs=1e-3)
+        assert list(values) == ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split() == ["metric", *metrics]
+    assert f"{metrics['bbox']['AP']:.4f}" in table.splitlines()[1]
+
+
+def test_eval_files_with_iou_type_segm_only(tmp_path):
+    gt_path, pred_path = write_files(tmp_path, 4, masks=True)
+    out = tmp_path / "m.json"
+    argv = ["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--iou-type", "segm"]
+    assert main([*argv, "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert list(metrics) == ["segm"]
+    assert list(metrics["segm"].values()) == pytest.approx(
+        reference_stats(gt_path, pred_path, "segm"), abs=1e-3
+    )
+
+
+def test_empty_prediction_list_is_zero_ap_not_a_crash(tmp_path):
+    gt_path, pred_path = write_files(tmp_path, 0, masks=False)
+    pred_path.write_text("[]")
+    out = tmp_path / "m.json"
+    assert main(["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["bbox"]["AP"] == 0.0
+
+
+def run_bad(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
+    return error
+
+
+def test_bad_coco_files(tmp_path, capsys):
+    gt_path, pred_path = write_files(tmp_path, 0, masks=False)
+    gt, predictions = json.loads(gt_path.read_text()), json.loads(pred_path.read_text())
+
+    def bad(name: str, content) -> str:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        return str(path)
+
+    cases = {
+        "ground-truth file not found": [
+            "--gt", str(tmp_path / "no.json"), "--pred", str(pred_path)
+        ],
+        "predictions file not found": ["--gt", str(gt_path), "--pred", str(tmp_path / "no.json")],
+        "malformed JSON": ["--gt", str(gt_path), "--pred", bad("broken.json", '[{"image_id": ')],
+        "must be a JSON list": ["--gt", str(gt_path), "--pred", bad("dict.json", {"a": 1})],
+        "image_id 999 is not in the ground truth": [
+            "--gt", str(gt_path), "--pred", bad("id.json", [{**predictions[0], "image_id": 999}])
+        ],
+        "category_id 2 is not in the ground truth": [
+            "--gt", str(gt_path), "--pred", bad("cat.json", [{**predictions[0], "category_id": 2}])
+        ],
+        "lacks score": [
+            "--gt", str(gt_path), "--pred",
+            bad("score.json", [{k: v for k, v in predictions[0].items() if k != "score"}]),
+        ],
+        "bbox must be [x, y, width, height]": [
+            "--gt", str(gt_path), "--pred", bad("box.json", [{**predictions[0], "bbox": [1, 2]}])
+        ],
+        "--iou-type 'keypoints': unknown": [
+            "--gt", str(gt_path), "--pred", str(pred_path), "--iou-type", "keypoints"
+        ],
+        "--iou-type segm needs a 'segmentation'": [
+            "--gt", str(gt_path), "--pred", str(pred_path), "--iou-type", "segm"
+        ],
+        "not a COCO ground truth (no 'images' list)": [
+            "--gt", bad("gt_list.json", []), "--pred", str(pred_path)
+        ],
+        "lacks area": [
+            "--gt", bad("gt_area.json", {**gt, "annotations": [
+                {k: v for k, v in gt["annotations"][0].items() if k != "area"}
+            ]}),
+            "--pred", str(pred_path),
+        ],
+        "--gt and --pred go together": ["--gt", str(gt_path)],
+    }  # fmt: skip
+    for expected, argv in cases.items():
+        error = run_bad(capsys, ["eval", *argv])
+        assert error.startswith("seglab eval: error: ") and expected in error, (expected, error)
+
+
+def test_segm_prediction_of_the_wrong_size(tmp_path, capsys):
+    gt_path, pred_path = write_files(tmp_path, 0, masks=True)
+    predictions = json.loads(pred_path.read_text())
+    predictions[0]["segmentation"]["size"] = [5, 5]
+    pred_path.write_text(json.dumps(predictions))
+    error = run_bad(capsys, ["eval", "--gt", str(gt_path), "--pred", str(pred_path)])
+    assert "prediction 0: segmentation must be an RLE" in error
+
+
+def test_bad_model_arguments(tmp_path, capsys):
+    not_a_model = tmp_path / "model.safetensors"
+    not_a_model.write_bytes(b"hello, not a safetensors file")
+    error = run_bad(capsys, ["eval", str(not_a_model), "--data", str(tmp_path)])
+    assert str(not_a_model) in error and "not a safetensors model file" in error
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(foreign))
+    error = run_bad(capsys, ["eval", str(foreign), "--data", str(tmp_path)])
+    assert "no seglab metadata" in error
+
+    missing = tmp_path / "missing.safetensors"
+    assert "model file not found" in run_bad(capsys, ["eval", str(missing), "--data", "."])
+    assert "give MODEL --data DIR" in run_bad(capsys, ["eval", str(missing)])
+    gt_path, pred_path = write_files(tmp_path, 0, masks=False)
+    argv = ["eval", str(missing), "--gt", str(gt_path), "--pred", str(pred_path)]
+    assert "not both" in run_bad(capsys, argv)
