@@ -1,0 +1,171 @@
+"""Augmentation pipelines on `(image, target)` with torchvision.transforms.v2.
+
+Boxes (`tv_tensors.BoundingBoxes`) and masks (`tv_tensors.Mask`) are transformed together
+with the image. After any geometric step that can move boxes out of the image, boxes are
+clipped to it and those left degenerate (side < 1 px) are dropped together with their
+labels and masks (`SanitizeBoundingBoxes`).
+
+Pipelines (`build_transforms`):
+- classification: resize to `S x S`; train adds scale jitter (zoom about a random window),
+  flips, rot90, photometric jitter.
+- semantic: train: resize the shortest side to `S` (times the scale jitter), random crop
+  `S x S` (zero padding, labelled background where the image is smaller), flips, rot90,
+  photometric, elastic, weight map; val: resize the shortest side to `S`.
+- detection / instance: no resize (the model resizes); train: large-scale jitter (resize by
+  the jitter factor, crop or pad back to the input size), flips, rot90, photometric.
+Last step everywhere: uint8 image -> float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2._utils import query_size
+
+from seglab.data.config import DataConfig
+from seglab.errors import UserError
+
+
+class RandomRot90(v2.Transform):
+    """Rotate by a random multiple of 90 degrees (counter-clockwise), exactly (no resampling)."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"turns": random.randrange(4), "size": query_size(flat_inputs)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        turns = params["turns"]
+        if turns == 0:
+            return inpt
+        if isinstance(inpt, tv_tensors.BoundingBoxes):
+            return _rot90_boxes(inpt, turns, params["size"])
+        rotated = torch.rot90(inpt.as_subclass(torch.Tensor), turns, dims=(-2, -1))
+        return tv_tensors.wrap(rotated, like=inpt)
+
+
+def _rot90_boxes(boxes: tv_tensors.BoundingBoxes, turns: int, size_hw: tuple[int, int]):
+    """Counter-clockwise quarter turns of xyxy boxes on a canvas of `size_hw`."""
+    height, width = size_hw
+    xyxy = F.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY)
+    xyxy = xyxy.as_subclass(torch.Tensor)
+    for _ in range(turns):
+        # A pixel at (x, y) goes to (y, W - x): x' spans [y0, y1], y' spans [W - x1, W - x0].
+        x0, y0, x1, y1 = xyxy.unbind(-1)
+        xyxy = torch.stack([y0, width - x1, y1, width - x0], dim=-1)
+        height, width = width, height
+    rotated = tv_tensors.wrap(xyxy, like=boxes, canvas_size=(height, width))
+    return F.convert_bounding_box_format(rotated, new_format=boxes.format)
+
+
+class RandomScaleCrop(v2.Transform):
+    """Resize by a random factor, then crop (or zero-pad) a random window.
+
+    With `output_size=None` the window has the input's size: large-scale jitter (Ghiasi et
+    al., 2021). With `short_side`, the factor is relative to resizing the shortest side to it.
+    """
+
+    def __init__(
+        self,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        *,
+        output_size: tuple[int, int] | None = None,
+        short_side: int | None = None,
+    ):
+        super().__init__()
+        self.scale_range, self.output_size, self.short_side = scale_range, output_size, short_side
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = query_size(flat_inputs)
+        base = self.short_side / min(height, width) if self.short_side else 1.0
+        scale = base * random.uniform(*self.scale_range)
+        resized = (max(round(height * scale), 1), max(round(width * scale), 1))
+        out_h, out_w = self.output_size or (height, width)
+        # Zooming in: a random window inside; zooming out: the image at a random place.
+        top = random.randint(min(0, resized[0] - out_h), max(0, resized[0] - out_h))
+        left = random.randint(min(0, resized[1] - out_w), max(0, resized[1] - out_w))
+        return {"resized": resized, "window": (top, left, out_h, out_w)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        resized = self._call_kernel(F.resize, inpt, size=list(params["resized"]), antialias=True)
+        return self._call_kernel(F.crop, resized, *params["window"])
+
+
+def _unet_hook(module_name: str, attribute: str, option: str):
+    """Build a transform the U-Net engineer provides (data.elastic / data.weight_map)."""
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attribute)()
+    except (ImportError, AttributeError):
+        raise UserError(f"data.{option}: not available ({module_name}.{attribute})") from None
+
+
+def _geometric_and_photometric(cfg: DataConfig) -> list:
+    steps: list = []
+    if cfg.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(cfg.hflip))
+    if cfg.vflip > 0:
+        steps.append(v2.RandomVerticalFlip(cfg.vflip))
+    if cfg.rot90:
+        steps.append(RandomRot90())
+    if cfg.photometric:
+        steps.append(v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05))
+    return steps
+
+
+def _sanitize_boxes() -> list:
+    return [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)]
+
+
+def _classification_steps(cfg: DataConfig, train: bool) -> list:
+    size = (cfg.image_size, cfg.image_size)
+    steps: list = [v2.Resize(size, antialias=True)]
+    if train and cfg.scale_jitter:
+        steps.append(RandomScaleCrop(cfg.scale_jitter, output_size=size))
+    return steps + (_geometric_and_photometric(cfg) if train else [])
+
+
+def _semantic_steps(cfg: DataConfig, train: bool) -> list:
+    if not train:
+        return [v2.Resize(cfg.image_size, antialias=True)]
+    size = (cfg.image_size, cfg.image_size)
+    scale_range = cfg.scale_jitter or (1.0, 1.0)
+    steps = [RandomScaleCrop(scale_range, output_size=size, short_side=cfg.image_size)]
+    steps += _geometric_and_photometric(cfg)
+    if cfg.elastic:
+        steps.append(_unet_hook("seglab.data.elastic", "ElasticDeformation", "elastic"))
+    return steps
+
+
+def _detection_steps(cfg: DataConfig, train: bool) -> list:
+    if not train:
+        return []
+    steps: list = [RandomScaleCrop(cfg.scale_jitter)] if cfg.scale_jitter else []
+    return steps + _geometric_and_photometric(cfg) + _sanitize_boxes()
+
+
+_STEPS = {
+    "classification": _classification_steps,
+    "semantic": _semantic_steps,
+    "detection": _detection_steps,
+    "instance": _detection_steps,
+}
+
+
+def build_transforms(cfg: DataConfig, *, task: str, train: bool) -> v2.Compose:
+    """The `(image, target) -> (image, target)` pipeline for `task`; see the module doc."""
+    if cfg.elastic and task != "semantic":
+        raise UserError(f"data.elastic: only for semantic segmentation, not task {task!r}")
+    if cfg.weight_map and task != "semantic":
+        raise UserError(f"data.weight_map: only for semantic segmentation, not task {task!r}")
+    steps = _STEPS[task](cfg, train)
+    steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
+    if cfg.weight_map:
+        steps.append(
+            _unet_hook("seglab.models.segmentation.weight_map", "AddWeightMap", "weight_map")
+        )
+    return v2.Compose(steps)
