@@ -1,0 +1,156 @@
+"""RoIAlign: our plain-PyTorch reference equals torchvision's kernel (values, gradients);
+MultiScaleRoIAlign equals torchvision's."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+import torchvision
+
+from seglab.ops.roi_align import (
+    MultiScaleRoIAlign,
+    boxes_to_rois,
+    roi_align,
+    roi_align_reference,
+)
+
+IMAGE = 64  # pixels; features below are at stride 1/spatial_scale
+
+
+def edge_case_rois(batch_size: int) -> torch.Tensor:
+    """Random boxes plus the hard cases, as (K, 5) rois over a 64 px image."""
+    generator = torch.Generator().manual_seed(0)
+    top_left = torch.rand(30, 2, generator=generator) * 60 - 4
+    size = torch.rand(30, 2, generator=generator) * 40
+    random_boxes = torch.cat((top_left, top_left + size), dim=1)
+    special = torch.tensor(
+        [
+            [-30.0, -20.0, -5.0, -2.0],  # entirely outside (top-left)
+            [70.0, 70.0, 90.0, 95.0],  # entirely outside (bottom-right)
+            [-10.0, 50.0, 80.0, 75.0],  # straddles the border
+            [10.0, 10.0, 10.0, 10.0],  # zero size
+            [20.0, 5.0, 20.0, 30.0],  # zero width
+            [0.0, 0.0, 64.0, 64.0],  # the whole image
+            [63.0, 0.0, 64.0, 64.0],  # a one-pixel strip on the right border
+            [0.3, 0.7, 0.9, 1.1],  # sub-pixel
+            [12.5, 7.25, 40.75, 33.5],  # fractional
+        ]
+    )
+    boxes = torch.cat((random_boxes, special))
+    batch_index = torch.arange(len(boxes)) % batch_size
+    return torch.cat((batch_index[:, None].float(), boxes), dim=1)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [-1, 0, 2, 3])
+@pytest.mark.parametrize("spatial_scale, output_size", [(1.0, 7), (0.25, (5, 3)), (0.5, 14)])
+def test_reference_equals_kernel_values_and_gradients(
+    aligned, sampling_ratio, spatial_scale, output_size
+):
+    size = int(IMAGE * spatial_scale)
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(2, 3, size, size + 3, generator=generator)
+    rois = edge_case_rois(batch_size=2)
+
+    ours_input = features.clone().requires_grad_(True)
+    kernel_input = features.clone().requires_grad_(True)
+    args = (output_size, spatial_scale, sampling_ratio, aligned)
+    ours = roi_align_reference(ours_input, rois, *args)
+    kernel = roi_align(kernel_input, rois, *args)
+    torch.testing.assert_close(ours, kernel, atol=1e-5, rtol=1e-5)
+    assert kernel.abs().sum() > 0  # the comparison is not between two zero tensors
+
+    upstream = torch.randn(kernel.shape, generator=generator)
+    (ours * upstream).sum().backward()
+    (kernel * upstream).sum().backward()
+    torch.testing.assert_close(ours_input.grad, kernel_input.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_fast_path_is_torchvision_and_handles_no_rois():
+    features = torch.randn(1, 2, 16, 16)
+    rois = edge_case_rois(batch_size=1)
+    expected = torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2, False)
+    assert torch.equal(roi_align(features, rois, 7, 0.25, 2, False), expected)
+    empty = torch.zeros((0, 5))
+    assert roi_align_reference(features, empty, 7, 0.25, 2, True).shape == (0, 2, 7, 7)
+    assert roi_align(features, empty, 7, 0.25, 2, True).shape == (0, 2, 7, 7)
+
+
+def test_hand_computed_bilinear_sample():
+    # A ramp f(y, x) = x: the average of samples is the bin centre's x (aligned frame).
+    features = torch.arange(8.0).repeat(8, 1)[None, None]  # (1, 1, 8, 8)
+    rois = torch.tensor([[0.0, 2.0, 1.0, 6.0, 5.0]])  # x from 2 to 6 pixels
+    out = roi_align_reference(features, rois, (1, 2), 1.0, 2, aligned=True)
+    # aligned: pixel centres at .5, so x in [1.5, 5.5]; bin centres 2.5 and 4.5
+    assert out.flatten().tolist() == pytest.approx([2.5, 4.5])
+
+
+def test_boxes_to_rois():
+    rois = boxes_to_rois([torch.ones(2, 4), torch.zeros(0, 4), 2 * torch.ones(1, 4)])
+    assert rois[:, 0].tolist() == [0, 0, 2]
+    assert rois[2, 1:].tolist() == [2, 2, 2, 2]
+
+
+def fpn_features(image_hw, channels=4, seed=3):
+    generator = torch.Generator().manual_seed(seed)
+    return OrderedDict(
+        (
+            name,
+            torch.randn(
+                2, channels, image_hw[0] // stride, image_hw[1] // stride, generator=generator
+            ),
+        )
+        for name, stride in (("0", 4), ("1", 8), ("2", 16), ("3", 32), ("pool", 64))
+    )
+
+
+def multiscale_proposals(seed=4):
+    generator = torch.Generator().manual_seed(seed)
+    proposals = []
+    for count in (25, 17):
+        top_left = torch.rand(count, 2, generator=generator) * 200
+        # sides from about 1 to 900 pixels so that every level 2..5 is used
+        scale = torch.exp(torch.rand(count, 1, generator=generator) * 6.4)
+        size = scale * (0.5 + torch.rand(count, 2, generator=generator)) + 0.5
+        proposals.append(torch.cat((top_left, top_left + size), dim=1))
+    return proposals
+
+
+def test_multiscale_roi_align_equals_torchvision():
+    image_sizes = [(256, 192), (240, 200)]
+    features = fpn_features((256, 256))
+    proposals = multiscale_proposals()
+    names = ["0", "1", "2", "3"]
+    ours = MultiScaleRoIAlign(names, 7, sampling_ratio=2, aligned=False)
+    theirs = torchvision.ops.MultiScaleRoIAlign(names, 7, sampling_ratio=2)
+    expected = theirs(features, proposals, image_sizes)
+    result = ours(features, proposals, image_sizes)
+    assert torch.equal(result, expected)
+    levels = ours._assign_levels(torch.cat(proposals), [1 / 4, 1 / 8, 1 / 16, 1 / 32])
+    assert set(levels.tolist()) == {0, 1, 2, 3}  # every level really is exercised
+
+
+def test_multiscale_level_rule_and_edge_boxes():
+    pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], (14, 14), 2, aligned=True)
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 224.0, 224.0],  # canonical: level k0 = 4 -> index 2
+            [0.0, 0.0, 112.0, 112.0],  # half the size: level 3 -> index 1
+            [0.0, 0.0, 448.0, 448.0],  # double: level 5 -> index 3
+            [0.0, 0.0, 1.0, 1.0],  # tiny: clamped to level 2 -> index 0
+            [5.0, 5.0, 5.0, 5.0],  # zero area: log2(0) = -inf, clamped to the finest
+        ]
+    )
+    assert pooler._assign_levels(boxes, [1 / 4, 1 / 8, 1 / 16, 1 / 32]).tolist() == [2, 1, 3, 0, 0]
+
+    features = fpn_features((256, 256))
+    proposals = [boxes, boxes[:0]]  # the second image has no proposals
+    result = pooler(features, proposals, [(256, 256), (256, 256)])
+    assert result.shape == (5, 4, 14, 14)
+    theirs = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+    # torchvision has no `aligned` switch (always False): compare on aligned=False
+    pooler_unaligned = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2, aligned=False)
+    assert torch.equal(
+        pooler_unaligned(features, proposals, [(256, 256)] * 2),
+        theirs(features, proposals, [(256, 256)] * 2),
+    )
