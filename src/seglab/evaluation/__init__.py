@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from seglab.errors import UserError
 from seglab.evaluation.classification import classification_metrics
-from seglab.evaluation.coco import evaluate_coco, to_coco_results
+from seglab.evaluation.coco import check_coco_gt, evaluate_coco, to_coco_results
 from seglab.evaluation.confusion import ConfusionMatrix
 from seglab.evaluation.semantic import semantic_metrics
 
@@ -91,6 +92,11 @@ class _CocoAccumulator:
     """Collects COCO results; box AP, plus mask AP for instance segmentation."""
 
     def __init__(self, dataset: Dataset, iou_types: tuple[str, ...]) -> None:
+        # Check the ground truth before the pass over the data, not after it.
+        source = "ground truth"
+        if hasattr(dataset, "root") and hasattr(dataset, "split"):
+            source = str(Path(dataset.root) / f"{dataset.split}.json")
+        check_coco_gt(dataset.coco_gt, source, need_masks="segm" in iou_types)
         self.coco_gt = dataset.coco_gt
         self.category_ids = dataset.category_ids
         self.iou_types = iou_types

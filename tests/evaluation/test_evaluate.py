@@ -1,0 +1,192 @@
+"""`evaluate` over fake models and hand-made datasets: plumbing, loss, modes, dispatch."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from synthetic_coco import make_gt, make_predictions
+from torch import nn
+
+from seglab.errors import UserError
+from seglab.evaluation import evaluate, primary_metric
+from seglab.evaluation.classification import classification_metrics
+from seglab.evaluation.confusion import ConfusionMatrix
+from seglab.evaluation.semantic import semantic_metrics
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items, class_names, **attributes):
+        self.items, self.class_names = items, class_names
+        self.__dict__.update(attributes)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+class FakeModel(nn.Module):
+    """Returns canned outputs per image id; its loss is the batch's first image id."""
+
+    def __init__(self, task, outputs_by_id):
+        super().__init__()
+        self.task, self.outputs_by_id = task, outputs_by_id
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.seen_modes = []
+
+    def forward_with_losses(self, images, targets):
+        self.seen_modes.append((self.training, torch.is_grad_enabled()))
+        outputs = [self.outputs_by_id[target["image_id"]] for target in targets]
+        first_id = float(targets[0]["image_id"])
+        return outputs, {"a": torch.tensor(first_id), "b": torch.tensor(1.0) + self.weight[0]}
+
+
+def semantic_case():
+    targets = {1: torch.tensor([[0, 1], [1, 255]]), 2: torch.tensor([[2, 2], [0, 1]])}
+    predictions = {1: torch.tensor([[0, 1], [0, 2]]), 2: torch.tensor([[2, 1], [0, 1]])}
+    items = [
+        (torch.zeros(3, 2, 2), {"semantic_mask": targets[i], "image_id": i}) for i in (1, 2, 1)
+    ]
+    outputs = {
+        i: {"logits": nn.functional.one_hot(p, 3).permute(2, 0, 1).float()}
+        for i, p in predictions.items()
+    }
+    return items, targets, predictions, outputs
+
+
+def test_semantic_metrics_and_mean_batch_loss():
+    items, targets, predictions, outputs = semantic_case()
+    model = FakeModel("semantic", outputs).train()
+    metrics = evaluate(model, ListDataset(items, ["a", "b"]), batch_size=2)
+    expected = ConfusionMatrix(3)
+    for _, target in items:
+        expected.update(predictions[target["image_id"]], targets[target["image_id"]])
+    assert {k: v for k, v in metrics.items() if k != "loss"} == semantic_metrics(
+        expected.matrix, ["background", "a", "b"]
+    )
+    assert list(metrics["per_class"]) == ["background", "a", "b"]
+    # batches: ids (1, 2) and (1,): losses 1 + 1 and 1 + 1 -> mean 2.
+    assert metrics["loss"] == pytest.approx(2.0)
+    # evaluated in eval mode without gradients; the caller's mode comes back.
+    assert model.seen_modes == [(False, False), (False, False)]
+    assert model.training
+
+
+def test_semantic_unpadded_model_is_compared_with_the_centre_of_the_mask():
+    mask = torch.zeros(6, 6, dtype=torch.int64)
+    mask[2:4, 2:4] = 1  # the centre is class 1, the border background
+    logits = torch.zeros(2, 2, 2)
+    logits[1] = 1.0  # predicts class 1 on its 2x2 (centre) output
+    item = (torch.zeros(3, 6, 6), {"semantic_mask": mask, "image_id": 0})
+    metrics = evaluate(FakeModel("semantic", {0: {"logits": logits}}), ListDataset([item], ["a"]))
+    assert metrics["mIoU"] == 1.0 and metrics["pixel_accuracy"] == 1.0
+
+
+def test_classification_metrics():
+    labels = {0: 0, 1: 1, 2: 1, 3: 2}
+    predicted = {0: 0, 1: 1, 2: 0, 3: 2}
+    outputs = {
+        i: {"logits": nn.functional.one_hot(torch.tensor(p), 3).float()}
+        for i, p in predicted.items()
+    }
+    items = [
+        (torch.zeros(3, 4, 4), {"labels": torch.tensor(labels[i]), "image_id": i}) for i in labels
+    ]
+    metrics = evaluate(
+        FakeModel("classification", outputs), ListDataset(items, ["x", "y", "z"]), batch_size=3
+    )
+    expected = ConfusionMatrix(3, ignore_index=None)
+    expected.update(torch.tensor(list(predicted.values())), torch.tensor(list(labels.values())))
+    assert {k: v for k, v in metrics.items() if k != "loss"} == classification_metrics(
+        expected.matrix, ["x", "y", "z"]
+    )
+    assert metrics["accuracy"] == 0.75
+    assert primary_metric(metrics, "classification") == ("accuracy", 0.75)
+
+
+def detection_case(seed: int):
+    """A synthetic COCO ground truth, and model outputs that are random predictions on it."""
+    gt = make_gt(seed)
+    predictions = make_predictions(gt, seed, masks=True)
+    label_of = {1: 1, 3: 2, 7: 3}
+    outputs, items = {}, []
+    for image in gt["images"]:
+        mine = [p for p in predictions if p["image_id"] == image["id"]]
+        boxes = torch.tensor([p["bbox"] for p in mine], dtype=torch.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+        masks = [mask_utils.decode(p["segmentation"]) for p in mine]
+        height, width = image["height"], image["width"]
+        outputs[image["id"]] = {
+            "boxes": boxes.float(),
+            "labels": torch.tensor([label_of[p["category_id"]] for p in mine], dtype=torch.int64),
+            "scores": torch.tensor([p["score"] for p in mine]),
+            "masks": torch.from_numpy(np.stack(masks)).float()[:, None]
+            if masks
+            else torch.zeros(0, 1, height, width),
+        }
+        items.append((torch.zeros(3, height, width), {"image_id": image["id"]}))
+    dataset = ListDataset(items, ["circle", "square", "tri"], coco_gt=gt, category_ids=[1, 3, 7])
+    return dataset, outputs, gt, predictions
+
+
+def reference_stats(gt, predictions, iou_type):
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(predictions), iou_type)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return [float(value) for value in coco_eval.stats[:6]]
+
+
+@pytest.mark.parametrize("task", ["detection", "instance"])
+def test_detection_and_instance_metrics_equal_pycocotools(task):
+    dataset, outputs, gt, predictions = detection_case(seed=5)
+    metrics = evaluate(FakeModel(task, outputs), dataset, batch_size=3)
+    iou_types = ["bbox", "segm"] if task == "instance" else ["bbox"]
+    assert sorted(metrics) == sorted(["loss", *iou_types])
+    for iou_type in iou_types:
+        reference = reference_stats(copy.deepcopy(gt), copy.deepcopy(predictions), iou_type)
+        assert 0.05 < reference[0] < 0.95
+        assert list(metrics[iou_type].values()) == pytest.approx(reference, abs=1e-3)
+    name, value = primary_metric(metrics, task)
+    assert name == ("segm.AP" if task == "instance" else "bbox.AP")
+    assert value == metrics[name.split(".")[0]]["AP"]
+
+
+def test_instance_masks_outside_the_image_frame_are_refused():
+    dataset, outputs, _, _ = detection_case(seed=5)
+    for output in outputs.values():
+        output["masks"] = output["masks"][..., :-1]
+    with pytest.raises(ValueError, match="must be in the image frame"):
+        evaluate(FakeModel("instance", outputs), dataset)
+
+
+def test_instance_ground_truth_without_area_is_refused_before_the_pass():
+    dataset, outputs, _, _ = detection_case(seed=5)
+    del dataset.coco_gt["annotations"][0]["area"]
+    model = FakeModel("instance", outputs)
+    with pytest.raises(UserError, match="lacks area"):
+        evaluate(model, dataset)
+    assert model.seen_modes == []
+
+
+def test_empty_dataset_is_a_user_error():
+    with pytest.raises(UserError, match="no images to evaluate"):
+        evaluate(FakeModel("semantic", {}), ListDataset([], ["a"]))
+
+
+def test_primary_metric_of_each_task():
+    assert primary_metric({"mIoU": 0.5, "dice": 0.6}, "semantic") == ("mIoU", 0.5)
+    assert primary_metric({"bbox": {"AP": 0.25}}, "detection") == ("bbox.AP", 0.25)
