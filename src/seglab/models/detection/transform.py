@@ -93,12 +93,11 @@ class DetectionTransform(nn.Module):
         return (image - mean) / std
 
     def _scale_factor(self, height: int, width: int) -> float:
-        if self.training:
-            # torch's RNG (not Python's) so that seeding torch makes training reproducible.
+        short_side = self.min_size[-1]
+        if self.training and len(self.min_size) > 1:
+            # multi-scale training; torch's RNG (not Python's) so that seeding torch is enough
             choice = int(torch.empty(1).uniform_(0.0, float(len(self.min_size))).item())
             short_side = self.min_size[choice]
-        else:
-            short_side = self.min_size[-1]
         return min(short_side / min(height, width), self.max_size / max(height, width))
 
     def _resize(self, image: Tensor, target: dict | None) -> tuple[Tensor, dict | None]:

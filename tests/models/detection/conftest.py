@@ -1,0 +1,65 @@
+"""Small detectors and synthetic images for the detection model tests (64-96 px, ResNet-18)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import seglab
+
+# A detector small enough for a unit test: 96 px images, narrow FPN and heads, few RoIs.
+TINY_ARGS = {
+    "backbone": "resnet18",
+    "norm": "bn",
+    "trainable_stages": 5,
+    "min_size": 96,
+    "max_size": 96,
+    "fpn_channels": 32,
+    "anchor_sizes": [8, 16, 32, 64, 128],
+    "rpn_pre_nms_top_n_train": 200,
+    "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_train": 100,
+    "rpn_post_nms_top_n_test": 50,
+    "rpn_batch_size_per_image": 64,
+    "box_batch_size_per_image": 32,
+    "representation_size": 64,
+    "mask_head_channels": 32,
+    "box_score_thresh": 0.0,
+}
+
+
+def tiny_detector(name: str, num_classes: int = 3, **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return seglab.build_model(name, num_classes=num_classes, **{**TINY_ARGS, **overrides})
+
+
+def square_image(size: int = 96, box=(20, 24, 60, 72), label: int = 1):
+    """An image with one bright rectangle, its target (boxes, labels, masks)."""
+    image = torch.full((3, size, size), 0.2)
+    x0, y0, x1, y1 = box
+    image[:, y0:y1, x0:x1] = torch.tensor([0.9, 0.5, 0.1])[:, None, None]
+    masks = torch.zeros((1, size, size), dtype=torch.uint8)
+    masks[0, y0:y1, x0:x1] = 1
+    target = {
+        "boxes": torch.tensor([box], dtype=torch.float32),
+        "labels": torch.tensor([label]),
+        "masks": masks,
+        "image_id": 0,
+    }
+    return image, target
+
+
+def empty_image(size: int = 96):
+    """An image without objects, and its empty target."""
+    target = {
+        "boxes": torch.zeros((0, 4)),
+        "labels": torch.zeros((0,), dtype=torch.int64),
+        "masks": torch.zeros((0, size, size), dtype=torch.uint8),
+        "image_id": 1,
+    }
+    return torch.full((3, size, size), 0.3), target
+
+
+@pytest.fixture(params=["faster_rcnn", "mask_rcnn"])
+def detector_name(request) -> str:
+    return request.param
