@@ -60,7 +60,10 @@ def read_torchvision_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a non-checkpoint
-        raise UserError(f"{path}: not a PyTorch checkpoint ({error}); pass a .pth state dict")
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"{path}: not a PyTorch checkpoint ({first_line}); pass a .pth state dict"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
