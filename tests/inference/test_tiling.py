@@ -1,0 +1,123 @@
+"""Overlap-tile prediction: exact for valid U-Nets, Gaussian-blended for same U-Nets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import seglab
+from seglab.errors import UserError
+from seglab.inference.tiling import gaussian_window, mirror_pad, predict_tiled
+from seglab.models.segmentation.unet import UNet, valid_margin, valid_output_size
+
+
+def whole_image_prediction(model: UNet, image: torch.Tensor) -> torch.Tensor:
+    """One forward pass on the image mirror-padded by the margin (plus up to an allowed size)."""
+    margin = valid_margin(model.depth)
+    height, width = image.shape[-2:]
+    extra = [
+        next(e for e in range(64) if valid_output_size(side + 2 * margin + e, model.depth))
+        for side in (height, width)
+    ]
+    padded = np.pad(
+        image.numpy(),
+        ((0, 0), (margin, margin + extra[0]), (margin, margin + extra[1])),
+        mode="reflect",
+    )
+    with torch.no_grad():
+        logits = model.forward_logits(torch.from_numpy(padded)[None])[0]
+    return logits.softmax(dim=0)[:, :height, :width]
+
+
+def test_mirror_pad_matches_numpy_reflect_for_any_width():
+    image = torch.arange(12.0).view(1, 3, 4)
+    padded = mirror_pad(image, top=7, bottom=5, left=9, right=2)
+    expected = np.pad(image.numpy(), ((0, 0), (7, 5), (9, 2)), mode="reflect")
+    np.testing.assert_array_equal(padded.numpy(), expected)
+
+
+@pytest.mark.parametrize("size_hw", [(50, 70), (36, 29)])
+def test_valid_unet_tiles_equal_whole_image_prediction(size_hw):
+    """Depth 3 so that the tile stride must respect the 2**3 pooling grid (output 36 -> 32)."""
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, base_channels=4, depth=3, padding="valid", norm="none")
+    model = model.double().eval()  # double: a pooling-grid mismatch (~1e-6) stands out
+    image = torch.rand(1, *size_hw, dtype=torch.double)
+    tiled = predict_tiled(model, image, tile_size=124, batch_size=3)
+    assert tiled.shape == (2, *size_hw)
+    expected = whole_image_prediction(model, image).float()
+    torch.testing.assert_close(tiled, expected, atol=1e-7, rtol=0)
+
+
+def test_valid_tile_size_is_rounded_down_to_an_allowed_size():
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, base_channels=4, depth=2, padding="valid", norm="none").eval()
+    image = torch.rand(1, 33, 41)
+    tiled = predict_tiled(model, image, tile_size=63)  # 63 is not allowed; 60 is
+    torch.testing.assert_close(tiled, whole_image_prediction(model, image), atol=1e-5, rtol=0)
+
+
+class PixelwiseModel(nn.Module):
+    """A 1x1 convolution: its prediction does not depend on the tiling at all."""
+
+    padding = "same"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, images):
+        return [{"logits": logits} for logits in self.conv(torch.stack(images))]
+
+
+def test_same_padding_blending_is_a_normalised_average():
+    torch.manual_seed(0)
+    model = PixelwiseModel()
+    image = torch.rand(3, 97, 203)
+    tiled = predict_tiled(model, image, tile_size=48, overlap=16, batch_size=5)
+    with torch.no_grad():
+        expected = model([image])[0]["logits"].softmax(dim=0)
+    torch.testing.assert_close(tiled, expected, atol=1e-5, rtol=0)
+
+
+def test_same_unet_gives_probabilities_for_odd_sizes_and_restores_train_mode():
+    torch.manual_seed(0)
+    model = UNet(base_channels=4, depth=3, num_classes=3)
+    tiled = seglab.predict_tiled(model, torch.rand(3, 97, 203), tile_size=64, overlap=16)
+    assert tiled.shape == (3, 97, 203)
+    torch.testing.assert_close(tiled.sum(dim=0), torch.ones(97, 203))
+    assert model.training
+
+
+def test_single_tile_equals_direct_prediction():
+    torch.manual_seed(0)
+    model = UNet(base_channels=4, depth=2).eval()
+    image = torch.rand(3, 40, 30)
+    with torch.no_grad():
+        direct = model([image])[0]["logits"].softmax(dim=0)
+    torch.testing.assert_close(predict_tiled(model, image, tile_size=64, overlap=8), direct)
+
+
+def test_gaussian_window_peaks_at_the_centre():
+    window = gaussian_window(33, 20)
+    assert window.shape == (33, 20)
+    assert window[16].argmax() in (9, 10) and window[:, 9].argmax() == 16
+    torch.testing.assert_close(window, window.flip(0).flip(1))
+    assert window.min() > 0
+
+
+def test_progress_bar_is_shown_on_request(capsys):
+    model = PixelwiseModel()
+    predict_tiled(model, torch.rand(3, 64, 64), tile_size=32, overlap=8, progress=True)
+    assert "tiles" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("shape", "tile_size", "overlap", "message"),
+    [((64, 64), 32, 0, "must be \\(C, H, W\\)"), ((3, 64, 64), 32, 32, "overlap < tile_size")],
+)
+def test_bad_arguments_are_user_errors(shape, tile_size, overlap, message):
+    with pytest.raises(UserError, match=message):
+        predict_tiled(PixelwiseModel(), torch.rand(shape), tile_size=tile_size, overlap=overlap)
