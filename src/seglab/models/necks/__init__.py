@@ -1,1 +1,5 @@
-"""models/necks."""
+"""Necks: the Feature Pyramid Network."""
+
+from seglab.models.necks.fpn import FPN
+
+__all__ = ["FPN"]

@@ -1,0 +1,161 @@
+"""ResNet backbones (He et al. 2016) returning the stage outputs C2..C5 for an FPN.
+
+The layers are torchvision's (`torchvision.models.resnet18` ... `resnet101`, built with
+`weights=None`), and the parameter names are kept (`conv1`, `bn1`, `layer1`..`layer4`), so a
+torchvision detection checkpoint's `backbone.body.*` keys load after dropping that prefix
+(see `seglab.models.backbones.torchvision_keys`).
+
+Normalisation: detectors fine-tuned from ImageNet weights freeze BatchNorm (batches of 1-2
+images give useless batch statistics), hence `FrozenBatchNorm2d`; training from scratch on
+a CPU needs a trainable norm ("bn" or "gn", GroupNorm being independent of batch size).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from seglab.errors import UserError
+
+_RESNETS = {
+    18: (torchvision.models.resnet18, [64, 128, 256, 512]),
+    34: (torchvision.models.resnet34, [64, 128, 256, 512]),
+    50: (torchvision.models.resnet50, [256, 512, 1024, 2048]),
+    101: (torchvision.models.resnet101, [256, 512, 1024, 2048]),
+}
+NORMS = ("frozen_bn", "bn", "gn")
+# Freezing order, from the input: trainable_stages = k leaves the last k of these trainable
+# (torchvision's `trainable_layers`); with 5 the stem's norm trains too.
+_STAGES_FROM_OUTPUT = ("layer4", "layer3", "layer2", "layer1", "conv1")
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters (all buffers).
+
+    `y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`, computed as one
+    scale and shift in the same order as torchvision's `FrozenBatchNorm2d` (bit-equal).
+    torchvision's default eps is 1e-5; its pretrained v1 detection checkpoints were trained
+    with eps = 0 (`overwrite_eps(model, 0.0)`): pass that when converting them.
+
+    Args:
+        num_features: channels C of the (N, C, H, W) input.
+        eps: added to the variance.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A BatchNorm2d checkpoint also counts its batches; a frozen norm has no use for it.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = (
+            self.weight.reshape(1, -1, 1, 1)
+            * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
+        )
+        shift = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
+        return x * scale + shift
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    """Constructor `channels -> module` for a norm name in NORMS."""
+    if norm == "frozen_bn":
+        return FrozenBatchNorm2d
+    if norm == "bn":
+        return nn.BatchNorm2d
+    if norm == "gn":
+        # 32 groups (Wu & He 2018); ResNet widths are multiples of 64.
+        return lambda channels: nn.GroupNorm(min(32, channels), channels)
+    raise UserError(f"backbone norm {norm!r}: unknown; use one of {', '.join(NORMS)}")
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet-18/34/50/101 without its classifier: image -> C2..C5.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        frozen_bn: FrozenBatchNorm2d (True) or trainable BatchNorm2d (False); ignored when
+            `norm` is given.
+        trainable_stages: 0..5, how many stages from the output keep trainable parameters
+            (3 = layer2..layer4, torchvision's default; 5 = everything).
+        in_channels: image channels (3 for RGB, 1 for grey).
+        norm: "frozen_bn", "bn" or "gn"; overrides `frozen_bn`.
+
+    Attributes:
+        out_channels: channels of C2, C3, C4, C5.
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        *,
+        frozen_bn: bool = True,
+        trainable_stages: int = 3,
+        in_channels: int = 3,
+        norm: str | None = None,
+    ) -> None:
+        super().__init__()
+        if depth not in _RESNETS:
+            raise UserError(f"resnet{depth}: unknown ResNet depth; use one of {sorted(_RESNETS)}")
+        if not 0 <= trainable_stages <= 5:
+            raise UserError(f"trainable_stages={trainable_stages}: must be between 0 and 5")
+        self.norm = norm if norm is not None else ("frozen_bn" if frozen_bn else "bn")
+        build, self.out_channels = _RESNETS[depth]
+        resnet = build(weights=None, norm_layer=norm_layer(self.norm))
+        if in_channels != 3:
+            resnet.conv1 = nn.Conv2d(
+                in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False
+            )
+            nn.init.kaiming_normal_(resnet.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.depth = depth
+        # The stem (conv1 .. maxpool: stride 4) and the four stages, under torchvision's names.
+        self.conv1, self.bn1, self.relu, self.maxpool = (
+            resnet.conv1,
+            resnet.bn1,
+            resnet.relu,
+            resnet.maxpool,
+        )
+        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
+        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        self.trainable_stages = trainable_stages
+        self._freeze_early_stages(trainable_stages)
+
+    def _freeze_early_stages(self, trainable_stages: int) -> None:
+        """Stop gradients to all but the last `trainable_stages` stages (torchvision's rule)."""
+        trainable = list(_STAGES_FROM_OUTPUT[:trainable_stages])
+        if trainable_stages == 5:
+            trainable.append("bn1")
+        for name, parameter in self.named_parameters():
+            if not any(name.startswith(stage) for stage in trainable):
+                parameter.requires_grad_(False)
+
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        """(N, in_channels, H, W) -> OrderedDict c2 (stride 4), c3 (8), c4 (16), c5 (32)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return OrderedDict([("c2", c2), ("c3", c3), ("c4", c4), ("c5", c5)])
+
+
+def set_frozen_bn_eps(module: nn.Module, eps: float) -> None:
+    """Set eps of every FrozenBatchNorm2d under `module` (0.0 for torchvision's pretrained
+    v1 Faster/Mask R-CNN checkpoints, see FrozenBatchNorm2d)."""
+    for submodule in module.modules():
+        if isinstance(submodule, FrozenBatchNorm2d):
+            submodule.eps = eps
