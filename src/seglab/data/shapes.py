@@ -263,6 +263,8 @@ def generate_shapes_summary(
     if size < 32 or train < 0 or val < 0:
         raise UserError(f"shapes: need --size >= 32 and non-negative counts (got {size}px)")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder; choose another OUT")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     objects = 0

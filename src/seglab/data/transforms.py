@@ -19,7 +19,6 @@ Last step everywhere: uint8 image -> float32 in [0, 1].
 from __future__ import annotations
 
 import importlib
-import random
 from typing import Any
 
 import torch
@@ -36,7 +35,7 @@ class RandomRot90(v2.Transform):
     """Rotate by a random multiple of 90 degrees (counter-clockwise), exactly (no resampling)."""
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        return {"turns": random.randrange(4), "size": query_size(flat_inputs)}
+        return {"turns": int(torch.randint(4, ())), "size": query_size(flat_inputs)}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         turns = params["turns"]
@@ -62,6 +61,11 @@ def _rot90_boxes(boxes: tv_tensors.BoundingBoxes, turns: int, size_hw: tuple[int
     return F.convert_bounding_box_format(rotated, new_format=boxes.format)
 
 
+def _randint_inclusive(low: int, high: int) -> int:
+    # torch RNG, like torchvision's own transforms, so one seed fixes every augmentation.
+    return int(torch.randint(low, high + 1, ()))
+
+
 class RandomScaleCrop(v2.Transform):
     """Resize by a random factor, then crop (or zero-pad) a random window.
 
@@ -82,12 +86,12 @@ class RandomScaleCrop(v2.Transform):
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = query_size(flat_inputs)
         base = self.short_side / min(height, width) if self.short_side else 1.0
-        scale = base * random.uniform(*self.scale_range)
+        scale = base * float(torch.empty(()).uniform_(*self.scale_range))
         resized = (max(round(height * scale), 1), max(round(width * scale), 1))
         out_h, out_w = self.output_size or (height, width)
         # Zooming in: a random window inside; zooming out: the image at a random place.
-        top = random.randint(min(0, resized[0] - out_h), max(0, resized[0] - out_h))
-        left = random.randint(min(0, resized[1] - out_w), max(0, resized[1] - out_w))
+        top = _randint_inclusive(min(0, resized[0] - out_h), max(0, resized[0] - out_h))
+        left = _randint_inclusive(min(0, resized[1] - out_w), max(0, resized[1] - out_w))
         return {"resized": resized, "window": (top, left, out_h, out_w)}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -162,10 +166,11 @@ def build_transforms(cfg: DataConfig, *, task: str, train: bool) -> v2.Compose:
         raise UserError(f"data.elastic: only for semantic segmentation, not task {task!r}")
     if cfg.weight_map and task != "semantic":
         raise UserError(f"data.weight_map: only for semantic segmentation, not task {task!r}")
-    steps = _STEPS[task](cfg, train)
-    steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
-    if cfg.weight_map:
+    steps = []
+    if cfg.weight_map:  # first: computed (and cached) once per image, then augmented with it
         steps.append(
             _unet_hook("seglab.models.segmentation.weight_map", "AddWeightMap", "weight_map")
         )
+    steps += _STEPS[task](cfg, train)
+    steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
     return v2.Compose(steps)
