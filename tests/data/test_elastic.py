@@ -61,17 +61,14 @@ def test_image_and_mask_are_deformed_identically():
     assert torch.equal(labels_from_image[uniform], warped[uniform])
 
 
-def test_weight_map_is_warped_with_the_same_field():
+def test_weight_map_is_warped_with_the_same_field_pixel_for_pixel():
     torch.manual_seed(2)
     mask = shapes_mask()
     image, target = sample(mask)
-    target["weight_map"] = tv_tensors.Mask(image[0].clone())  # weight map == the image
-    warped_image, warped_target = ElasticDeformation(sigma=10.0)(image, target)
-    assert warped_target["weight_map"].dtype == torch.float32
-    torch.testing.assert_close(
-        warped_target["weight_map"].as_subclass(torch.Tensor),
-        warped_image[0].as_subclass(torch.Tensor),
-    )
+    target["weight_map"] = tv_tensors.Mask(mask.float() * 1.5)
+    _, warped = ElasticDeformation(sigma=10.0)(image, target)
+    assert warped["weight_map"].dtype == torch.float32
+    assert torch.equal(warped["weight_map"], warped["semantic_mask"].float() * 1.5)
 
 
 def test_zero_sigma_is_the_identity():

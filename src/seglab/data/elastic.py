@@ -5,10 +5,10 @@ The displacements are sampled from a Gaussian distribution with 10 pixels standa
 deviation. Per-pixel displacements are then computed using bicubic interpolation."
 
 One displacement field warps every tensor of a sample: the image with bilinear
-interpolation, class maps and instance ids (integer `tv_tensors.Mask`) with nearest
-neighbour, so they stay valid label maps aligned with the image, and float masks (the
-weight map) with bilinear interpolation. Outside the image the warp mirrors it, as the
-paper's overlap-tile strategy does.
+interpolation, every `tv_tensors.Mask` (class map, instance ids, the float weight map) with
+nearest neighbour, so label maps stay valid and each output pixel's class and weight come
+from the same source pixel. Outside the image the warp mirrors it, as the paper's
+overlap-tile strategy does.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def warp(tensor: Tensor, displacement: Tensor, *, mode: str = "bilinear") -> Ten
 class ElasticDeformation(v2.Transform):
     """torchvision v2 transform: one random elastic deformation per sample (paper §3.1).
 
-    Images and float masks (weight maps) are warped bilinearly, integer masks (class maps,
-    instance ids) with nearest neighbour. Boxes cannot follow a non-rigid warp: refused.
+    Images are warped bilinearly, masks (class maps, instance ids, weight maps) with nearest
+    neighbour. Boxes cannot follow a non-rigid warp: refused.
     """
 
     def __init__(self, *, sigma: float = 10.0, grid_size: int = 3) -> None:
@@ -90,12 +90,8 @@ class ElasticDeformation(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not isinstance(inpt, Tensor):
             return inpt
-        integer_mask = isinstance(inpt, tv_tensors.Mask) and not inpt.dtype.is_floating_point
-        warped = warp(
-            inpt.as_subclass(Tensor),
-            params["displacement"],
-            mode="nearest" if integer_mask else "bilinear",
-        )
+        mode = "nearest" if isinstance(inpt, tv_tensors.Mask) else "bilinear"
+        warped = warp(inpt.as_subclass(Tensor), params["displacement"], mode=mode)
         return (
             tv_tensors.wrap(warped, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else warped
         )

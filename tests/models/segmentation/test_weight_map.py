@@ -6,8 +6,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
+from torchvision import tv_tensors
 
+from seglab.data import DataConfig, build_dataset
+from seglab.data.shapes import generate_shapes
 from seglab.models.segmentation.weight_map import (
+    AddWeightMap,
     WeightMapCache,
     border_weight_map,
     class_frequency_weights,
@@ -96,3 +101,42 @@ def test_cache_computes_once_per_key_and_evicts_least_recent():
         assert cache.get(key, compute(key))[0, 0] == key
     assert calls == [1, 2, 3, 2]  # 2 was evicted by 3 (1 was used more recently)
     assert len(cache) == 2
+
+
+def test_add_weight_map_step_caches_by_image_id():
+    step = AddWeightMap()
+    mask = two_rectangles()
+    target = {"semantic_mask": tv_tensors.Mask(torch.from_numpy(mask)), "image_id": 4}
+    _, first = step(None, target)
+    _, second = step(None, target)
+    assert isinstance(first["weight_map"], tv_tensors.Mask)
+    assert first["weight_map"].dtype == torch.float32
+    np.testing.assert_allclose(first["weight_map"].numpy(), border_weight_map(mask))
+    assert (
+        len(step.cache) == 1 and first["weight_map"].data_ptr() == second["weight_map"].data_ptr()
+    )
+
+
+@pytest.mark.parametrize("task", ["semantic", "instance"])
+def test_data_pipeline_adds_an_aligned_weight_map(tmp_path, task):
+    """`data.weight_map` + `data.elastic` on shapes data: the map follows every augmentation."""
+    root = generate_shapes(tmp_path / task, task=task, train=2, val=1, size=64, seed=0)
+    layout = "masks" if task == "semantic" else "coco"
+    cfg = DataConfig(
+        root=str(root), layout=layout, image_size=48, rot90=True, elastic=True, weight_map=True
+    )
+    dataset = build_dataset(cfg, "train", task="semantic", train=True)
+    torch.manual_seed(0)
+    checked = 0
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        weights, mask = target["weight_map"], target["semantic_mask"]
+        assert image.shape[-2:] == weights.shape == mask.shape == (48, 48)
+        assert (weights > 0).float().mean() > 0.5
+        # aligned: an object's pixels carry its class weight (constant), not border terms
+        foreground = (mask != 0) & (mask != 255)
+        for class_index in mask[foreground].unique().tolist():
+            values = weights[mask == class_index]
+            assert values.max() - values.min() < 1e-6, (index, class_index)
+        checked += int(foreground.any())
+    assert checked > 0

@@ -15,9 +15,12 @@
 Instances come from `instance_ids` (COCO data: one id per object, 0 none); for mask folders,
 which only have class maps, each connected component of a class is taken as one object.
 
-Caching: `WeightMapCache` keeps computed maps in memory (LRU, keyed by image id) inside each
-data-loading worker, so each image's map is computed once per worker, not once per epoch;
-nothing is written to disk.
+Caching: `AddWeightMap` (the `data.weight_map: true` step of the data pipeline) runs first,
+on the un-augmented target, and keeps computed maps in a `WeightMapCache`: in memory, LRU,
+keyed by image id and size, one cache per data-loading worker, so each image's map is
+computed once per worker rather than once per epoch; nothing is written to disk. The map
+then travels through crops, flips, rotations and the elastic deformation as a float
+`tv_tensors.Mask`, so it stays aligned with the image and the class map (paper §3).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 import numpy as np
+import torch
 from scipy import ndimage
+from torchvision import tv_tensors
 
 IGNORE_INDEX = 255
 
@@ -115,3 +120,26 @@ class WeightMapCache:
 
     def __len__(self) -> int:
         return len(self._maps)
+
+
+class AddWeightMap:
+    """Data-pipeline step: `target["weight_map"]` (H, W) float32 from the paper's eq. (2).
+
+    Reads `target["semantic_mask"]` and, when present, `target["instance_ids"]` (COCO data);
+    must run before random transforms, since maps are cached by `target["image_id"]`.
+    """
+
+    def __init__(self, *, w0: float = 10.0, sigma: float = 5.0, cache_size: int = 512) -> None:
+        self.w0, self.sigma = w0, sigma
+        self.cache = WeightMapCache(cache_size)
+
+    def __call__(self, image, target: dict):
+        semantic_mask = target["semantic_mask"].numpy()
+        instance_ids = target.get("instance_ids")
+        instance_ids = None if instance_ids is None else instance_ids.numpy()
+        key = (target.get("image_id"), semantic_mask.shape)
+        weights = self.cache.get(
+            key,
+            lambda: border_weight_map(semantic_mask, instance_ids, w0=self.w0, sigma=self.sigma),
+        )
+        return image, {**target, "weight_map": tv_tensors.Mask(torch.from_numpy(weights))}
