@@ -1,0 +1,214 @@
+"""`seglab eval MODEL --data DIR` against `seglab eval --gt --pred` on the model's own
+predictions, and against metrics computed independently from the model's outputs.
+
+(Named *_roundtrip so its module name differs from tests/cli/test_eval_cli.py: the test
+folders have no __init__.py.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from scipy import ndimage
+from torch import nn
+
+import seglab
+from seglab.cli.main import main
+from seglab.data import DataConfig, build_dataset
+from seglab.data.shapes import generate_shapes
+from seglab.evaluation.coco import to_coco_results
+from seglab.models import zoo
+
+
+class ThresholdShapeDetector(nn.Module):
+    """A classical instance segmenter for the shapes data, standing in for a trained model.
+
+    Pixels far from the (median) background colour, 3x3 median filtered, split into
+    connected components; the class is guessed from how much of its box a component fills.
+    """
+
+    task = "instance"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("threshold", torch.tensor(0.3))
+
+    def forward(self, images, targets=None):
+        return [self._detect(image) for image in images]
+
+    def forward_with_losses(self, images, targets):
+        return self.forward(images), {"loss": torch.zeros(())}
+
+    def _detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        background = image.flatten(1).median(dim=1).values  # (3,)
+        distance = (image - background[:, None, None]).abs().sum(dim=0)  # (H, W)
+        foreground = ndimage.median_filter((distance > self.threshold).numpy(), size=3)
+        components, count = ndimage.label(foreground)
+        boxes, labels, scores, masks = [], [], [], []
+        for index in range(1, count + 1):
+            mask = components == index
+            ys, xs = np.nonzero(mask)
+            if len(ys) < 6:
+                continue
+            box = [xs.min(), ys.min(), xs.max() + 1.0, ys.max() + 1.0]
+            fill = len(ys) / ((box[2] - box[0]) * (box[3] - box[1]))
+            labels.append(2 if fill > 0.9 else 1 if fill > 0.65 else 3)  # square, circle, triangle
+            boxes.append(box)
+            scores.append(fill)
+            masks.append(mask)
+        height, width = image.shape[-2:]
+        return {
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64),
+            "scores": torch.tensor(scores, dtype=torch.float32),
+            "masks": torch.from_numpy(np.stack(masks)).float()[:, None]
+            if masks
+            else torch.zeros(0, 1, height, width),
+        }
+
+
+def pycocotools_stats(gt_path, pred_path, iou_type):
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(gt_path))
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(str(pred_path)), iou_type)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return [float(value) for value in coco_eval.stats[:6]]
+
+
+def dump_predictions(model, data_dir, path):
+    dataset = build_dataset(DataConfig(root=str(data_dir)), "val", task=model.task, train=False)
+    outputs, image_ids = [], []
+    with torch.no_grad():
+        for image, target in dataset:
+            outputs += model([image])
+            image_ids.append(target["image_id"])
+    path.write_text(json.dumps(to_coco_results(outputs, image_ids, dataset.category_ids)))
+
+
+def test_model_eval_equals_files_eval_on_its_predictions(tmp_path, monkeypatch):
+    monkeypatch.setitem(zoo.MODEL_BUILDERS, "threshold_detector", ThresholdShapeDetector)
+    data = generate_shapes(tmp_path / "data", task="instance", train=1, val=6, size=96, seed=3)
+    model = seglab.build_model("threshold_detector")
+    run = tmp_path / "run"
+    config = {"data": {"root": "/elsewhere", "layout": "coco", "scale_jitter": [0.5, 1.5]}}
+    seglab.save_model(model, run / "model.safetensors", class_names=["c", "s", "t"], config=config)
+    assert main(["eval", str(run / "model.safetensors"), "--data", str(data)]) == 0
+    from_model = json.loads((run / "metrics.json").read_text())  # default --out
+
+    dump_predictions(seglab.load_model(run / "model.safetensors"), data, tmp_path / "pred.json")
+    argv = ["eval", "--gt", str(data / "val.json"), "--pred", str(tmp_path / "pred.json")]
+    assert main([*argv, "--out", str(tmp_path / "files.json")]) == 0
+    from_files = json.loads((tmp_path / "files.json").read_text())
+
+    assert sorted(from_model) == ["bbox", "loss", "segm"] and sorted(from_files) == ["bbox", "segm"]
+    for iou_type in ("bbox", "segm"):
+        assert from_model[iou_type] == pytest.approx(from_files[iou_type], abs=1e-9)
+        reference = pycocotools_stats(data / "val.json", tmp_path / "pred.json", iou_type)
+        assert list(from_model[iou_type].values()) == pytest.approx(reference, abs=1e-3)
+    assert from_model["segm"]["AP"] > 0.1  # the stand-in detects shapes: not a vacuous 0 = 0
+
+
+def test_mask_rcnn_eval_runs_in_the_image_frame(tmp_path):
+    data = generate_shapes(tmp_path / "data", task="instance", train=1, val=2, size=64, seed=0)
+    torch.manual_seed(0)
+    model = seglab.build_model(
+        "mask_rcnn", num_classes=4, backbone="resnet18", min_size=96, max_size=96,
+        fpn_channels=16, representation_size=32, mask_head_channels=16,
+        box_score_thresh=0.0, detections_per_img=10,
+    )  # fmt: skip
+    seglab.save_model(model, tmp_path / "model.safetensors", class_names=["c", "s", "t"])
+    out = tmp_path / "m.json"
+    assert (
+        main(["eval", str(tmp_path / "model.safetensors"), "--data", str(data), "--out", str(out)])
+        == 0
+    )
+    from_model = json.loads(out.read_text())
+    dump_predictions(seglab.load_model(tmp_path / "model.safetensors"), data, tmp_path / "p.json")
+    predictions = json.loads((tmp_path / "p.json").read_text())
+    assert len(predictions) == 20  # an untrained model with no score threshold: 10 per image
+    # --pred checks every mask's RLE against the ground-truth image size (64 x 64).
+    argv = ["eval", "--gt", str(data / "val.json"), "--pred", str(tmp_path / "p.json")]
+    assert main([*argv, "--out", str(tmp_path / "f.json")]) == 0
+    from_files = json.loads((tmp_path / "f.json").read_text())
+    for iou_type in ("bbox", "segm"):
+        assert from_model[iou_type] == pytest.approx(from_files[iou_type], abs=1e-9)
+    assert from_model["loss"] > 0
+
+
+def test_classifier_eval_with_inferred_layout(tmp_path):
+    data = generate_shapes(tmp_path / "data", task="classify", train=1, val=9, size=64, seed=1)
+    torch.manual_seed(1)
+    model = seglab.build_model("cnn", num_classes=3, widths=(8, 16), hidden=0)
+    # No data config saved: the layout (folders) is inferred from DIR.
+    seglab.save_model(
+        model, tmp_path / "model.safetensors", class_names=["circle", "square", "triangle"]
+    )
+    out = tmp_path / "m.json"
+    assert (
+        main(["eval", str(tmp_path / "model.safetensors"), "--data", str(data), "--out", str(out)])
+        == 0
+    )
+    metrics = json.loads(out.read_text())
+
+    model = seglab.load_model(tmp_path / "model.safetensors")
+    dataset = build_dataset(
+        DataConfig(root=str(data), layout="folders", image_size=256),
+        "val",
+        task="classification",
+        train=False,
+    )
+    expected = np.zeros((3, 3), np.int64)
+    with torch.no_grad():
+        for image, target in dataset:
+            expected[int(target["labels"]), int(model([image])[0]["logits"].argmax())] += 1
+    assert metrics["confusion_matrix"] == expected.tolist()
+    assert metrics["accuracy"] == pytest.approx(np.trace(expected) / 9)
+    assert set(metrics["per_class_recall"]) == set(dataset.class_names)
+
+
+def test_unet_eval_against_independent_miou(tmp_path):
+    data = generate_shapes(tmp_path / "data", task="semantic", train=1, val=3, size=64, seed=2)
+    torch.manual_seed(2)
+    model = seglab.build_model("unet", num_classes=4, base_channels=4, depth=2)
+    config = {"data": {"layout": "masks", "image_size": 64}}
+    seglab.save_model(
+        model,
+        tmp_path / "model.safetensors",
+        class_names=["circle", "square", "triangle"],
+        config=config,
+    )
+    out = tmp_path / "m.json"
+    assert (
+        main(["eval", str(tmp_path / "model.safetensors"), "--data", str(data), "--out", str(out)])
+        == 0
+    )
+    metrics = json.loads(out.read_text())
+
+    model = seglab.load_model(tmp_path / "model.safetensors")
+    dataset = build_dataset(
+        DataConfig(root=str(data), layout="masks", image_size=64),
+        "val",
+        task="semantic",
+        train=False,
+    )
+    intersection, union = np.zeros(4), np.zeros(4)
+    with torch.no_grad():
+        for image, target in dataset:
+            predicted = model([image])[0]["logits"].argmax(0).numpy()
+            truth = target["semantic_mask"].numpy()
+            valid = truth != 255
+            for c in range(4):
+                intersection[c] += np.sum((predicted == c) & (truth == c) & valid)
+                union[c] += np.sum(((predicted == c) | (truth == c)) & valid)
+    present = union > 0
+    assert metrics["mIoU"] == pytest.approx(np.mean(intersection[present] / union[present]))
+    assert list(metrics["per_class"]) == ["background", "circle", "square", "triangle"]
