@@ -173,6 +173,7 @@ def test_classifier_eval_with_inferred_layout(tmp_path):
     assert metrics["confusion_matrix"] == expected.tolist()
     assert metrics["accuracy"] == pytest.approx(np.trace(expected) / 9)
     assert set(metrics["per_class_recall"]) == set(dataset.class_names)
+    assert (tmp_path / "plots" / "confusion_matrix.png").stat().st_size > 1000
 
 
 def test_unet_eval_against_independent_miou(tmp_path):

@@ -48,6 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="metrics JSON to write (default: metrics.json beside the model; with --gt: "
         "written only when given)",
     )
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="classifier: confusion-matrix figure (default: plots/confusion_matrix.png "
+        "beside the metrics JSON)",
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="images per batch (4)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
     parser.set_defaults(func=run)
@@ -76,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
 
         atomic_write_json(out, metrics)
         print(f"wrote {out}")
+    if "confusion_matrix" in metrics and (out or args.plot):
+        from seglab.inference.visualize import plot_confusion_matrix
+
+        plot = args.plot or Path(out).parent / "plots" / "confusion_matrix.png"
+        plot_confusion_matrix(metrics["confusion_matrix"], list(metrics["per_class_recall"]), plot)
+        print(f"wrote {plot}")
     return 0
 
 
