@@ -166,3 +166,24 @@ def test_bad_model_arguments(tmp_path, capsys):
     gt_path, pred_path = write_files(tmp_path, 0, masks=False)
     argv = ["eval", str(missing), "--gt", str(gt_path), "--pred", str(pred_path)]
     assert "not both" in run_bad(capsys, argv)
+
+
+def test_bad_device_and_batch_size(tmp_path, capsys):
+    model = tmp_path / "model.safetensors"  # never read: the options are checked first
+    argv = ["eval", str(model), "--data", str(tmp_path)]
+    assert "--device 'gpu': unknown" in run_bad(capsys, [*argv, "--device", "gpu"])
+    assert "must be at least 1" in run_bad(capsys, [*argv, "--batch-size", "0"])
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in run_bad(capsys, [*argv, "--device", "cuda"])
+
+
+def test_data_folder_without_a_recognisable_layout(tmp_path, capsys):
+    import seglab
+
+    model = seglab.build_model("cnn", num_classes=3, widths=(4,), hidden=0)
+    seglab.save_model(model, tmp_path / "model.safetensors", class_names=["a", "b", "c"])
+    (tmp_path / "data").mkdir()
+    argv = ["eval", str(tmp_path / "model.safetensors"), "--data", str(tmp_path / "data")]
+    assert "no val.json, val/images/ or val/<class>/ found" in run_bad(capsys, argv)
+    argv[-1] = str(tmp_path / "missing")
+    assert "data folder not found" in run_bad(capsys, argv)

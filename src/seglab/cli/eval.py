@@ -117,19 +117,33 @@ def evaluate_model(
     model_path: str, data_dir: str, split: str, batch_size: int, device: str
 ) -> dict[str, Any]:
     """The task metrics of the model at `model_path` on `split` of `data_dir`."""
-    import torch
-
     import seglab
     from seglab.data import build_dataset
     from seglab.evaluation import evaluate
 
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    device = _device(device)
     model = seglab.load_model(model_path)
     root = require_file(data_dir, "data folder")
     data_config = _data_config(getattr(model, "config", {}) or {}, root, split)
     dataset = build_dataset(data_config, split, task=model.task, train=False)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     return evaluate(model, dataset, batch_size=batch_size, device=device, progress=True)
+
+
+def _device(name: str) -> str:
+    """auto -> cuda when available, else cpu; a named device must exist."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: unknown; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return name
 
 
 def _data_config(run_config: dict, root: Path, split: str):
