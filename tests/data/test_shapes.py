@@ -96,6 +96,20 @@ def test_interrupted_generation_is_never_complete(tmp_path, monkeypatch, task, m
     assert not (tmp_path / marker).exists()
 
 
+def test_interrupted_regeneration_never_mixes_old_and_new(tmp_path, monkeypatch):
+    # COCO: the old JSON is removed before new images are written.
+    generate_shapes(tmp_path / "coco", train=6, val=2, size=64, seed=1)
+    # Mask folders: the old split stays whole until the new one replaces it.
+    generate_shapes(tmp_path / "sem", task="semantic", train=6, val=2, size=64, seed=1)
+    old_split = _files(tmp_path / "sem" / "train")
+    for root, task in ((tmp_path / "coco", "instance"), (tmp_path / "sem", "semantic")):
+        monkeypatch.setattr(shapes, "_png_bytes", _fail_after(3))
+        with pytest.raises(KeyboardInterrupt):
+            generate_shapes(root, task=task, train=6, val=2, size=64, seed=2)
+    assert not (tmp_path / "coco" / "train.json").exists()
+    assert _files(tmp_path / "sem" / "train") == old_split
+
+
 def test_cli_writes_and_prints_a_summary(tmp_path, capsys):
     assert (
         main(["data", "shapes", str(tmp_path / "s"), "--train", "4", "--val", "2", "--size", "64"])

@@ -90,9 +90,13 @@ def _background(size: int, rng) -> np.ndarray:
     end = rng.uniform(0, 255, 3).astype(np.float32)
     direction = rng.uniform(0, 2 * np.pi)
     coords = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    ramp = np.cos(direction) * coords[None, :] + np.sin(direction) * coords[:, None] + 0.5
+    ramp = (
+        np.float32(np.cos(direction)) * coords[None, :]
+        + np.float32(np.sin(direction)) * coords[:, None]
+        + np.float32(0.5)
+    )
     ramp = np.clip(ramp, 0, 1)[:, :, None]
-    return start * (1 - ramp) + end * ramp
+    return start + (end - start) * ramp
 
 
 def _object_radius(size: int, rng) -> float:
@@ -131,9 +135,9 @@ def _place_objects(image: np.ndarray, count: int, rng, radius_fn) -> list[Shape]
 def _finish(image: np.ndarray, rng) -> np.ndarray:
     """Soften edges, add per-pixel noise, quantise to uint8 RGB."""
     image = cv2.GaussianBlur(image, (3, 3), 0.6)
-    noise_sigma = rng.uniform(2, 18)
-    image = image + rng.normal(0, noise_sigma, image.shape).astype(np.float32)
-    return np.clip(image, 0, 255).round().astype(np.uint8)
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
+    image = cv2.scaleAdd(noise, rng.uniform(2, 18), image)  # image + sigma * noise
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)  # round to nearest
 
 
 def render_scene(size: int, rng, *, count: int | None = None, radius_fn=_object_radius):
@@ -181,6 +185,9 @@ def _coco_annotations(shapes: list[Shape], image_id: int, first_id: int) -> list
 
 
 def _write_coco_split(out_dir: Path, split: str, count: int, size: int, seed: int) -> int:
+    # Regenerating over an old dataset: drop its JSON first, so until the new one is written
+    # the split is visibly incomplete rather than old annotations over new images.
+    (out_dir / f"{split}.json").unlink(missing_ok=True)
     images, annotations = [], []
     for index in range(count):
         image, shapes = render_scene(size, _scene_rng(seed, split, index))
