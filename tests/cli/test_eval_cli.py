@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from safetensors.torch import save_file
 
 from seglab.cli.main import main
@@ -24,23 +20,10 @@ synthetic_coco = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(synthetic_coco)
 
 
-def reference_stats(gt_path: Path, pred_path: Path, iou_type: str) -> list[float]:
-    """pycocotools run the standard way on the two files."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(str(gt_path))
-        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(str(pred_path)), iou_type)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return [float(value) for value in coco_eval.stats[:6]]
-
-
 def write_files(tmp_path: Path, seed: int, *, masks: bool) -> tuple[Path, Path]:
     gt = synthetic_coco.make_gt(seed)
-    gt_path, pred_path = tmp_path / "gt.json", tmp_path / "pred.json"
-    gt_path.write_text(json.dumps(gt))
-    pred_path.write_text(json.dumps(synthetic_coco.make_predictions(gt, seed, masks=masks)))
-    return gt_path, pred_path
+    predictions = synthetic_coco.make_predictions(gt, seed, masks=masks)
+    return synthetic_coco.write_json(tmp_path, gt, predictions)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -53,7 +36,7 @@ def test_eval_files_agrees_with_pycocotools(tmp_path, capsys, seed, masks):
     # Without --iou-type: bbox, and segm when the predictions have masks.
     assert sorted(metrics) == (["bbox", "segm"] if masks else ["bbox"])
     for iou_type, values in metrics.items():
-        reference = reference_stats(gt_path, pred_path, iou_type)
+        reference = synthetic_coco.pycocotools_stats(gt_path, pred_path, iou_type)
         assert 0.05 < reference[0] < 0.95
         assert list(values.values()) == pytest.approx(reference, abs=1e-3)
         assert list(values) == ["AP", "AP50", "AP75", "APs", "APm", "APl"]
@@ -70,7 +53,7 @@ def test_eval_files_with_iou_type_segm_only(tmp_path):
     metrics = json.loads(out.read_text())
     assert list(metrics) == ["segm"]
     assert list(metrics["segm"].values()) == pytest.approx(
-        reference_stats(gt_path, pred_path, "segm"), abs=1e-3
+        synthetic_coco.pycocotools_stats(gt_path, pred_path, "segm"), abs=1e-3
     )
 
 

@@ -1,4 +1,4 @@
-"""A small random COCO ground truth and random prediction sets built on it, for AP tests.
+"""A small random COCO ground truth, random prediction sets on it, and pycocotools' numbers.
 
 The ground truth has non-contiguous image and category ids, images without objects, crowd
 regions, polygon and RLE segmentations, and objects of the three COCO sizes (small, medium,
@@ -7,8 +7,15 @@ large) unless `image_size` is too small for large ones.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+from pathlib import Path
+
 import numpy as np
 from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 3, "name": "square"}, {"id": 7, "name": "tri"}]
 
@@ -102,3 +109,22 @@ def _prediction(image_id, category, mask, rng, with_mask: bool) -> dict:
     if with_mask:
         prediction["segmentation"] = encode(mask)
     return prediction
+
+
+def pycocotools_stats(gt_path: Path, pred_path: Path, iou_type: str) -> list[float]:
+    """The reference: COCOeval run the standard way on files, `stats[0:6]`."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(gt_path))
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(str(pred_path)), iou_type)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return [float(value) for value in coco_eval.stats[:6]]
+
+
+def write_json(folder: Path, gt: dict, predictions: list) -> tuple[Path, Path]:
+    """`folder/gt.json` and `folder/pred.json`."""
+    gt_path, pred_path = folder / "gt.json", folder / "pred.json"
+    gt_path.write_text(json.dumps(gt))
+    pred_path.write_text(json.dumps(predictions))
+    return gt_path, pred_path

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-from synthetic_coco import make_gt, make_predictions
+from synthetic_coco import make_gt, make_predictions, pycocotools_stats, write_json
 
 from seglab.evaluation.coco import AP_NAMES, evaluate_coco, masks_to_rle, to_coco_results
-
-
-def pycocotools_stats(tmp_path, gt: dict, predictions: list, iou_type: str) -> list[float]:
-    """COCOeval run the standard way: files on disk, COCO(), loadRes(), summarize()."""
-    gt_path, pred_path = tmp_path / "gt.json", tmp_path / "pred.json"
-    gt_path.write_text(json.dumps(gt))
-    pred_path.write_text(json.dumps(predictions))
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(str(gt_path))
-        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(str(pred_path)), iou_type)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return [float(value) for value in coco_eval.stats[:6]]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -38,7 +20,7 @@ def test_evaluate_coco_equals_pycocotools(tmp_path, seed, with_masks):
     gt = make_gt(seed)
     predictions = make_predictions(gt, seed, masks=with_masks)
     for iou_type in ["bbox", "segm"] if with_masks else ["bbox"]:
-        reference = pycocotools_stats(tmp_path, gt, predictions, iou_type)
+        reference = pycocotools_stats(*write_json(tmp_path, gt, predictions), iou_type)
         assert 0.05 < reference[0] < 0.95  # a set where AP says something
         ours = evaluate_coco(gt, predictions, iou_type)
         assert list(ours) == list(AP_NAMES)

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-
 import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-from synthetic_coco import make_gt, make_predictions
+from synthetic_coco import make_gt, make_predictions, pycocotools_stats, write_json
 from torch import nn
 
 from seglab.errors import UserError
@@ -138,26 +132,14 @@ def detection_case(seed: int):
     return dataset, outputs, gt, predictions
 
 
-def reference_stats(gt, predictions, iou_type):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(predictions), iou_type)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return [float(value) for value in coco_eval.stats[:6]]
-
-
 @pytest.mark.parametrize("task", ["detection", "instance"])
-def test_detection_and_instance_metrics_equal_pycocotools(task):
+def test_detection_and_instance_metrics_equal_pycocotools(tmp_path, task):
     dataset, outputs, gt, predictions = detection_case(seed=5)
     metrics = evaluate(FakeModel(task, outputs), dataset, batch_size=3)
     iou_types = ["bbox", "segm"] if task == "instance" else ["bbox"]
     assert sorted(metrics) == sorted(["loss", *iou_types])
     for iou_type in iou_types:
-        reference = reference_stats(copy.deepcopy(gt), copy.deepcopy(predictions), iou_type)
+        reference = pycocotools_stats(*write_json(tmp_path, gt, predictions), iou_type)
         assert 0.05 < reference[0] < 0.95
         assert list(metrics[iou_type].values()) == pytest.approx(reference, abs=1e-3)
     name, value = primary_metric(metrics, task)
