@@ -55,4 +55,10 @@ def _parse_override(item: str) -> tuple[str, object]:
     key, separator, value = item.partition("=")
     if not separator or not key:
         raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. min_size=512")
-    return key.strip(), yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads "1e-5" as a string
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.strip(), parsed

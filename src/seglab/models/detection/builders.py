@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from seglab.errors import UserError
-from seglab.models.backbones.resnet import ResNetBackbone
+from seglab.models.backbones.resnet import ResNetBackbone, set_frozen_bn_eps
 from seglab.models.detection.box_head import BoxPredictor, TwoMLPHead
 from seglab.models.detection.faster_rcnn import FasterRCNN
 from seglab.models.detection.mask_head import MaskHead, MaskPredictor
@@ -38,7 +38,9 @@ class DetectorOptions:
     backbone: str = "resnet50"
     fpn: bool = True
     fpn_channels: int = 256
-    norm: str = "frozen_bn"  # frozen_bn | bn (BatchNorm trained with the rest)
+    norm: str = "frozen_bn"  # backbone norm: frozen_bn | bn | gn
+    frozen_bn_eps: float = 1e-5  # torchvision's pretrained COCO detectors use 0.0
+    fpn_norm: str | None = None  # None (the paper, torchvision v1) | bn | gn
     trainable_stages: int = 3
     in_channels: int = 3
     min_size: int | tuple[int, ...] = 800
@@ -76,8 +78,8 @@ class DetectorOptions:
         if self.backbone not in RESNET_DEPTHS:
             known = ", ".join(RESNET_DEPTHS)
             raise UserError(f"unknown detector backbone {self.backbone!r}; use one of {known}")
-        if self.norm not in ("frozen_bn", "bn"):
-            raise UserError(f"unknown norm {self.norm!r}; use frozen_bn or bn")
+        if self.norm not in ("frozen_bn", "bn", "gn"):
+            raise UserError(f"unknown norm {self.norm!r}; use frozen_bn, bn or gn")
         if self.num_classes < 2:
             raise UserError(f"num_classes={self.num_classes}: detectors count the background, "
                             "so K object classes need num_classes=K+1 >= 2")  # fmt: skip
@@ -91,7 +93,7 @@ def build_faster_rcnn(**options) -> FasterRCNN:
         transform=_transform(o, masks=False),
         backbone=backbone,
         rpn=_rpn(o, backbone),
-        roi_heads=RoIHeads(**_box_branch(o, backbone), **_roi_sampling(o)),
+        roi_heads=RoIHeads(**_box_branch(o, backbone), **_roi_options(o)),
     )
 
 
@@ -104,7 +106,7 @@ def build_mask_rcnn(**options) -> MaskRCNN:
         backbone=backbone,
         rpn=_rpn(o, backbone),
         roi_heads=RoIHeads(
-            **_box_branch(o, backbone), **_mask_branch(o, backbone), **_roi_sampling(o)
+            **_box_branch(o, backbone), **_mask_branch(o, backbone), **_roi_options(o)
         ),  # fmt: skip
     )
 
@@ -135,12 +137,13 @@ class ResNetFeatures(nn.Module):
 
 def _backbone(o: DetectorOptions) -> ResNetFeatures:
     body = ResNetBackbone(
-        RESNET_DEPTHS[o.backbone], frozen_bn=o.norm == "frozen_bn",
-        trainable_stages=o.trainable_stages, in_channels=o.in_channels,
+        RESNET_DEPTHS[o.backbone], norm=o.norm, trainable_stages=o.trainable_stages,
+        in_channels=o.in_channels,
     )  # fmt: skip
+    set_frozen_bn_eps(body, o.frozen_bn_eps)
     if not o.fpn:
         return ResNetFeatures(body, None, body.out_channels[-1])
-    fpn = FPN(body.out_channels, o.fpn_channels, extra_pool=True)
+    fpn = FPN(body.out_channels, o.fpn_channels, extra_pool=True, norm=o.fpn_norm)
     return ResNetFeatures(body, fpn, o.fpn_channels)
 
 
@@ -195,7 +198,7 @@ def _mask_branch(o: DetectorOptions, backbone: ResNetFeatures) -> dict[str, nn.M
     }
 
 
-def _roi_sampling(o: DetectorOptions) -> dict:
+def _roi_options(o: DetectorOptions) -> dict:
     return {
         "fg_iou_thresh": o.box_fg_iou_thresh,
         "bg_iou_thresh": o.box_bg_iou_thresh,

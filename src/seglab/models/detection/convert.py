@@ -9,27 +9,31 @@ place and every place must get a tensor. torchvision's v1 detectors pool with
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from seglab.errors import UserError, require_file
+from seglab.models.backbones.torchvision_keys import rename_torchvision_backbone_key
 from seglab.models.zoo import build_model
+
+# torchvision's v1 detectors: RoIAlign without the half-pixel offset, and FrozenBatchNorm
+# with eps=0 in its pretrained COCO checkpoints (a randomly initialised torchvision model
+# has eps=1e-5: convert it with `--set frozen_bn_eps=1e-5`).
+_V1 = {"roi_aligned": False, "frozen_bn_eps": 0.0}
 
 # torchvision architecture -> (our model name, builder arguments it implies)
 TORCHVISION_ARCHS: dict[str, tuple[str, dict]] = {
-    "faster_rcnn_resnet50_fpn": ("faster_rcnn", {"backbone": "resnet50", "roi_aligned": False}),
-    "mask_rcnn_resnet50_fpn": ("mask_rcnn", {"backbone": "resnet50", "roi_aligned": False}),
+    "faster_rcnn_resnet50_fpn": ("faster_rcnn", {"backbone": "resnet50", **_V1}),
+    "mask_rcnn_resnet50_fpn": ("mask_rcnn", {"backbone": "resnet50", **_V1}),
 }
 
-# (torchvision key pattern, our key) applied in order, first match wins; unmatched keys
-# keep their name.
-RENAMES: list[tuple[str, str]] = [
-    (r"^backbone\.fpn\.inner_blocks\.(\d)\.0\.", r"backbone.fpn.lateral.\1."),
-    (r"^backbone\.fpn\.layer_blocks\.(\d)\.0\.", r"backbone.fpn.output.\1."),
+# Heads: (torchvision key pattern, our key), first match wins; other keys keep their name.
+# The backbone and FPN keys are renamed by `rename_torchvision_backbone_key`.
+RENAMES: list[tuple[str, str | Callable[[re.Match], str]]] = [
     (r"^rpn\.head\.conv\.0\.0\.", "rpn.head.conv."),
-    (r"^rpn\.head\.conv\.", "rpn.head.conv."),  # torchvision < 0.13 naming
     (r"^rpn\.head\.cls_logits\.", "rpn.head.objectness."),
     (r"^rpn\.head\.bbox_pred\.", "rpn.head.box_deltas."),
     (r"^roi_heads\.box_predictor\.cls_score\.", "roi_heads.box_predictor.class_logits."),
@@ -46,6 +50,11 @@ RENAMES: list[tuple[str, str]] = [
 
 def rename_torchvision_key(key: str) -> str:
     """Our name of one torchvision detection state-dict key."""
+    backbone_key = rename_torchvision_backbone_key(
+        key, backbone_prefix="backbone.body.", fpn_prefix="backbone.fpn."
+    )
+    if backbone_key is not None:
+        return backbone_key
     for pattern, replacement in RENAMES:
         renamed, count = re.subn(pattern, replacement, key)
         if count:
@@ -100,9 +109,11 @@ def convert_torchvision(state: dict[str, Tensor], arch: str, **builder_args) -> 
 
 def _load(model: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
     ours = model.state_dict()
-    # torchvision's FrozenBatchNorm2d has no num_batches_tracked; ours may keep the counter.
+    # torchvision's FrozenBatchNorm2d has no num_batches_tracked counter; our BatchNorm2d has.
     missing = [k for k in ours if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in ours]
+    # A torchvision model built without pretrained weights has BatchNorm2d (with counters).
+    unexpected = [k for k in state if k not in ours and not k.endswith("num_batches_tracked")]
+    state = {k: v for k, v in state.items() if k in ours}
     wrong_shape = [k for k in state if k in ours and ours[k].shape != state[k].shape]
     if not (missing or unexpected or wrong_shape):
         model.load_state_dict(state, strict=False)
