@@ -63,6 +63,9 @@ def test_empty_prediction_list_is_zero_ap_not_a_crash(tmp_path):
     out = tmp_path / "m.json"
     assert main(["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["bbox"]["AP"] == 0.0
+    argv = ["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--iou-type", "segm"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["segm"]["AP"] == 0.0
 
 
 def run_bad(capsys, argv: list[str]) -> str:

@@ -104,7 +104,7 @@ def evaluate_files(gt_path: str, pred_path: str, iou_type: str | None) -> dict[s
         iou_types = ["bbox", "segm"] if has_masks(predictions) else ["bbox"]
     else:
         iou_types = [iou_type]
-    if "segm" in iou_types and not has_masks(predictions):
+    if "segm" in iou_types and predictions and not has_masks(predictions):
         raise UserError(f"{pred_path}: --iou-type segm needs a 'segmentation' in every prediction")
     for iou in iou_types:
         check_coco_results(predictions, gt, iou, pred_path)
