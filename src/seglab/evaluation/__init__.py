@@ -60,15 +60,17 @@ def evaluate(
     was_training = model.training
     model.to(device).eval()
     loss_sum, batches = 0.0, 0
-    with torch.no_grad():
-        for images, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
-            images = [image.to(device) for image in images]
-            targets = [_to_device(target, device) for target in targets]
-            outputs, losses = model.forward_with_losses(images, targets)
-            loss_sum += float(sum(loss.float() for loss in losses.values()))
-            batches += 1
-            accumulator.update(images, targets, outputs)
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            for images, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
+                images = [image.to(device) for image in images]
+                targets = [_to_device(target, device) for target in targets]
+                outputs, losses = model.forward_with_losses(images, targets)
+                loss_sum += float(sum(loss.float() for loss in losses.values()))
+                batches += 1
+                accumulator.update(images, targets, outputs)
+    finally:
+        model.train(was_training)
     return {"loss": loss_sum / batches, **accumulator.compute()}
 
 
