@@ -114,7 +114,8 @@ class ResNetBackbone(nn.Module):
         if not 0 <= trainable_stages <= 5:
             raise UserError(f"trainable_stages={trainable_stages}: must be between 0 and 5")
         self.norm = norm if norm is not None else ("frozen_bn" if frozen_bn else "bn")
-        build, self.out_channels = _RESNETS[depth]
+        build, out_channels = _RESNETS[depth]
+        self.out_channels = list(out_channels)
         resnet = build(weights=None, norm_layer=norm_layer(self.norm))
         if in_channels != 3:
             resnet.conv1 = nn.Conv2d(
@@ -123,14 +124,14 @@ class ResNetBackbone(nn.Module):
             nn.init.kaiming_normal_(resnet.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.depth = depth
         # The stem (conv1 .. maxpool: stride 4) and the four stages, under torchvision's names.
-        self.conv1, self.bn1, self.relu, self.maxpool = (
-            resnet.conv1,
-            resnet.bn1,
-            resnet.relu,
-            resnet.maxpool,
-        )
-        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
-        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        self.conv1 = resnet.conv1
+        self.bn1 = resnet.bn1
+        self.relu = resnet.relu
+        self.maxpool = resnet.maxpool
+        self.layer1 = resnet.layer1
+        self.layer2 = resnet.layer2
+        self.layer3 = resnet.layer3
+        self.layer4 = resnet.layer4
         self.trainable_stages = trainable_stages
         self._freeze_early_stages(trainable_stages)
 
