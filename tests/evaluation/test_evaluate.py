@@ -151,8 +151,10 @@ def test_instance_masks_outside_the_image_frame_are_refused():
     dataset, outputs, _, _ = detection_case(seed=5)
     for output in outputs.values():
         output["masks"] = output["masks"][..., :-1]
+    model = FakeModel("instance", outputs).train()
     with pytest.raises(ValueError, match="must be in the image frame"):
-        evaluate(FakeModel("instance", outputs), dataset)
+        evaluate(model, dataset)
+    assert model.training  # the caller's mode comes back on an error too
 
 
 def test_instance_ground_truth_without_area_is_refused_before_the_pass():
