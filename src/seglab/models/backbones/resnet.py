@@ -112,7 +112,10 @@ class ResNetBackbone(nn.Module):
         if depth not in _RESNETS:
             raise UserError(f"resnet{depth}: unknown ResNet depth; use one of {sorted(_RESNETS)}")
         if not 0 <= trainable_stages <= 5:
-            raise UserError(f"trainable_stages={trainable_stages}: must be between 0 and 5")
+            raise UserError(
+                f"trainable_stages={trainable_stages}: out of range; use 0 (backbone frozen) "
+                "to 5 (all stages trainable)"
+            )
         self.norm = norm if norm is not None else ("frozen_bn" if frozen_bn else "bn")
         build, out_channels = _RESNETS[depth]
         self.out_channels = list(out_channels)
