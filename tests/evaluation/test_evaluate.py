@@ -48,7 +48,7 @@ def semantic_case():
     targets = {1: torch.tensor([[0, 1], [1, 255]]), 2: torch.tensor([[2, 2], [0, 1]])}
     predictions = {1: torch.tensor([[0, 1], [0, 2]]), 2: torch.tensor([[2, 1], [0, 1]])}
     items = [
-        (torch.zeros(3, 2, 2), {"semantic_mask": targets[i], "image_id": i}) for i in (1, 2, 1)
+        (torch.zeros(3, 2, 2), {"semantic_mask": targets[i], "image_id": i}) for i in (2, 1, 1)
     ]
     outputs = {
         i: {"logits": nn.functional.one_hot(p, 3).permute(2, 0, 1).float()}
@@ -57,7 +57,7 @@ def semantic_case():
     return items, targets, predictions, outputs
 
 
-def test_semantic_metrics_and_mean_batch_loss():
+def test_semantic_metrics_and_image_weighted_loss():
     items, targets, predictions, outputs = semantic_case()
     model = FakeModel("semantic", outputs).train()
     metrics = evaluate(model, ListDataset(items, ["a", "b"]), batch_size=2)
@@ -68,8 +68,8 @@ def test_semantic_metrics_and_mean_batch_loss():
         expected.matrix, ["background", "a", "b"]
     )
     assert list(metrics["per_class"]) == ["background", "a", "b"]
-    # batches: ids (1, 2) and (1,): losses 1 + 1 and 1 + 1 -> mean 2.
-    assert metrics["loss"] == pytest.approx(2.0)
+    # batches: ids (2, 1) then (1,): losses a + b = 2 + 1 and 1 + 1, weighted 2 and 1 images.
+    assert metrics["loss"] == pytest.approx((3 * 2 + 2 * 1) / 3)
     # evaluated in eval mode without gradients; the caller's mode comes back.
     assert model.seen_modes == [(False, False), (False, False)]
     assert model.training

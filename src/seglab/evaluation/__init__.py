@@ -48,8 +48,8 @@ def evaluate(
     (the data does not resize detection images at evaluation; the model maps its boxes back).
 
     Returns:
-        {"loss": mean over batches of the summed losses, **task metrics} (see PRIMARY_METRICS
-        and docs/conventions.md, "Evaluation").
+        {"loss": the summed losses of each batch, averaged over batches weighted by their
+        number of images, **task metrics} (see PRIMARY_METRICS and docs/conventions.md).
     """
     from seglab.data import collate
 
@@ -59,19 +59,20 @@ def evaluate(
     accumulator = _ACCUMULATORS[model.task](dataset)
     was_training = model.training
     model.to(device).eval()
-    loss_sum, batches = 0.0, 0
+    loss_sum, images_seen = 0.0, 0
     try:
         with torch.no_grad():
             for images, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
                 images = [image.to(device) for image in images]
                 targets = [_to_device(target, device) for target in targets]
                 outputs, losses = model.forward_with_losses(images, targets)
-                loss_sum += float(sum(loss.float() for loss in losses.values()))
-                batches += 1
+                # Weighted by the batch's size: the same loss whatever the batch size.
+                loss_sum += float(sum(loss.float() for loss in losses.values())) * len(images)
+                images_seen += len(images)
                 accumulator.update(images, targets, outputs)
     finally:
         model.train(was_training)
-    return {"loss": loss_sum / batches, **accumulator.compute()}
+    return {"loss": loss_sum / images_seen, **accumulator.compute()}
 
 
 def primary_metric(metrics: dict[str, Any], task: str) -> tuple[str, float]:
