@@ -1,0 +1,300 @@
+"""Recipes: frozen dataclasses read from YAML, with `--set a.b=value` overrides.
+
+A recipe has four sections (DESIGN.md): `seed`, `model` (its `name`, `num_classes` and the
+builder's keyword arguments), `data` (`seglab.data.config.DataConfig`) and `train`. Every
+key is checked: an unknown key, a value of the wrong type or an unknown model argument is a
+`UserError` that names the key and the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import seglab
+from seglab.data.config import DataConfig
+from seglab.engine.io import atomic_write_text
+from seglab.errors import UserError
+from seglab.models.zoo import builder_parameters, model_task
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """`model:`: the architecture name, its number of outputs and its builder's arguments."""
+
+    name: str
+    num_classes: int | str = "auto"  # "auto": read from the training data
+    args: dict = field(default_factory=dict)  # the other keys of `model:`
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`train:`: optimisation, schedule, budget and bookkeeping."""
+
+    batch_size: int = 4
+    lr: float = 0.02
+    optimizer: str = "sgd"  # sgd | adamw
+    max_steps: int = 5000
+    max_minutes: float | None = None  # wall-clock budget of the whole run (resumes included)
+    eval_every: int = 500
+    checkpoint_every: int = 200
+    workers: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD momentum; AdamW's beta1
+    warmup_steps: int = 0  # linear warmup from lr/1000 to lr
+    schedule: str = "cosine"  # cosine (to 0 at max_steps) | step
+    milestones: tuple[int, ...] = ()  # step schedule: lr *= gamma at each of these steps
+    gamma: float = 0.1
+    grad_clip: float | None = None  # max global gradient norm
+    amp: str = "none"  # none | bf16 (autocast)
+    log_every: int = 20
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
+
+CHOICES = {
+    "train.optimizer": ("sgd", "adamw"),
+    "train.schedule": ("cosine", "step"),
+    "train.amp": ("none", "bf16"),
+}
+POSITIVE = ("train.batch_size", "train.max_steps", "train.eval_every", "train.checkpoint_every")
+POSITIVE += ("train.log_every", "train.lr")
+
+
+def recipes_dir() -> Path:
+    """The repository's `configs/` folder, where the shipped recipes live."""
+    return Path(seglab.__file__).resolve().parents[2] / "configs"
+
+
+def load_config(path_or_recipe: str | Path, overrides: list[str] | tuple = ()) -> Config:
+    """Read a YAML file (or a shipped recipe by name), apply `a.b=value` overrides, check it."""
+    path = _find_config(str(path_or_recipe))
+    raw = _read_yaml(path)
+    for override in overrides:
+        _apply_override(raw, override, path)
+    return config_from_dict(raw, source=str(path))
+
+
+def _find_config(path_or_recipe: str) -> Path:
+    path = Path(path_or_recipe)
+    if path.is_file():
+        return path
+    if path.exists():
+        raise UserError(f"{path}: is not a file; give a YAML config file or a recipe name")
+    recipe = recipes_dir() / f"{path_or_recipe}.yaml"
+    if "/" not in path_or_recipe and path.suffix not in (".yaml", ".yml") and recipe.is_file():
+        return recipe
+    if "/" in path_or_recipe or path.suffix in (".yaml", ".yml"):
+        raise UserError(f"{path}: config file not found")
+    known = ", ".join(sorted(p.stem for p in recipes_dir().glob("*.yaml"))) or "none"
+    raise UserError(f"{path_or_recipe}: no such config file or shipped recipe; recipes: {known}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        problem = str(error).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML ({problem}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a config is a YAML mapping with seed, model, data, train")
+    return raw
+
+
+def _apply_override(raw: dict, override: str, path: Path) -> None:
+    """`train.lr=0.01` -> raw["train"]["lr"] = 0.01 (the value is read as YAML)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set {override}: expected key=value, e.g. --set train.lr=0.01")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    *parents, leaf = key.split(".")
+    section = raw
+    for name in parents:
+        section = section.setdefault(name, {})
+        if not isinstance(section, dict):
+            raise UserError(f"--set {override}: {name!r} in {path} is not a section")
+    section[leaf] = value
+
+
+def config_from_dict(raw: dict, *, source: str = "config") -> Config:
+    """Check every key and value of a recipe mapping and build the frozen `Config`."""
+    _check_keys(raw, ("seed", "model", "data", "train"), "", source)
+    for section in ("model", "data"):
+        if not isinstance(raw.get(section), dict):
+            raise UserError(f"{source}: section {section!r} is missing or not a mapping")
+    train_raw = raw.get("train") or {}
+    if not isinstance(train_raw, dict):
+        raise UserError(f"{source}: section 'train' is not a mapping")
+    config = Config(
+        seed=_coerce(raw.get("seed", 0), int, "seed", source),
+        model=_model_config(raw["model"], source),
+        data=_dataclass_from(DataConfig, raw["data"], "data", source),
+        train=_dataclass_from(TrainConfig, train_raw, "train", source),
+    )
+    _check_values(config, source)
+    return config
+
+
+def _model_config(raw: dict, source: str) -> ModelConfig:
+    name = raw.get("name")
+    if not isinstance(name, str):
+        raise UserError(f"{source}: model.name is missing; e.g. model: {{name: cnn}}")
+    model_task(name)  # UserError for an unknown model name
+    num_classes = raw.get("num_classes", "auto")
+    if num_classes != "auto":
+        num_classes = _coerce(num_classes, int, "model.num_classes", source)
+    args = {key: value for key, value in raw.items() if key not in ("name", "num_classes")}
+    accepted = builder_parameters(name)
+    if accepted is not None:
+        _check_keys(args, [key for key in accepted if key != "num_classes"], "model.", source)
+    return ModelConfig(name=name, num_classes=num_classes, args=args)
+
+
+def _dataclass_from(cls: type, raw: dict, prefix: str, source: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(raw, list(fields), f"{prefix}.", source)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in raw.items():
+        values[name] = _coerce(value, hints[name], f"{prefix}.{name}", source)
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise UserError(f"{source}: {prefix}.{missing[0]} is required; set it in the config")
+    return cls(**values)
+
+
+def _check_keys(raw: dict, valid: list[str] | tuple, prefix: str, source: str) -> None:
+    for key in raw:
+        if key not in valid:
+            raise UserError(
+                f"{source}: unknown key {prefix}{key!r}; valid keys: {', '.join(valid)}"
+            )
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """`value` checked against the type `hint` (int, float, str, bool, X | None, tuples)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(value, option, key, source)
+            except UserError:
+                continue
+        return _bad_type(value, hint, key, source)
+    if typing.get_origin(hint) is tuple:
+        return _coerce_tuple(value, hint, key, source)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    if hint is dict and isinstance(value, dict):
+        return value
+    return _bad_type(value, hint, key, source)
+
+
+def _coerce_tuple(value: Any, hint: Any, key: str, source: str) -> tuple:
+    if not isinstance(value, list | tuple):
+        return _bad_type(value, hint, key, source)
+    args = typing.get_args(hint)
+    if len(args) == 2 and args[1] is Ellipsis:
+        args = (args[0],) * len(value)
+    if len(args) != len(value):
+        raise UserError(f"{source}: {key} needs {len(args)} values, got {list(value)}")
+    return tuple(_coerce(item, arg, key, source) for item, arg in zip(value, args, strict=True))
+
+
+def _bad_type(value: Any, hint: Any, key: str, source: str):
+    wanted = getattr(hint, "__name__", None) or str(hint)
+    raise UserError(f"{source}: {key} must be {wanted}, got {value!r}")
+
+
+def _check_values(config: Config, source: str) -> None:
+    flat = {f"train.{key}": value for key, value in dataclasses.asdict(config.train).items()}
+    for key, choices in CHOICES.items():
+        if flat[key] not in choices:
+            raise UserError(f"{source}: {key} must be one of {', '.join(choices)}")
+    for key in POSITIVE:
+        if flat[key] <= 0:
+            raise UserError(f"{source}: {key} must be positive, got {flat[key]}")
+    device = config.train.device
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"{source}: train.device must be auto, cpu, cuda or cuda:N")
+    if config.train.workers < 0:
+        raise UserError(f"{source}: train.workers must be >= 0")
+
+
+def config_to_dict(config: Config) -> dict:
+    """The YAML mapping of a config (model arguments back at the top of `model:`)."""
+    model = {"name": config.model.name, "num_classes": config.model.num_classes}
+    model.update(config.model.args)
+    raw = {
+        "seed": config.seed,
+        "model": model,
+        "data": dataclasses.asdict(config.data),
+        "train": dataclasses.asdict(config.train),
+    }
+    return _plain(raw)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively (YAML safe_dump writes lists only)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    return atomic_write_text(path, text)
+
+
+def with_num_classes(config: Config, num_classes: int) -> Config:
+    return dataclasses.replace(
+        config, model=dataclasses.replace(config.model, num_classes=num_classes)
+    )
+
+
+def resolve_num_classes(config: Config, class_names: list[str]) -> Config:
+    """`num_classes: auto` -> K for a classifier, K + 1 (background) for the other tasks."""
+    expected = len(class_names) + (model_task(config.model.name) != "classification")
+    if config.model.num_classes == "auto":
+        return with_num_classes(config, expected)
+    if config.model.num_classes != expected:
+        raise UserError(
+            f"{config.data.root}: the data has {len(class_names)} classes, so "
+            f"model.num_classes must be {expected}, not {config.model.num_classes}; "
+            f"use num_classes: auto"
+        )
+    return config

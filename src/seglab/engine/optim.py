@@ -1,0 +1,52 @@
+"""Optimizer (SGD or AdamW) and learning-rate schedule (linear warmup, then cosine or step).
+
+The schedule is a `LambdaLR` over a plain function of the step, so its state (the step
+count) checkpoints and a resumed run may change `max_steps` (the budget) without the old
+value coming back from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from seglab.engine.config import TrainConfig
+
+WARMUP_START = 1e-3  # the warmup starts at lr * WARMUP_START
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW; no weight decay on biases and norm scales (1-d tensors)."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for _, p in trainable if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for _, p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    groups = [group for group in groups if group["params"]]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
+
+
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """The multiplier of `lr` after `step` optimizer steps."""
+    warmup, total = cfg.warmup_steps, cfg.max_steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return WARMUP_START + (1 - WARMUP_START) * step / warmup
+        if cfg.schedule == "step":
+            return cfg.gamma ** sum(step >= milestone for milestone in cfg.milestones)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor

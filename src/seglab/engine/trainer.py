@@ -1,0 +1,282 @@
+"""One trainer for every model that implements `forward_with_losses(images, targets)`.
+
+`train(config, run_dir)` builds the datasets and the model, resumes from
+`RUN/checkpoint.pt` when there is one, and loops: a step is forward with losses, backward,
+optional gradient clipping, optimizer and schedule step. Every `log_every` steps it appends
+the mean loss, learning rate and images/s to `metrics.jsonl`; every `eval_every` steps it
+evaluates (validation loss and the task's metric, `seglab.evaluation.evaluate`), keeps
+`best.safetensors` and redraws `plots/`; every `checkpoint_every` steps it writes
+`checkpoint.pt` and `model.safetensors`. It stops at `max_steps` or when `max_minutes` of
+wall-clock time are spent (over all sessions of the run), then evaluates and saves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from seglab import data as seglab_data
+from seglab import evaluation
+from seglab.engine.checkpoint import CHECKPOINT_NAME, RunState, load_checkpoint, save_checkpoint
+from seglab.engine.config import Config, config_to_dict, resolve_num_classes
+from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
+from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
+from seglab.engine.optim import build_optimizer, build_scheduler
+from seglab.engine.run_dir import prepare_run_dir, reconcile_config
+from seglab.errors import UserError
+from seglab.models.zoo import build_model, model_task, save_model
+
+
+@dataclass
+class Session:
+    """Everything one call of `train` works with."""
+
+    config: Config
+    run_dir: Path
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: ResumableBatchSampler
+    train_set: Any
+    val_set: Any
+    state: RunState
+    log: MetricsLog
+    progress: bool
+
+
+def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the run in `run_dir`; return the final evaluation's metrics."""
+    session = _open_session(config, Path(run_dir), progress)
+    if not _finished(session):
+        _loop(session)
+    return _finish(session)
+
+
+def _open_session(config: Config, run_dir: Path, progress: bool) -> Session:
+    prepare_run_dir(run_dir)
+    _set_threads(config.train.workers)
+    task = model_task(config.model.name)
+    train_set = seglab_data.build_dataset(config.data, "train", task=task, train=True)
+    val_set = seglab_data.build_dataset(config.data, "val", task=task, train=False)
+    if len(train_set) == 0:
+        raise UserError(f"{config.data.root}: the train split has no images")
+    config = resolve_num_classes(config, list(train_set.class_names))
+    config = reconcile_config(run_dir, config)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.train.device)
+    model = _build_model(config, train_set.class_names, device)
+    optimizer = build_optimizer(model, config.train)
+    scheduler = build_scheduler(optimizer, config.train)
+    state = RunState()
+    log = MetricsLog(run_dir / METRICS_NAME)
+    if (run_dir / CHECKPOINT_NAME).is_file():
+        state = load_checkpoint(
+            run_dir / CHECKPOINT_NAME, model=model, optimizer=optimizer, scheduler=scheduler
+        )
+    if log.path.is_file():
+        log.truncate_after(state.step)  # lines of an interrupted session after its checkpoint
+    sampler = ResumableBatchSampler(
+        len(train_set), config.train.batch_size, seed=config.seed, start_step=state.step
+    )
+    return Session(
+        config, run_dir, device, model, optimizer, scheduler, sampler, train_set, val_set,
+        state, log, progress,
+    )  # fmt: skip
+
+
+def _build_model(config: Config, class_names: list[str], device: torch.device) -> nn.Module:
+    model_cfg = config.model
+    model = build_model(model_cfg.name, num_classes=model_cfg.num_classes, **model_cfg.args)
+    model.class_names = list(class_names)
+    return model.to(device).train()
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; a cuda device that is absent is a UserError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device={device}: no CUDA device here; use device: auto or cpu")
+    return torch.device(device)
+
+
+def _set_threads(workers: int) -> None:
+    """Respect OMP_NUM_THREADS; otherwise leave one core to each data-loading worker."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+
+
+def _finished(session: Session) -> bool:
+    cfg, state = session.config.train, session.state
+    over_budget = cfg.max_minutes is not None and state.elapsed_s >= 60 * cfg.max_minutes
+    return state.step >= cfg.max_steps or over_budget
+
+
+def _loop(session: Session) -> None:
+    cfg, state = session.config.train, session.state
+    batches = iter(_train_loader(session))
+    window = _LossWindow()
+    started, elapsed_before = time.monotonic(), state.elapsed_s
+    bar = tqdm(
+        total=cfg.max_steps, initial=state.step, disable=not session.progress, unit="step",
+        dynamic_ncols=True,
+    )  # fmt: skip
+    with bar:
+        while not _finished(session):
+            batch = next(batches)
+            losses = _train_step(session, batch)
+            state.step += 1
+            state.elapsed_s = elapsed_before + time.monotonic() - started
+            window.add(losses, len(batch[0]))
+            bar.update(1)
+            _periodic(session, window, bar)
+
+
+def _periodic(session: Session, window: _LossWindow, bar: tqdm) -> None:
+    """Logging, evaluation and checkpointing due after the step just taken."""
+    cfg, step = session.config.train, session.state.step
+    last = _finished(session)
+    if step % cfg.log_every == 0 or last:
+        record = window.flush(step, session.optimizer.param_groups[0]["lr"])
+        record["elapsed_s"] = round(session.state.elapsed_s, 3)
+        session.log.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}")
+    if step % cfg.eval_every == 0 or last:
+        _evaluate(session)
+    if step % cfg.checkpoint_every == 0 or last:
+        _save(session)
+
+
+def _train_loader(session: Session) -> DataLoader:
+    cfg = session.config.train
+    return DataLoader(
+        SeededItems(session.train_set, session.config.seed),
+        batch_sampler=session.sampler,
+        num_workers=cfg.workers,
+        collate_fn=seglab_data.collate,
+        pin_memory=session.device.type == "cuda",
+        persistent_workers=cfg.workers > 0,
+        generator=torch.Generator().manual_seed(session.config.seed),
+    )
+
+
+def _train_step(session: Session, batch: tuple[list[Tensor], list[dict]]) -> dict[str, float]:
+    cfg, model, optimizer = session.config.train, session.model, session.optimizer
+    images, targets = _to_device(batch, session.device)
+    autocast = (
+        torch.autocast(session.device.type, dtype=torch.bfloat16)
+        if cfg.amp == "bf16"
+        else nullcontext()
+    )
+    with autocast:
+        _, losses = model.forward_with_losses(images, targets)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise UserError(
+            f"{session.run_dir}: the loss became {loss.item()} at step {session.state.step + 1}; "
+            f"lower train.lr or set train.grad_clip"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    session.scheduler.step()
+    return {"loss": loss.item(), **{name: value.item() for name, value in losses.items()}}
+
+
+def _to_device(batch, device: torch.device):
+    images, targets = batch
+    if device.type == "cpu":
+        return images, targets
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [
+        {key: value.to(device) if isinstance(value, Tensor) else value for key, value in t.items()}
+        for t in targets
+    ]
+    return images, targets
+
+
+class _LossWindow:
+    """Mean losses and throughput over the steps since the last log line."""
+
+    def __init__(self):
+        self._start()
+
+    def _start(self):
+        self.sums: dict[str, float] = {}
+        self.steps = self.images = 0
+        self.since = time.monotonic()
+
+    def add(self, losses: dict[str, float], images: int) -> None:
+        for name, value in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.steps += 1
+        self.images += images
+
+    def flush(self, step: int, lr: float) -> dict[str, Any]:
+        seconds = max(time.monotonic() - self.since, 1e-9)
+        record = {"step": step, "split": "train"}
+        record.update({name: total / self.steps for name, total in self.sums.items()})
+        record.update(lr=lr, images_per_s=self.images / seconds)
+        self._start()
+        return record
+
+
+def _evaluate(session: Session) -> dict[str, Any]:
+    """Validation loss + task metric; keeps best.safetensors. Leaves the RNG untouched, so
+    evaluating does not change what training does next (exact resume)."""
+    cfg, state = session.config.train, session.state
+    with preserved_rng(cuda=session.device.type == "cuda"):
+        metrics = evaluation.evaluate(
+            session.model, session.val_set, batch_size=cfg.batch_size, device=session.device
+        )
+    session.model.train()
+    name, value = evaluation.primary_metric(metrics, session.model.task)
+    state.last_metrics, state.last_eval_step = metrics, state.step
+    session.log.append({"step": state.step, "split": "val", "primary": name, **metrics})
+    if state.best_value is None or value > state.best_value:
+        state.best_value = value
+        _save_model(session, session.run_dir / "best.safetensors")
+    write_plots(session.log.read(), session.run_dir / "plots")
+    return metrics
+
+
+def _save(session: Session) -> None:
+    _save_model(session, session.run_dir / "model.safetensors")
+    save_checkpoint(
+        session.run_dir / CHECKPOINT_NAME,
+        model=session.model,
+        optimizer=session.optimizer,
+        scheduler=session.scheduler,
+        state=session.state,
+        data_order=_data_order(session),
+    )
+
+
+def _save_model(session: Session, path: Path) -> None:
+    save_model(session.model, path, config=config_to_dict(session.config))
+
+
+def _data_order(session: Session) -> dict[str, int]:
+    epoch, position = session.sampler.epoch_and_position(session.state.step)
+    return {"seed": session.config.seed, "epoch": epoch, "position": position}
+
+
+def _finish(session: Session) -> dict[str, Any]:
+    """A run that was already finished: make sure the final evaluation and files exist."""
+    state = session.state
+    if state.last_eval_step != state.step:
+        _evaluate(session)
+        _save(session)
+    return {"step": state.step, **state.last_metrics}

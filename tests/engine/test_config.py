@@ -1,0 +1,166 @@
+"""Recipes: YAML + overrides -> frozen, checked dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from seglab.engine.config import (
+    Config,
+    load_config,
+    recipes_dir,
+    resolve_num_classes,
+    save_config,
+)
+from seglab.errors import UserError
+
+
+def write(tmp_path, raw, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def minimal(**sections):
+    raw = {
+        "seed": 1,
+        "model": {"name": "cnn", "widths": [8, 16]},
+        "data": {"root": "d", "layout": "folders"},
+        "train": {"batch_size": 2, "lr": 0.1},
+    }
+    raw.update(sections)
+    return raw
+
+
+def test_shipped_recipe_by_name():
+    config = load_config("cnn_shapes")
+    assert (recipes_dir() / "cnn_shapes.yaml").is_file()
+    assert isinstance(config, Config)
+    assert config.model.name == "cnn"
+    assert config.model.num_classes == "auto"
+    assert config.data.layout == "folders"
+    assert config.train.max_minutes == 2
+
+
+def test_yaml_file_with_overrides(tmp_path):
+    config = load_config(
+        write(tmp_path, minimal()),
+        ["train.lr=0.01", "model.widths=[4, 8, 16]", "train.max_minutes=null", "seed=7",
+         "data.scale_jitter=[0.5, 2]", "train.grad_clip=1"],
+    )  # fmt: skip
+    assert config.train.lr == 0.01
+    assert config.model.args == {"widths": [4, 8, 16]}
+    assert config.train.max_minutes is None
+    assert config.seed == 7
+    assert config.data.scale_jitter == (0.5, 2.0)
+    assert config.train.grad_clip == 1.0 and isinstance(config.train.grad_clip, float)
+    assert config.train.batch_size == 2
+
+
+def test_config_is_frozen(tmp_path):
+    config = load_config(write(tmp_path, minimal()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_exponent_without_dot_is_a_float(tmp_path):
+    # YAML 1.1 reads `1e-3` as a string; a learning rate written so is still a float
+    config = load_config(write(tmp_path, minimal(train={"lr": "1e-3"})))
+    assert config.train.lr == pytest.approx(1e-3)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    config = load_config(write(tmp_path, minimal()), ["train.milestones=[10, 20]"])
+    save_config(config, tmp_path / "run" / "config.yaml")
+    assert load_config(tmp_path / "run" / "config.yaml") == config
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("colour=red", "'colour'"),
+        ("train.learning_rate=0.1", "train.'learning_rate'"),
+        ("model.depthh=3", "model.'depthh'"),
+        ("data.flip=0.5", "data.'flip'"),
+    ],
+)
+def test_unknown_key_names_the_key_and_the_valid_ones(tmp_path, override, key):
+    with pytest.raises(UserError, match="unknown key") as error:
+        load_config(write(tmp_path, minimal()), [override])
+    assert key in str(error.value)
+    assert "valid keys:" in str(error.value)
+
+
+def test_unknown_model_argument_lists_the_builder_arguments(tmp_path):
+    with pytest.raises(UserError) as error:
+        load_config(write(tmp_path, minimal()), ["model.depthh=3"])
+    assert "widths" in str(error.value) and "activation" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=abc", "train.batch_size must be int"),
+        ("train.batch_size=2.5", "train.batch_size must be int"),
+        ("train.lr=fast", "train.lr must be float"),
+        ("train.optimizer=adam", "train.optimizer must be one of sgd, adamw"),
+        ("train.amp=fp16", "train.amp must be one of none, bf16"),
+        ("train.device=tpu", "train.device"),
+        ("train.max_steps=0", "train.max_steps must be positive"),
+        ("model.num_classes=many", "model.num_classes must be int"),
+        ("data.scale_jitter=[1]", "data.scale_jitter"),
+        ("data.hflip=yes", "data.hflip must be float"),
+        ("train=5", "'train' is not a mapping"),
+    ],
+)
+def test_bad_values_are_user_errors(tmp_path, override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(write(tmp_path, minimal()), [override])
+
+
+def test_unknown_model_name(tmp_path):
+    with pytest.raises(UserError, match="unknown model name 'resnet'; known models: .*cnn"):
+        load_config(write(tmp_path, minimal()), ["model.name=resnet"])
+
+
+def test_missing_data_root(tmp_path):
+    raw = minimal(data={"layout": "folders"})
+    with pytest.raises(UserError, match="data.root is required"):
+        load_config(write(tmp_path, raw))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_unknown_recipe_lists_the_recipes():
+    with pytest.raises(UserError, match="no such config file or shipped recipe; .*cnn_shapes"):
+        load_config("cnn_shapez")
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: {name: cnn\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_override_without_equals_sign(tmp_path):
+    with pytest.raises(UserError, match="expected key=value"):
+        load_config(write(tmp_path, minimal()), ["train.lr"])
+
+
+def test_num_classes_auto_counts_background_except_for_the_classifier(tmp_path):
+    classifier = load_config(write(tmp_path, minimal()))
+    assert resolve_num_classes(classifier, ["a", "b", "c"]).model.num_classes == 3
+    unet = load_config(write(tmp_path, minimal(model={"name": "unet"})))
+    assert resolve_num_classes(unet, ["a", "b", "c"]).model.num_classes == 4
+
+
+def test_num_classes_that_disagrees_with_the_data(tmp_path):
+    config = load_config(write(tmp_path, minimal()), ["model.num_classes=5"])
+    with pytest.raises(UserError, match="model.num_classes must be 3, not 5"):
+        resolve_num_classes(config, ["a", "b", "c"])
