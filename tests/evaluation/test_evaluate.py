@@ -157,6 +157,15 @@ def test_instance_masks_outside_the_image_frame_are_refused():
     assert model.training  # the caller's mode comes back on an error too
 
 
+def test_instance_model_without_masks_is_refused():
+    dataset, outputs, _, _ = detection_case(seed=5)
+    for output in outputs.values():
+        del output["masks"]
+    with pytest.raises(ValueError, match="must output 'masks'"):
+        evaluate(FakeModel("instance", outputs), dataset)
+    assert "segm" not in evaluate(FakeModel("detection", outputs), dataset)
+
+
 def test_instance_ground_truth_without_area_is_refused_before_the_pass():
     dataset, outputs, _, _ = detection_case(seed=5)
     del dataset.coco_gt["annotations"][0]["area"]

@@ -108,6 +108,8 @@ class _CocoAccumulator:
     def update(self, images: list, targets: list[dict], outputs: list[dict]) -> None:
         for image, output in zip(images, outputs, strict=True):
             masks = output.get("masks")
+            if masks is None and "segm" in self.iou_types:
+                raise ValueError("an instance segmentation model must output 'masks'")
             if masks is not None and masks.shape[-2:] != image.shape[-2:]:
                 raise ValueError(
                     f"masks {tuple(masks.shape[-2:])} must be in the image frame "
