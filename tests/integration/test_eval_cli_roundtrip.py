@@ -22,6 +22,8 @@ from seglab.data.shapes import generate_shapes
 from seglab.evaluation.coco import to_coco_results
 from seglab.models import zoo
 
+SHAPES = ["circle", "square", "triangle"]  # the class names of seglab.data.shapes
+
 
 class ThresholdShapeDetector(nn.Module):
     """A classical instance segmenter for the shapes data, standing in for a trained model.
@@ -100,7 +102,7 @@ def test_model_eval_equals_files_eval_on_its_predictions(tmp_path, monkeypatch):
     model = seglab.build_model("threshold_detector")
     run = tmp_path / "run"
     config = {"data": {"root": "/elsewhere", "layout": "coco", "scale_jitter": [0.5, 1.5]}}
-    seglab.save_model(model, run / "model.safetensors", class_names=["c", "s", "t"], config=config)
+    seglab.save_model(model, run / "model.safetensors", class_names=SHAPES, config=config)
     assert main(["eval", str(run / "model.safetensors"), "--data", str(data)]) == 0
     from_model = json.loads((run / "metrics.json").read_text())  # default --out
 
@@ -123,7 +125,7 @@ def test_mask_rcnn_eval_runs_in_the_image_frame(tmp_path):
         fpn_channels=16, representation_size=32, mask_head_channels=16,
         box_score_thresh=0.0, detections_per_img=10,
     )  # fmt: skip
-    from_model = eval_saved(model, tmp_path, data, ["c", "s", "t"])
+    from_model = eval_saved(model, tmp_path, data, SHAPES)
     dump_predictions(seglab.load_model(tmp_path / "model.safetensors"), data, tmp_path / "p.json")
     predictions = json.loads((tmp_path / "p.json").read_text())
     assert len(predictions) == 20  # an untrained model with no score threshold: 10 per image
@@ -141,7 +143,7 @@ def test_classifier_eval_with_inferred_layout(tmp_path):
     torch.manual_seed(1)
     model = seglab.build_model("cnn", num_classes=3, widths=(8, 16), hidden=0)
     # No data config saved: the layout (folders) is inferred from DIR.
-    metrics = eval_saved(model, tmp_path, data, ["circle", "square", "triangle"])
+    metrics = eval_saved(model, tmp_path, data, SHAPES)
 
     model = seglab.load_model(tmp_path / "model.safetensors")
     dataset = val_dataset(data, "folders", "classification")
@@ -160,7 +162,7 @@ def test_unet_eval_against_independent_miou(tmp_path):
     torch.manual_seed(2)
     model = seglab.build_model("unet", num_classes=4, base_channels=4, depth=2)
     config = {"data": {"layout": "masks", "image_size": 64}}
-    metrics = eval_saved(model, tmp_path, data, ["circle", "square", "triangle"], config)
+    metrics = eval_saved(model, tmp_path, data, SHAPES, config)
 
     model = seglab.load_model(tmp_path / "model.safetensors")
     dataset = val_dataset(data, "masks", "semantic", image_size=64)
@@ -176,3 +178,13 @@ def test_unet_eval_against_independent_miou(tmp_path):
     present = union > 0
     assert metrics["mIoU"] == pytest.approx(np.mean(intersection[present] / union[present]))
     assert list(metrics["per_class"]) == ["background", "circle", "square", "triangle"]
+
+
+def test_data_with_other_classes_than_the_model_is_refused(tmp_path, capsys):
+    data = generate_shapes(tmp_path / "data", task="classify", train=1, val=3, size=64, seed=1)
+    model = seglab.build_model("cnn", num_classes=3, widths=(4,), hidden=0)
+    seglab.save_model(model, tmp_path / "model.safetensors", class_names=["cat", "dog", "eel"])
+    assert main(["eval", str(tmp_path / "model.safetensors"), "--data", str(data)]) == 2
+    error = capsys.readouterr().err
+    assert "classes ['circle', 'square', 'triangle'] differ from the model's" in error
+    assert not (tmp_path / "metrics.json").exists()

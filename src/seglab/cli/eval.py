@@ -128,6 +128,11 @@ def evaluate_model(
     root = require_file(data_dir, "data folder")
     data_config = _data_config(getattr(model, "config", {}) or {}, root, split)
     dataset = build_dataset(data_config, split, task=model.task, train=False)
+    if model.class_names and list(dataset.class_names) != list(model.class_names):
+        raise UserError(
+            f"{root}: classes {list(dataset.class_names)} differ from the model's "
+            f"{list(model.class_names)}; evaluate on data with the model's classes"
+        )
     return evaluate(model, dataset, batch_size=batch_size, device=device, progress=True)
 
 
