@@ -6,8 +6,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 from safetensors.torch import save_file
 
 from seglab.cli.main import main
@@ -94,9 +96,6 @@ def test_bad_coco_files(tmp_path, capsys):
         "image_id 999 is not in the ground truth": [
             "--gt", str(gt_path), "--pred", bad("id.json", [{**predictions[0], "image_id": 999}])
         ],
-        "category_id 2 is not in the ground truth": [
-            "--gt", str(gt_path), "--pred", bad("cat.json", [{**predictions[0], "category_id": 2}])
-        ],
         "lacks score": [
             "--gt", str(gt_path), "--pred",
             bad("score.json", [{k: v for k, v in predictions[0].items() if k != "score"}]),
@@ -126,13 +125,64 @@ def test_bad_coco_files(tmp_path, capsys):
         assert error.startswith("seglab eval: error: ") and expected in error, (expected, error)
 
 
+def test_unknown_categories_are_ignored_as_pycocotools_does_with_a_warning(tmp_path, capsys):
+    gt_path, pred_path = write_files(tmp_path, 1, masks=True)
+    predictions = json.loads(pred_path.read_text())
+    for prediction in predictions[::3]:
+        prediction["category_id"] = 2  # the ground truth's categories are 1, 3, 7
+    pred_path.write_text(json.dumps(predictions))
+    out = tmp_path / "m.json"
+    assert main(["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--out", str(out)]) == 0
+    assert "category ids [2] are not in the ground truth" in capsys.readouterr().err
+    metrics = json.loads(out.read_text())
+    for iou_type in ("bbox", "segm"):
+        reference = synthetic_coco.pycocotools_stats(gt_path, pred_path, iou_type)
+        assert list(metrics[iou_type].values()) == pytest.approx(reference, abs=1e-3)
+
+
+def test_polygon_and_uncompressed_rle_predictions_with_boxes(tmp_path):
+    gt_path, pred_path = write_files(tmp_path, 2, masks=True)
+    predictions = json.loads(pred_path.read_text())
+    for index, prediction in enumerate(predictions):
+        x, y, w, h = prediction["bbox"]
+        if index % 2:
+            prediction["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+        else:
+            rle = mask_utils.decode(prediction["segmentation"])
+            prediction["segmentation"] = uncompressed_rle(rle)
+    pred_path.write_text(json.dumps(predictions))
+    out = tmp_path / "m.json"
+    argv = ["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--iou-type", "segm"]
+    assert main([*argv, "--out", str(out)]) == 0
+    reference = synthetic_coco.pycocotools_stats(gt_path, pred_path, "segm")
+    assert reference[0] > 0.05
+    assert list(json.loads(out.read_text())["segm"].values()) == pytest.approx(reference, abs=1e-3)
+
+
+def uncompressed_rle(mask) -> dict:
+    """COCO's uncompressed RLE: run lengths of 0s and 1s in column-major order."""
+    flat = mask.flatten(order="F")
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat[0] == 1:
+        counts = [0, *counts]
+    return {"size": list(mask.shape), "counts": counts}
+
+
 def test_segm_prediction_of_the_wrong_size(tmp_path, capsys):
     gt_path, pred_path = write_files(tmp_path, 0, masks=True)
     predictions = json.loads(pred_path.read_text())
     predictions[0]["segmentation"]["size"] = [5, 5]
     pred_path.write_text(json.dumps(predictions))
     error = run_bad(capsys, ["eval", "--gt", str(gt_path), "--pred", str(pred_path)])
-    assert "prediction 0: segmentation must be an RLE" in error
+    assert "prediction 0: segmentation must be a compressed RLE" in error
+    del predictions[0]["bbox"]
+    predictions[0]["segmentation"] = [[1, 1, 5, 1, 5, 5]]  # a polygon needs a bbox
+    pred_path.write_text(json.dumps([predictions[0]]))
+    argv = ["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--iou-type", "segm"]
+    error = run_bad(capsys, argv)
+    assert "prediction 0: segmentation must be a compressed RLE" in error
 
 
 def test_bad_model_arguments(tmp_path, capsys):

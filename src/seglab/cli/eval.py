@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +108,15 @@ def evaluate_files(gt_path: str, pred_path: str, iou_type: str | None) -> dict[s
     if "segm" in iou_types and predictions and not has_masks(predictions):
         raise UserError(f"{pred_path}: --iou-type segm needs a 'segmentation' in every prediction")
     for iou in iou_types:
-        check_coco_results(predictions, gt, iou, pred_path)
+        unknown = check_coco_results(predictions, gt, iou, pred_path)
         if iou == "segm":
             check_coco_gt(gt, gt_path, need_masks=True)
+    if unknown:
+        print(
+            f"seglab eval: warning: {pred_path}: category ids {unknown} are not in the ground "
+            "truth; pycocotools ignores those predictions",
+            file=sys.stderr,
+        )
     return {iou: evaluate_coco(gt, predictions, iou) for iou in iou_types}
 
 

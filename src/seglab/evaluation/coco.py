@@ -164,42 +164,61 @@ def check_coco_gt(gt: Any, source: str, *, need_masks: bool = False) -> None:
             )
 
 
-def check_coco_results(results: Any, gt: dict, iou_type: str, source: str) -> None:
-    """Raise UserError unless `results` is a COCO results list for `gt` and `iou_type`."""
+def check_coco_results(results: Any, gt: dict, iou_type: str, source: str) -> list:
+    """Raise UserError unless pycocotools can evaluate `results` against `gt` for `iou_type`.
+
+    Returns:
+        the category ids of results that are not in the ground truth (sorted): pycocotools
+        evaluates only the ground truth's categories and ignores those results.
+    """
     if not isinstance(results, list):
         raise UserError(f"{source}: predictions must be a JSON list of COCO results")
     image_sizes = {image["id"]: [image.get("height"), image.get("width")] for image in gt["images"]}
-    category_ids = {category["id"] for category in gt["categories"]}
-    geometry = "bbox" if iou_type == "bbox" else "segmentation"
     for index, result in enumerate(results):
-        where = f"{source}: prediction {index}"
-        if not isinstance(result, dict):
-            raise UserError(f"{where} is not an object")
-        missing = [
-            key for key in ("image_id", "category_id", "score", geometry) if key not in result
-        ]
-        if missing:
-            raise UserError(f"{where} lacks {', '.join(missing)}")
-        if result["image_id"] not in image_sizes:
-            raise UserError(f"{where}: image_id {result['image_id']!r} is not in the ground truth")
-        if result["category_id"] not in category_ids:
-            raise UserError(
-                f"{where}: category_id {result['category_id']!r} is not in the ground truth"
-            )
-        if not _is_number(result["score"]):
-            raise UserError(f"{where}: score must be a number")
-        if "bbox" in result and not _is_box(result["bbox"]):
-            raise UserError(f"{where}: bbox must be [x, y, width, height]")
-        if iou_type == "segm" and not _is_rle(
-            result["segmentation"], image_sizes[result["image_id"]]
-        ):
-            raise UserError(
-                f"{where}: segmentation must be an RLE {{'size': [height, width], 'counts': ...}} "
-                f"of the image's size {image_sizes[result['image_id']]}"
-            )
+        _check_result(result, f"{source}: prediction {index}", image_sizes, iou_type)
     # COCO.loadRes reads the first result to decide whether boxes are given.
     if len({"bbox" in result for result in results}) > 1:
         raise UserError(f"{source}: some predictions have 'bbox' and some do not; give all or none")
+    known = {category["id"] for category in gt["categories"]}
+    return sorted({r["category_id"] for r in results if r["category_id"] not in known}, key=str)
+
+
+def _check_result(result: Any, where: str, image_sizes: dict, iou_type: str) -> None:
+    if not isinstance(result, dict):
+        raise UserError(f"{where} is not an object")
+    geometry = "bbox" if iou_type == "bbox" else "segmentation"
+    missing = [key for key in ("image_id", "category_id", "score", geometry) if key not in result]
+    if missing:
+        raise UserError(f"{where} lacks {', '.join(missing)}")
+    if result["image_id"] not in image_sizes:
+        raise UserError(f"{where}: image_id {result['image_id']!r} is not in the ground truth")
+    if not _is_number(result["score"]):
+        raise UserError(f"{where}: score must be a number")
+    if "bbox" in result and not _is_box(result["bbox"]):
+        raise UserError(f"{where}: bbox must be [x, y, width, height]")
+    size_hw = image_sizes[result["image_id"]]
+    if iou_type == "segm" and not _is_segmentation(result["segmentation"], size_hw, result):
+        raise UserError(
+            f"{where}: segmentation must be a compressed RLE {{'size': [height, width], "
+            f"'counts': str}} of the image's size {size_hw} (polygons and uncompressed RLE "
+            "also need a 'bbox')"
+        )
+
+
+def _is_segmentation(segmentation: Any, size_hw: list, result: dict) -> bool:
+    """A compressed RLE of the image's size; with a bbox, also an uncompressed RLE or polygons
+    (COCO.loadRes takes those only on its box path)."""
+    if isinstance(segmentation, dict):
+        counts = segmentation.get("counts")
+        if list(segmentation.get("size", [])) != size_hw:
+            return False
+        return isinstance(counts, str) or (isinstance(counts, list) and "bbox" in result)
+    polygons = isinstance(segmentation, list) and len(segmentation) > 0
+    polygons = polygons and all(
+        isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(map(_is_number, p))
+        for p in segmentation
+    )
+    return polygons and "bbox" in result
 
 
 def has_masks(results: list[dict]) -> bool:
@@ -213,7 +232,3 @@ def _is_number(value: Any) -> bool:
 
 def _is_box(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 4 and all(map(_is_number, value))
-
-
-def _is_rle(value: Any, size_hw: list) -> bool:
-    return isinstance(value, dict) and "counts" in value and list(value.get("size", [])) == size_hw
