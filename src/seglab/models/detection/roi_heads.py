@@ -28,7 +28,7 @@ class SampledRoIs:
     proposals: list[Tensor]  # per image (S_i, 4)
     labels: list[Tensor]  # per image (S_i,) int64, 0 background
     matched_gt_index: list[Tensor]  # per image (S_i,) index into the image's gt boxes
-    regression_targets: Tensor  # (sum S_i, 4) encoded matched gt boxes
+    regression_targets: list[Tensor]  # per image (S_i, 4) encoded matched gt boxes
 
 
 class RoIHeads(nn.Module):
@@ -106,43 +106,39 @@ class RoIHeads(nn.Module):
 
     def sample_rois(self, proposals: list[Tensor], targets: list[dict]) -> SampledRoIs:
         """Add gt boxes to the proposals, label them by IoU, sample a balanced batch."""
-        labels, matched, sampled_proposals, matched_boxes = [], [], [], []
-        for proposals_, target in zip(proposals, targets, strict=True):
-            gt_boxes = target["boxes"].to(proposals_.dtype)
-            candidates = torch.cat([proposals_, gt_boxes])  # the gt boxes are RoIs too
-            label, gt_index = self._label_rois(candidates, gt_boxes, target["labels"])
-            labels.append(label)
-            matched.append(gt_index)
-            sampled_proposals.append(candidates)
-            # an image without objects matches nothing: regress towards a dummy zero box
-            padded_gt = gt_boxes if gt_boxes.numel() else gt_boxes.new_zeros((1, 4))
-            matched_boxes.append(padded_gt)
-        positive, negative = self.sampler(labels)
-        rois = SampledRoIs([], [], [], torch.empty(0))
-        targets_per_image = []
-        for index, (pos, neg) in enumerate(zip(positive, negative, strict=True)):
+        labelled = [
+            self._label_rois(torch.cat([proposals_, target["boxes"].to(proposals_)]), target)
+            for proposals_, target in zip(proposals, targets, strict=True)
+        ]  # the gt boxes are RoIs too (they give the first positives of training)
+        positive, negative = self.sampler([labels for _, labels, _, _ in labelled])
+        rois = SampledRoIs([], [], [], [])
+        for (candidates, labels, gt_index, gt_boxes), pos, neg in zip(
+            labelled, positive, negative, strict=True
+        ):
             keep = torch.where(pos | neg)[0]
-            rois.proposals.append(sampled_proposals[index][keep])
-            rois.labels.append(labels[index][keep])
-            rois.matched_gt_index.append(matched[index][keep])
-            gt_for_rois = matched_boxes[index][matched[index][keep]]
-            targets_per_image.append(self.box_coder.encode(gt_for_rois, rois.proposals[-1]))
-        rois.regression_targets = torch.cat(targets_per_image)
+            rois.proposals.append(candidates[keep])
+            rois.labels.append(labels[keep])
+            rois.matched_gt_index.append(gt_index[keep])
+            matched_boxes = gt_boxes[gt_index[keep]]
+            rois.regression_targets.append(self.box_coder.encode(matched_boxes, candidates[keep]))
         return rois
 
-    def _label_rois(
-        self, rois: Tensor, gt_boxes: Tensor, gt_labels: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Class label per RoI (0 background, -1 ignored) and its gt index (clamped >= 0)."""
+    def _label_rois(self, rois: Tensor, target: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per RoI: class label (0 background, -1 ignored) and gt index (clamped >= 0).
+
+        Returns (rois, labels, gt_index, gt_boxes); an image without objects gets one dummy
+        zero gt box so that every RoI has a (never used) regression target.
+        """
+        gt_boxes, gt_labels = target["boxes"].to(rois), target["labels"]
         if gt_boxes.numel() == 0:
             zeros = torch.zeros(rois.shape[0], dtype=torch.int64, device=rois.device)
-            return zeros, zeros.clone()
+            return rois, zeros, zeros.clone(), gt_boxes.new_zeros((1, 4))
         matched = self.matcher(box_iou(gt_boxes, rois))
         gt_index = matched.clamp(min=0)
         labels = gt_labels[gt_index].to(torch.int64)
         labels[matched == Matcher.BELOW_LOW_THRESHOLD] = 0
         labels[matched == Matcher.BETWEEN_THRESHOLDS] = -1
-        return labels, gt_index
+        return rois, labels, gt_index, gt_boxes
 
     def _box_outputs(self, features, proposals, image_sizes) -> tuple[Tensor, Tensor]:
         pooled = self.box_roi_pool(features, proposals, image_sizes)  # (K, C, S, S)
@@ -151,7 +147,8 @@ class RoIHeads(nn.Module):
     def _box_losses(self, features, rois: SampledRoIs, image_sizes) -> dict[str, Tensor]:
         class_logits, box_deltas = self._box_outputs(features, rois.proposals, image_sizes)
         labels = torch.cat(rois.labels)
-        return fast_rcnn_loss(class_logits, box_deltas, labels, rois.regression_targets)
+        regression_targets = torch.cat(rois.regression_targets)
+        return fast_rcnn_loss(class_logits, box_deltas, labels, regression_targets)
 
     def _mask_losses(
         self, features, rois: SampledRoIs, targets: list[dict], image_sizes
