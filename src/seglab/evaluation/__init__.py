@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from seglab.data import collate
 from seglab.errors import UserError
 from seglab.evaluation.classification import classification_metrics
 from seglab.evaluation.coco import check_coco_gt, evaluate_coco, to_coco_results
@@ -51,8 +52,6 @@ def evaluate(
         {"loss": the summed losses of each batch, averaged over batches weighted by their
         number of images, **task metrics} (see PRIMARY_METRICS and docs/conventions.md).
     """
-    from seglab.data import collate
-
     if len(dataset) == 0:
         raise UserError(f"{getattr(dataset, 'root', 'dataset')}: no images to evaluate")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
