@@ -155,7 +155,10 @@ def _model_config(raw: dict, source: str) -> ModelConfig:
     name = raw.get("name")
     if not isinstance(name, str):
         raise UserError(f"{source}: model.name is missing; e.g. model: {{name: cnn}}")
-    model_task(name)  # UserError for an unknown model name
+    try:
+        model_task(name)
+    except UserError as error:  # an unknown model name: say which file names it
+        raise UserError(f"{source}: model.name: {error}") from None
     num_classes = raw.get("num_classes", "auto")
     if num_classes != "auto":
         num_classes = _coerce(num_classes, int, "model.num_classes", source)

@@ -75,6 +75,7 @@ def _open_session(config: Config, run_dir: Path, progress: bool) -> Session:
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
     model = _build_model(config, train_set.class_names, device)
+    model.category_ids = getattr(train_set, "category_ids", None)
     optimizer = build_optimizer(model, config.train)
     scheduler = build_scheduler(optimizer, config.train)
     state = RunState()

@@ -123,7 +123,11 @@ def save_model(
     class_names: list[str] | None = None,
     config: dict | None = None,
 ) -> None:
-    """Write weights and metadata to `path` atomically (temporary file, then rename)."""
+    """Write weights and metadata to `path` atomically (temporary file, then rename).
+
+    The metadata also keeps `model.category_ids` when the model has them (the COCO category
+    id of each label 1..K, set by the trainer from a COCO dataset).
+    """
     if not hasattr(model, "arch"):
         raise ValueError("save_model needs a model made by seglab.build_model")
     names = list(class_names if class_names is not None else getattr(model, "class_names", []))
@@ -133,6 +137,8 @@ def save_model(
         "seglab_classes": json.dumps(names),
         "seglab_config": json.dumps(config or {}),
     }
+    if getattr(model, "category_ids", None) is not None:
+        metadata["seglab_category_ids"] = json.dumps([int(c) for c in model.category_ids])
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     atomic_write(path, lambda temporary: save_file(state, temporary, metadata=metadata))
 
@@ -152,6 +158,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         "args": json.loads(raw["seglab_args"]),
         "classes": json.loads(raw["seglab_classes"]),
         "config": json.loads(raw.get("seglab_config", "{}")),
+        "category_ids": json.loads(raw.get("seglab_category_ids", "null")),
     }
 
 
@@ -164,4 +171,5 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     model.load_state_dict(state)
     model.class_names = metadata["classes"]
     model.config = metadata["config"]
+    model.category_ids = metadata["category_ids"]  # None unless trained on COCO data
     return model.eval()

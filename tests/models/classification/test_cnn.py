@@ -68,7 +68,7 @@ def test_overfits_one_batch():
 
 def test_save_load_round_trip_gives_equal_outputs(tmp_path):
     torch.manual_seed(0)
-    model = small_cnn(activation="gelu", norm="group")
+    model = small_cnn(activation="gelu", norm="group", global_pool="avg")
     model.class_names = ["circle", "square", "triangle"]
     images, targets = _batch()
     model.train()
@@ -131,6 +131,7 @@ def test_gradients_reach_the_first_convolution():
         ({"activation": "tanhh"}, "activation"),
         ({"norm": "layer"}, "norm"),
         ({"widths": ()}, "widths"),
+        ({"global_pool": "min"}, "global_pool"),
         ({"in_channels": 1, "mean": (0.5, 0.5, 0.5)}, "mean and std"),
     ],
 )

@@ -54,13 +54,22 @@ class ConvBlock(nn.Sequential):
 
 
 class ClassifierHead(nn.Sequential):
-    """Global average pooling, then the fully connected layers (with dropout) -> K logits."""
+    """Global pooling, then the fully connected layers (with dropout) -> K logits."""
 
     def __init__(
-        self, in_features: int, num_classes: int, *, hidden: int, dropout: float, activation: str
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        hidden: int,
+        dropout: float,
+        activation: str,
+        global_pool: str,
     ):
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)  # (N, C, H, W) -> (N, C, 1, 1): any input size
+        # (N, C, H, W) -> (N, C, 1, 1), for any input size. Max keeps the strongest response
+        # of each filter wherever the object is; average dilutes a small object.
+        self.pool = nn.AdaptiveMaxPool2d(1) if global_pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()  # (N, C, 1, 1) -> (N, C)
         if hidden > 0:
             self.dropout_hidden = nn.Dropout(dropout)
@@ -83,6 +92,7 @@ class CNNClassifier(nn.Module):
         norm: batch, group or none.
         hidden: width of the hidden fully connected layer; 0 for a single linear layer.
         dropout: dropout probability before each fully connected layer (training only).
+        global_pool: max or avg, the pooling of the last feature map to one vector.
         mean, std: per-channel normalisation; ImageNet's for RGB, 0.5/0.25 otherwise.
     """
 
@@ -98,11 +108,12 @@ class CNNClassifier(nn.Module):
         norm: str = "batch",
         hidden: int = 128,
         dropout: float = 0.2,
+        global_pool: str = "max",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        _check_arguments(num_classes, widths, activation, norm)
+        _check_arguments(num_classes, widths, activation, norm, global_pool)
         self.in_channels = in_channels
         self._register_normalisation(in_channels, mean, std)
         channels = [in_channels, *(int(width) for width in widths)]
@@ -113,7 +124,12 @@ class CNNClassifier(nn.Module):
             )
         )
         self.head = ClassifierHead(
-            channels[-1], num_classes, hidden=hidden, dropout=dropout, activation=activation
+            channels[-1],
+            num_classes,
+            hidden=hidden,
+            dropout=dropout,
+            activation=activation,
+            global_pool=global_pool,
         )
 
     def _register_normalisation(self, in_channels, mean, std) -> None:
@@ -149,7 +165,7 @@ class CNNClassifier(nn.Module):
         return [{"logits": per_image} for per_image in logits], {"loss_cls": loss}
 
 
-def _check_arguments(num_classes, widths, activation, norm) -> None:
+def _check_arguments(num_classes, widths, activation, norm, global_pool) -> None:
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"cnn: num_classes must be a positive integer, got {num_classes!r}")
     if len(widths) == 0 or any(int(width) < 1 for width in widths):
@@ -159,6 +175,8 @@ def _check_arguments(num_classes, widths, activation, norm) -> None:
         raise UserError(f"cnn: activation={activation!r} is not one of {known}")
     if norm not in NORMS:
         raise UserError(f"cnn: norm={norm!r} is not one of {', '.join(NORMS)}")
+    if global_pool not in ("max", "avg"):
+        raise UserError(f"cnn: global_pool={global_pool!r} is not one of max, avg")
 
 
 def _stack(images: list[Tensor] | Tensor) -> Tensor:

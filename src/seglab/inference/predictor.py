@@ -1,0 +1,214 @@
+"""`seglab predict`: run a saved model on image files and write what it sees.
+
+Dispatch on `model.task`:
+
+- classification: the top-k classes of each image (printed) -> `predictions.json`, a list of
+  `{"file_name", "top_k": [{"label", "class", "score"}, ...]}`;
+- detection / instance: `predictions.json` in the COCO results format (a list of
+  `{"image_id", "category_id", "bbox" [x, y, w, h], "score"[, "segmentation" RLE]}`, ready
+  for `seglab eval --pred`), where `image_id` is the image's running index in the order
+  given; `images.json` maps those ids to files (`[{"id", "file_name", "height", "width"}]`);
+  `overlays/` holds the images with their boxes (and masks) drawn;
+- semantic: `masks/` holds one class-index PNG per image (0 background),
+  `overlays/` the class maps over the images, `predictions.json` the pixel share of each class.
+
+Output files are named `<index>_<stem>.png` so that equal names from different folders do
+not collide. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import torch
+from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
+
+from seglab.data.images import IMAGE_SUFFIXES, load_image
+from seglab.engine.io import atomic_write_json
+from seglab.errors import UserError
+
+
+@dataclass
+class Inputs:
+    """The images to predict, and the files of the given folders that were skipped."""
+
+    images: list[Path] = field(default_factory=list)
+    explicit: set[Path] = field(default_factory=set)  # files named on the command line
+    skipped: list[str] = field(default_factory=list)  # "<path>: <why>"
+
+
+def collect_inputs(paths: list[str | Path]) -> Inputs:
+    """Files and folders (searched recursively) -> image files; non-images are skipped in a
+    folder but refused when named explicitly."""
+    inputs = Inputs()
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path}: not found; give image files or folders")
+        if path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                known = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise UserError(f"{path}: not an image file (known suffixes: {known})")
+            inputs.images.append(path)
+            inputs.explicit.add(path)
+            continue
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                inputs.images.append(file)
+            else:
+                inputs.skipped.append(f"{file}: not an image, skipped")
+    if not inputs.images:
+        raise UserError(f"{', '.join(map(str, paths))}: no image files found")
+    return inputs
+
+
+def read_image(path: Path, channels: int, inputs: Inputs) -> Tensor | None:
+    """Float (C, H, W) in [0, 1]; None (noted as skipped) for a broken file found in a folder."""
+    try:
+        return TF.to_dtype(load_image(path, channels), torch.float32, scale=True).as_subclass(
+            Tensor
+        )
+    except (UserError, PIL.UnidentifiedImageError, OSError) as error:
+        if path in inputs.explicit:
+            raise UserError(f"{path}: not a readable image ({error})") from None
+        inputs.skipped.append(f"{path}: not a readable image, skipped")
+        return None
+
+
+@dataclass
+class Prediction:
+    """What one image gave: a line to print and its entries for the output files."""
+
+    path: Path
+    line: str
+    record: Any = None  # the image's entry (classification, semantic) or COCO results
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to predict: where it came from, its running index and output name."""
+
+    path: Path
+    index: int
+    out_dir: Path
+    top_k: int
+    score_threshold: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:05d}_{self.path.stem}"
+
+
+def predict_files(
+    model: nn.Module,
+    inputs: Inputs,
+    out_dir: Path,
+    *,
+    top_k: int = 3,
+    score_threshold: float = 0.5,
+    device: torch.device | str = "cpu",
+) -> list[Prediction]:
+    """Predict every image of `inputs`, write the outputs under `out_dir`, return the lines."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: --out is a file; give a folder")
+    model = model.to(device).eval()
+    channels = int(getattr(model, "arch_args", {}).get("in_channels", 3))
+    predict_one = _PREDICTORS[model.task]
+    predictions = []
+    with torch.no_grad():
+        for index, path in enumerate(inputs.images):
+            image = read_image(path, channels, inputs)
+            if image is not None:
+                job = Job(path, index, out_dir, top_k, score_threshold)
+                predictions.append(predict_one(model, image.to(device), job))
+    _write_summary(model, predictions, out_dir)
+    return predictions
+
+
+def _classify(model: nn.Module, image: Tensor, job: Job) -> Prediction:
+    size = (model.config or {}).get("data", {}).get("image_size")
+    if size:  # the classifier saw images resized to S x S in training
+        image = TF.resize(image, [size, size], antialias=True)
+    probabilities = model([image])[0]["logits"].float().softmax(0)
+    scores, labels = probabilities.topk(min(job.top_k, len(probabilities)))
+    top = [
+        {"label": int(label), "class": _class_name(model, int(label)), "score": float(score)}
+        for score, label in zip(scores, labels, strict=True)
+    ]
+    line = ", ".join(f"{entry['class']} {entry['score']:.3f}" for entry in top)
+    return Prediction(job.path, f"{job.path}: {line}", {"file_name": str(job.path), "top_k": top})
+
+
+def _detect(model: nn.Module, image: Tensor, job: Job) -> Prediction:
+    from seglab.evaluation.coco import to_coco_results
+    from seglab.inference.visualize import draw_detections, save_image
+
+    output = {key: value.cpu() for key, value in model([image])[0].items()}
+    results = to_coco_results([output], [job.index], _category_ids(model))
+    overlay = draw_detections(
+        image.cpu(), output, model.class_names, score_threshold=job.score_threshold
+    )
+    save_image(overlay, job.out_dir / "overlays" / f"{job.name}.png")
+    kept = [result for result in results if result["score"] >= job.score_threshold]
+    found = ", ".join(f"{_label_of(model, r)} {r['score']:.2f}" for r in kept[:10])
+    line = f"{job.path}: {len(kept)} detections >= {job.score_threshold}"
+    height, width = image.shape[-2:]
+    entry = {"id": job.index, "file_name": str(job.path), "height": height, "width": width}
+    return Prediction(
+        job.path, f"{line} ({found})" if found else line, {"results": results, "image": entry}
+    )
+
+
+def _segment(model: nn.Module, image: Tensor, job: Job) -> Prediction:
+    from seglab.inference.tiling import predict_tiled
+    from seglab.inference.visualize import draw_semantic, save_image
+
+    tile = (model.config or {}).get("data", {}).get("image_size") or 256
+    probabilities = predict_tiled(model, image, tile_size=tile, overlap=min(32, tile // 4))
+    class_map = probabilities.argmax(0).to(torch.uint8)  # (H, W), 0 background
+    save_image(PIL.Image.fromarray(class_map.numpy()), job.out_dir / "masks" / f"{job.name}.png")
+    overlay = draw_semantic(image.cpu(), class_map, model.class_names)
+    save_image(overlay, job.out_dir / "overlays" / f"{job.name}.png")
+    counts = torch.bincount(class_map.flatten().long(), minlength=probabilities.shape[0])
+    shares = {
+        (_class_name(model, label - 1) if label else "background"): count / class_map.numel()
+        for label, count in enumerate(counts.tolist())
+        if count
+    }
+    found = ", ".join(f"{n} {share:.1%}" for n, share in shares.items() if n != "background")
+    record = {"file_name": str(job.path), "mask": f"masks/{job.name}.png", "class_share": shares}
+    return Prediction(job.path, f"{job.path}: {found or 'background only'}", record)
+
+
+_PREDICTORS = {
+    "classification": _classify,
+    "detection": _detect,
+    "instance": _detect,
+    "semantic": _segment,
+}
+
+
+def _write_summary(model: nn.Module, predictions: list[Prediction], out_dir: Path) -> None:
+    if model.task in ("detection", "instance"):
+        results = [result for p in predictions for result in p.record["results"]]
+        atomic_write_json(out_dir / "predictions.json", results)
+        atomic_write_json(out_dir / "images.json", [p.record["image"] for p in predictions])
+    else:
+        atomic_write_json(out_dir / "predictions.json", [p.record for p in predictions])
+
+
+def _class_name(model: nn.Module, index: int) -> str:
+    names = getattr(model, "class_names", [])
+    return names[index] if 0 <= index < len(names) else str(index)
+
+
+def _category_ids(model: nn.Module) -> list[int]:
+    """COCO category id of each label 1..K (the identity when not trained on COCO data)."""
+    return getattr(model, "category_ids", None) or list(range(1, len(model.class_names) + 1))
+
+
+def _label_of(model: nn.Module, result: dict) -> str:
+    return _class_name(model, _category_ids(model).index(result["category_id"]))

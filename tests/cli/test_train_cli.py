@@ -1,0 +1,115 @@
+"""`seglab train`: runs, resumes, and refuses bad input with one line and exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from seglab.cli.main import main
+from seglab.data.shapes import generate_shapes
+
+SETTINGS = {
+    "model.widths": "[4, 8]",
+    "model.hidden": "8",
+    "data.image_size": "32",
+    "train.batch_size": "4",
+    "train.max_steps": "2",
+    "train.eval_every": "2",
+    "train.checkpoint_every": "1",
+    "train.workers": "0",
+    "train.device": "cpu",
+}
+TINY = [arg for key, value in SETTINGS.items() for arg in ("--set", f"{key}={value}")]
+TINY.append("--no-progress")
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes") / "classify"
+    return generate_shapes(root, task="classify", train=8, val=4, size=32, seed=0)
+
+
+def test_train_a_shipped_recipe_then_resume(shapes_root, tmp_path, capsys):
+    args = ["train", "cnn_shapes", "--out", str(tmp_path / "run"), "--set",
+            f"data.root={shapes_root}", *TINY]  # fmt: skip
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "step 2; loss=" in first and "accuracy=" in first
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert main([*args, "--set", "train.max_steps=3"]) == 0
+    second = capsys.readouterr().out
+    assert "resuming" in second and "(step 2)" in second
+    assert "step 3;" in second
+
+
+def error_of(capsys, args):
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seglab train: error: ")
+    return lines[0]
+
+
+def write_config(tmp_path, shapes_root, **changes):
+    raw = yaml.safe_load(open("configs/cnn_shapes.yaml"))  # noqa: SIM115
+    raw["data"]["root"] = str(shapes_root)
+    for section, values in changes.items():
+        raw[section].update(values) if isinstance(values, dict) else raw.update({section: values})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_missing_config_file(tmp_path, capsys):
+    line = error_of(capsys, ["train", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "r")])
+    assert "none.yaml: config file not found" in line
+
+
+def test_unknown_recipe(tmp_path, capsys):
+    line = error_of(capsys, ["train", "cnn_shapez", "--out", str(tmp_path / "r")])
+    assert "cnn_shapez: no such config file or shipped recipe" in line and "cnn_shapes" in line
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"optimiser": "sgd"}, "unknown key 'optimiser'"),
+        ({"train": {"learning_rate": 0.1}}, "unknown key train.'learning_rate'"),
+        ({"model": {"layers": 3}}, "unknown key model.'layers'"),
+        ({"train": {"batch_size": "big"}}, "train.batch_size must be int, got 'big'"),
+        ({"model": {"name": "vgg"}}, "unknown model name 'vgg'"),
+    ],
+)
+def test_bad_config(shapes_root, tmp_path, capsys, changes, expected):
+    path = write_config(tmp_path, shapes_root, **changes)
+    line = error_of(capsys, ["train", path, "--out", str(tmp_path / "r")])
+    assert expected in line and "c.yaml" in line
+
+
+def test_bad_override(shapes_root, tmp_path, capsys):
+    path = write_config(tmp_path, shapes_root)
+    line = error_of(capsys, ["train", path, "--out", str(tmp_path / "r"), "--set", "train.lr"])
+    assert "expected key=value" in line
+
+
+def test_out_is_a_file(shapes_root, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    path = write_config(tmp_path, shapes_root)
+    line = error_of(capsys, ["train", path, "--out", str(tmp_path / "file"), *TINY])
+    assert "--out is a file" in line
+
+
+def test_missing_data_root(tmp_path, capsys):
+    path = write_config(tmp_path, tmp_path / "no-data")
+    line = error_of(capsys, ["train", path, "--out", str(tmp_path / "r"), *TINY])
+    assert "no-data" in line
+
+
+def test_resume_with_a_different_config_is_refused(shapes_root, tmp_path, capsys):
+    path = write_config(tmp_path, shapes_root)
+    out = ["--out", str(tmp_path / "r")]
+    assert main(["train", path, *out, *TINY]) == 0
+    capsys.readouterr()
+    line = error_of(capsys, ["train", path, *out, *TINY, "--set", "model.dropout=0.5"])
+    assert "started with model.dropout=0.1, now 0.5" in line and "new --out folder" in line

@@ -1,0 +1,151 @@
+"""The trainer: run files, budget, exact resume, interruption, config guard on resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import seglab
+from seglab.data.shapes import generate_shapes
+from seglab.engine.checkpoint import checkpoint_step
+from seglab.engine.config import config_from_dict
+from seglab.engine.trainer import train
+from seglab.errors import UserError
+from seglab.models.classification.cnn import CNNClassifier
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    return generate_shapes(root / "classify", task="classify", train=16, val=6, size=32, seed=0)
+
+
+def make_config(root, **train):
+    train_section = {
+        "batch_size": 4, "lr": 0.01, "optimizer": "adamw", "max_steps": 8, "eval_every": 4,
+        "checkpoint_every": 3, "log_every": 2, "workers": 0, "device": "cpu", "warmup_steps": 2,
+    }  # fmt: skip
+    train_section.update(train)
+    raw = {
+        "seed": 3,
+        "model": {"name": "cnn", "widths": [4, 8], "hidden": 8, "dropout": 0.3},
+        "data": {"root": str(root), "layout": "folders", "image_size": 32, "hflip": 0.5},
+        "train": train_section,
+    }
+    return config_from_dict(raw)
+
+
+def weights(run_dir, name="model.safetensors"):
+    return load_file(str(run_dir / name))
+
+
+def test_run_writes_its_files(shapes_root, tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = train(make_config(shapes_root), run_dir, progress=False)
+    assert metrics["step"] == 8 and 0 <= metrics["accuracy"] <= 1 and metrics["loss"] > 0
+    for name in ("config.yaml", "model.safetensors", "best.safetensors", "checkpoint.pt",
+                 "metrics.jsonl", "plots/loss.png", "plots/metric.png"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6, 8]
+    assert [r["step"] for r in records if r["split"] == "val"] == [4, 8]
+    assert {"loss", "loss_cls", "lr", "images_per_s"} <= set(records[0])
+    model = seglab.load_model(run_dir / "model.safetensors")
+    assert model.class_names == ["circle", "square", "triangle"]
+    assert model.config["model"]["num_classes"] == 3  # `auto` resolved from the data
+    assert checkpoint_step(run_dir) == 8
+
+
+def test_finished_run_is_not_trained_again(shapes_root, tmp_path):
+    config = make_config(shapes_root, max_steps=2, eval_every=2)
+    first = train(config, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    again = train(config, tmp_path / "run", progress=False)
+    assert again == first
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_wall_clock_budget_stops_evaluates_and_saves(shapes_root, tmp_path):
+    config = make_config(shapes_root, max_steps=1000, max_minutes=1e-6)
+    metrics = train(config, tmp_path / "run", progress=False)
+    assert metrics["step"] == 1  # the budget is spent after the first step
+    assert "accuracy" in metrics
+    assert checkpoint_step(tmp_path / "run") == 1
+
+
+class Interrupt(KeyboardInterrupt):
+    pass
+
+
+def interrupt_training_at(monkeypatch, step):
+    """Make the `step`-th training forward raise, as a Ctrl-C during that step would."""
+    original = CNNClassifier.forward_with_losses
+    calls = {"train": 0}
+
+    def forward_with_losses(self, images, targets):
+        if self.training:
+            calls["train"] += 1
+            if calls["train"] == step:
+                raise Interrupt
+        return original(self, images, targets)
+
+    monkeypatch.setattr(CNNClassifier, "forward_with_losses", forward_with_losses)
+
+
+def test_resume_after_interruption_gives_bit_identical_weights(shapes_root, tmp_path, monkeypatch):
+    config = make_config(shapes_root)
+    train(config, tmp_path / "straight", progress=False)
+
+    with monkeypatch.context() as patch:
+        interrupt_training_at(patch, step=6)  # checkpoints at 3 and 6: dies during step 6
+        with pytest.raises(Interrupt):
+            train(config, tmp_path / "resumed", progress=False)
+    assert checkpoint_step(tmp_path / "resumed") == 3  # lost only steps 4 and 5
+    train(config, tmp_path / "resumed", progress=False)
+
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    steps = [(r["split"], r["step"]) for r in map(json.loads, lines)]
+    assert len(steps) == len(set(steps))  # lines of the lost steps were dropped, not doubled
+
+
+def test_resume_with_a_longer_budget_continues(shapes_root, tmp_path):
+    train(make_config(shapes_root, max_steps=4), tmp_path / "run", progress=False)
+    metrics = train(make_config(shapes_root, max_steps=6), tmp_path / "run", progress=False)
+    assert metrics["step"] == 6
+
+
+def test_resume_with_another_config_is_refused(shapes_root, tmp_path):
+    train(make_config(shapes_root, max_steps=2), tmp_path / "run", progress=False)
+    with pytest.raises(UserError, match="started with train.lr=0.01, now 0.5"):
+        train(make_config(shapes_root, max_steps=2, lr=0.5), tmp_path / "run", progress=False)
+
+
+def test_out_pointing_to_a_file_is_refused(shapes_root, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="--out is a file"):
+        train(make_config(shapes_root), tmp_path / "file", progress=False)
+
+
+def test_sgd_step_schedule_clipping_and_bf16(shapes_root, tmp_path):
+    config = make_config(
+        shapes_root, optimizer="sgd", schedule="step", milestones=[1], grad_clip=0.5,
+        amp="bf16", max_steps=2, eval_every=2,
+    )  # fmt: skip
+    metrics = train(config, tmp_path / "run", progress=False)
+    assert metrics["step"] == 2 and torch.isfinite(torch.tensor(metrics["loss"]))
+
+
+def test_diverging_loss_is_reported(shapes_root, tmp_path, monkeypatch):
+    def nan_loss(self, images, targets):
+        return [], {"loss_cls": torch.tensor(float("nan"), requires_grad=True)}
+
+    monkeypatch.setattr(CNNClassifier, "forward_with_losses", nan_loss)
+    with pytest.raises(UserError, match="loss became nan at step 1; lower train.lr"):
+        train(make_config(shapes_root), tmp_path / "run", progress=False)
