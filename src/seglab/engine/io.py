@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call `write(temporary_path)`, then rename the temporary file onto `path`."""
@@ -26,6 +29,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     os.close(descriptor)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
