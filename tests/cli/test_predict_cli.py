@@ -20,7 +20,8 @@ def classifier_path(tmp_path_factory):
     model = seglab.build_model("cnn", num_classes=3, widths=[4, 8], hidden=8)
     model.class_names = ["circle", "square", "triangle"]
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    seglab.save_model(model.eval(), path, config={"data": {"image_size": 32}})
+    config = {"data": {"root": "unused", "layout": "folders", "image_size": 32}}
+    seglab.save_model(model.eval(), path, config=config)
     return path
 
 

@@ -149,3 +149,14 @@ def test_diverging_loss_is_reported(shapes_root, tmp_path, monkeypatch):
     monkeypatch.setattr(CNNClassifier, "forward_with_losses", nan_loss)
     with pytest.raises(UserError, match="loss became nan at step 1; lower train.lr"):
         train(make_config(shapes_root), tmp_path / "run", progress=False)
+
+
+def test_data_loading_workers_do_not_change_the_result(shapes_root, tmp_path):
+    # augmentation is seeded per (seed, step, index), not per worker process
+    config = make_config(shapes_root, max_steps=3, eval_every=3)
+    train(config, tmp_path / "main_process", progress=False)
+    train(make_config(shapes_root, max_steps=3, eval_every=3, workers=2), tmp_path / "workers",
+          progress=False)  # fmt: skip
+    in_main, in_workers = weights(tmp_path / "main_process"), weights(tmp_path / "workers")
+    for name in in_main:
+        assert torch.equal(in_main[name], in_workers[name]), name

@@ -18,6 +18,7 @@ not collide. Every file is written atomically.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
+from seglab.data.config import DataConfig
 from seglab.data.images import IMAGE_SUFFIXES, load_image
+from seglab.data.transforms import build_transforms
 from seglab.engine.io import atomic_write_json
 from seglab.errors import UserError
 
@@ -66,16 +69,28 @@ def collect_inputs(paths: list[str | Path]) -> Inputs:
 
 
 def read_image(path: Path, channels: int, inputs: Inputs) -> Tensor | None:
-    """Float (C, H, W) in [0, 1]; None (noted as skipped) for a broken file found in a folder."""
+    """uint8 (C, H, W); None (noted as skipped) for a broken file found in a folder."""
     try:
-        return TF.to_dtype(load_image(path, channels), torch.float32, scale=True).as_subclass(
-            Tensor
-        )
+        return load_image(path, channels)
     except (UserError, PIL.UnidentifiedImageError, OSError) as error:
         if path in inputs.explicit:
             raise UserError(f"{path}: not a readable image ({error})") from None
         inputs.skipped.append(f"{path}: not a readable image, skipped")
         return None
+
+
+def preprocessor(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """uint8 image -> the float (C, H, W) the model takes.
+
+    A classifier gets the evaluation transform of its training data (resize to S x S), so
+    `seglab predict` and `seglab eval` see the same pixels; detectors resize inside the
+    model and semantic models are run over the full image by overlap-tile.
+    """
+    data = (getattr(model, "config", None) or {}).get("data")
+    if model.task == "classification" and data:
+        transform = build_transforms(DataConfig(**data), task="classification", train=False)
+        return lambda image: transform(image).as_subclass(Tensor)
+    return lambda image: TF.to_dtype(image, torch.float32, scale=True).as_subclass(Tensor)
 
 
 @dataclass
@@ -116,22 +131,19 @@ def predict_files(
         raise UserError(f"{out_dir}: --out is a file; give a folder")
     model = model.to(device).eval()
     channels = int(getattr(model, "arch_args", {}).get("in_channels", 3))
-    predict_one = _PREDICTORS[model.task]
+    predict_one, prepare = _PREDICTORS[model.task], preprocessor(model)
     predictions = []
     with torch.no_grad():
         for index, path in enumerate(inputs.images):
             image = read_image(path, channels, inputs)
             if image is not None:
                 job = Job(path, index, out_dir, top_k, score_threshold)
-                predictions.append(predict_one(model, image.to(device), job))
+                predictions.append(predict_one(model, prepare(image).to(device), job))
     _write_summary(model, predictions, out_dir)
     return predictions
 
 
 def _classify(model: nn.Module, image: Tensor, job: Job) -> Prediction:
-    size = (model.config or {}).get("data", {}).get("image_size")
-    if size:  # the classifier saw images resized to S x S in training
-        image = TF.resize(image, [size, size], antialias=True)
     probabilities = model([image])[0]["logits"].float().softmax(0)
     scores, labels = probabilities.topk(min(job.top_k, len(probabilities)))
     top = [
