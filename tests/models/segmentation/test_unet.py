@@ -241,3 +241,13 @@ def test_checkpoint_round_trip(tmp_path):
     assert loaded.padding == "same" and loaded.num_classes == 3
     with torch.no_grad():
         torch.testing.assert_close(loaded(images)[0]["logits"], model(images)[0]["logits"])
+
+
+def test_bilinear_path_convolves_before_upsampling_with_the_same_result():
+    """Docstring claim: a 1x1 convolution and bilinear upsampling commute."""
+    torch.manual_seed(0)
+    model = UNet(base_channels=4, depth=2, upsampling="bilinear")
+    conv, upsample = model.expansive[0].up
+    features = torch.randn(2, 16, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(upsample(conv(features)), conv(upsample(features)))

@@ -70,8 +70,10 @@ class ContractingLevel(nn.Module):
 class ExpansiveLevel(nn.Module):
     """Upsample x2 halving the channels, concatenate the skip, then a DoubleConv.
 
-    `transpose`: the paper's 2x2 up-convolution. `bilinear`: bilinear upsampling followed by
-    a 1x1 convolution (cheaper, no checkerboard artefacts). In `valid` mode the skip is
+    `transpose`: the paper's 2x2 up-convolution. `bilinear`: a 1x1 convolution then bilinear
+    upsampling (no checkerboard artefacts; the two linear maps commute, so convolving at the
+    low resolution gives the same result as after upsampling for a quarter of the cost).
+    In `valid` mode the skip is
     larger than the upsampled map and is centre-cropped to it (paper Fig. 1, "copy and crop").
     """
 
@@ -83,8 +85,8 @@ class ExpansiveLevel(nn.Module):
             self.up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
         else:
             self.up = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
                 nn.Conv2d(in_channels, out_channels, 1),
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
             )
         self.convs = DoubleConv(2 * out_channels, out_channels, padding=padding, norm=norm)
 
