@@ -28,12 +28,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 # Foundation demo: the CNN classifier on the built-in shapes data (the Mask R-CNN issue switches it).
+# Idempotent: the data is generated once (stamp file); `seglab train` resumes runs/demo, so a
+# second `make demo` finds the run finished (or continues an interrupted one within its
+# 2-minute budget), then evaluates and predicts again in seconds. `make clean` starts over.
 DEMO_DATA := data/shapes-classify
-demo: $(STAMP)
-	$(VENV)/bin/seglab data shapes $(DEMO_DATA) --task classify --train 1000 --val 200
-	OMP_NUM_THREADS=2 $(VENV)/bin/seglab train cnn_shapes --out runs/demo --set data.root=$(DEMO_DATA)
-	$(VENV)/bin/seglab eval runs/demo/model.safetensors --data $(DEMO_DATA) --split val --out runs/demo/metrics.json
-	$(VENV)/bin/seglab predict runs/demo/model.safetensors $(DEMO_DATA)/val --out runs/demo/predictions
+DEMO_RUN  := runs/demo
+$(DEMO_DATA)/.generated: | $(STAMP)
+	$(VENV)/bin/seglab data shapes $(DEMO_DATA) --task classify --train 1000 --val 200 --size 64
+	touch $@
+
+demo: $(STAMP) $(DEMO_DATA)/.generated
+	OMP_NUM_THREADS=2 $(VENV)/bin/seglab train cnn_shapes --out $(DEMO_RUN) --set data.root=$(DEMO_DATA)
+	$(VENV)/bin/seglab eval $(DEMO_RUN)/model.safetensors --data $(DEMO_DATA) --split val --out $(DEMO_RUN)/metrics.json
+	$(VENV)/bin/seglab predict $(DEMO_RUN)/model.safetensors $(DEMO_DATA)/val --out $(DEMO_RUN)/predictions > $(DEMO_RUN)/predictions.txt
+	tail -n 4 $(DEMO_RUN)/predictions.txt
+	@echo "demo: $(DEMO_RUN)/metrics.json, $(DEMO_RUN)/plots/{loss,metric,confusion_matrix}.png, $(DEMO_RUN)/predictions/ (top-3 per image in $(DEMO_RUN)/predictions.txt)"
 
 clean:
 	rm -rf runs/demo

@@ -40,6 +40,8 @@ def test_train_a_shipped_recipe_then_resume(shapes_root, tmp_path, capsys):
     second = capsys.readouterr().out
     assert "resuming" in second and "(step 2)" in second
     assert "step 3;" in second
+    assert main([*args, "--set", "train.max_steps=3"]) == 0
+    assert "already finished" in capsys.readouterr().out
 
 
 def error_of(capsys, args):

@@ -41,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     if step is not None:
         print(f"resuming {run_dir} from {run_dir / 'checkpoint.pt'} (step {step})")
     metrics = train(config, run_dir, progress=not args.no_progress)
+    if step is not None and metrics["step"] == step:
+        print(
+            f"{run_dir}: already finished (train.max_steps or train.max_minutes reached); "
+            f"raise them with --set to train longer"
+        )
     print(f"{run_dir}: step {metrics.pop('step')}; {_summary(metrics)}")
     print(f"weights: {run_dir / 'model.safetensors'} (best: {run_dir / 'best.safetensors'})")
     return 0
