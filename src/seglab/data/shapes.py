@@ -106,15 +106,18 @@ def _object_radius(size: int, rng) -> float:
     return float(rng.uniform(size / 16, size / 5))
 
 
-def _place_objects(image: np.ndarray, count: int, rng, radius_fn) -> list[Shape]:
-    """Draw up to `count` objects onto `image` in place, keeping each >= 50% visible."""
+def _place_objects(image: np.ndarray, count: int, rng, radius_fn, margin: float) -> list[Shape]:
+    """Draw up to `count` objects onto `image` in place, keeping each >= 50% visible.
+
+    Centres stay `margin * radius` from the border: 0.5 lets objects be cut by it.
+    """
     size = image.shape[0]
     shapes: list[Shape] = []
     for _ in range(count):
         for _attempt in range(10):
             kind = int(rng.integers(1, len(CLASS_NAMES) + 1))
             radius = radius_fn(size, rng)
-            centre = rng.uniform(radius * 0.5, size - radius * 0.5, 2)
+            centre = rng.uniform(radius * margin, size - radius * margin, 2)
             mask = _draw_mask(kind, centre, radius, rng.uniform(0, 2 * np.pi), size, rng)
             area = mask.sum()
             if area < 12 or not all(
@@ -140,12 +143,14 @@ def _finish(image: np.ndarray, rng) -> np.ndarray:
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)  # round to nearest
 
 
-def render_scene(size: int, rng, *, count: int | None = None, radius_fn=_object_radius):
+def render_scene(
+    size: int, rng, *, count: int | None = None, radius_fn=_object_radius, margin: float = 0.5
+):
     """Draw one scene; returns (uint8 (size, size, 3) RGB image, list of Shape)."""
     if count is None:
         count = 0 if rng.random() < _EMPTY_FRACTION else int(rng.integers(1, _MAX_OBJECTS + 1))
     image = _background(size, rng)
-    shapes = _place_objects(image, count, rng, radius_fn)
+    shapes = _place_objects(image, count, rng, radius_fn, margin)
     return _finish(image, rng), shapes
 
 
@@ -227,8 +232,13 @@ def _write_semantic_split(out_dir: Path, split: str, count: int, size: int, seed
     return objects
 
 
+# Crops hold one whole object (a square's corner lies at sqrt(2) radius, a jittered
+# triangle's at 1.15 radius), large enough to be recognised after resizing to 64 px.
+_CROP_MARGIN = 1.45
+
+
 def _crop_radius(size: int, rng) -> float:
-    return float(rng.uniform(size * 0.12, size * 0.4))
+    return float(rng.uniform(size * 0.15, size * 0.32))
 
 
 def _write_classify_split(out_dir: Path, split: str, count: int, size: int, seed: int) -> int:
@@ -239,7 +249,9 @@ def _write_classify_split(out_dir: Path, split: str, count: int, size: int, seed
     for index in range(count):
         rng = _scene_rng(seed, split, index)
         while True:  # one object per crop; retry the rare scene where it did not fit
-            image, shapes = render_scene(size, rng, count=1, radius_fn=_crop_radius)
+            image, shapes = render_scene(
+                size, rng, count=1, radius_fn=_crop_radius, margin=_CROP_MARGIN
+            )
             if shapes:
                 break
         name = CLASS_NAMES[shapes[0].label - 1]
