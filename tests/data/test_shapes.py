@@ -75,6 +75,17 @@ def test_classify_layout_has_one_folder_per_class(shapes_classify):
     assert sum(len(list((shapes_classify / "train" / c).glob("*.png"))) for c in CLASS_NAMES) == 12
 
 
+def test_classify_crops_hold_one_whole_object():
+    for index in range(40):
+        rng = np.random.default_rng([0, index])
+        _, objects = shapes.render_scene(
+            64, rng, count=1, radius_fn=shapes._crop_radius, margin=shapes._CROP_MARGIN
+        )
+        mask = objects[0].full_mask
+        assert mask.sum() > 0.025 * 64 * 64  # a triangle of radius 0.15 * 64 covers ~3%
+        assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
 def _fail_after(count):
     calls = {"n": 0}
     original = shapes._png_bytes
