@@ -234,7 +234,7 @@ def _write_semantic_split(out_dir: Path, split: str, count: int, size: int, seed
 
 # Crops hold one whole object (a square's corner lies at sqrt(2) radius, a jittered
 # triangle's at 1.15 radius), large enough to be recognised after resizing to 64 px.
-_CROP_MARGIN = 1.45
+_CROP_MARGIN = 1.55  # plus > 1 px to spare at the smallest radius
 
 
 def _crop_radius(size: int, rng) -> float:
