@@ -153,3 +153,21 @@ def test_image_folder_with_a_broken_image(tmp_path):
     (tmp_path / "train" / "cat" / "x.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(UserError, match="x.png: not a readable image"):
         _build(tmp_path, layout="folders", task="classification")
+
+
+def test_image_entry_without_file_name(coco_copy):
+    _edit_json(coco_copy, lambda coco: coco["images"][0].pop("file_name"))
+    with pytest.raises(UserError, match="train.json: an entry of 'images' lacks id or file_name"):
+        _build(coco_copy)
+
+
+def test_malformed_segmentation_reported_on_load(coco_copy):
+    _edit_json(coco_copy, lambda coco: coco["annotations"][0].update(segmentation={"size": [96]}))
+    dataset = _build(coco_copy)
+    image_index = next(
+        i
+        for i, info in enumerate(dataset.images)
+        if info["id"] == dataset.coco_gt["annotations"][0]["image_id"]
+    )
+    with pytest.raises(UserError, match="train.json: annotation 1 has a malformed segmentation"):
+        dataset[image_index]

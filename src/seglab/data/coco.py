@@ -36,6 +36,10 @@ def _load_json(path: Path) -> dict:
     for key in ("annotations", "categories"):
         if not isinstance(coco.get(key, []), list):
             raise UserError(f"{path}: '{key}' must be a list")
+    for key, entries in (("images", ("id", "file_name")), ("categories", ("id",))):
+        for entry in coco.get(key, []):
+            if not isinstance(entry, dict) or any(field not in entry for field in entries):
+                raise UserError(f"{path}: an entry of '{key}' lacks {' or '.join(entries)}")
     return coco
 
 
@@ -163,12 +167,17 @@ class CocoDataset(Dataset):
             "instance_ids": tv_tensors.Mask(torch.from_numpy(instance_ids)),
         }
 
-    @staticmethod
-    def _mask(annotation: dict, height: int, width: int) -> np.ndarray:
+    def _mask(self, annotation: dict, height: int, width: int) -> np.ndarray:
         """The annotation's mask; a detection-only annotation (no segmentation) fills its box."""
         segmentation = annotation.get("segmentation")
         if segmentation:
-            return segmentation_to_mask(segmentation, height, width)
+            try:
+                return segmentation_to_mask(segmentation, height, width)
+            except (TypeError, ValueError, KeyError, AttributeError) as error:
+                raise UserError(
+                    f"{self.root / (self.split + '.json')}: annotation {annotation.get('id')} "
+                    f"has a malformed segmentation ({error!r})"
+                ) from None
         x, y, w, h = annotation["bbox"]
         mask = np.zeros((height, width), dtype=np.uint8)
         mask[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = 1
