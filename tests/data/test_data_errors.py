@@ -171,3 +171,9 @@ def test_malformed_segmentation_reported_on_load(coco_copy):
     )
     with pytest.raises(UserError, match="train.json: annotation 1 has a malformed segmentation"):
         dataset[image_index]
+
+
+def test_image_size_differs_from_the_json(coco_copy):
+    _edit_json(coco_copy, lambda coco: coco["images"][4].update(width=100))
+    with pytest.raises(UserError, match="000004.png: image is 96x96 but the JSON says 100x96"):
+        _build(coco_copy)

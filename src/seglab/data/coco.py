@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from seglab.data.images import load_image, scan_channels
+from seglab.data.images import channels_for_modes, load_image, read_header
 from seglab.errors import UserError
 from seglab.structures.masks import segmentation_to_mask
 
@@ -43,7 +43,7 @@ def _load_json(path: Path) -> dict:
     return coco
 
 
-def _check_annotation(path: Path, annotation: dict, known_images: set, known_categories: set):
+def _check_annotation(path: Path, annotation: dict, known_images, known_categories) -> None:
     try:
         x, y, w, h = (float(v) for v in annotation["bbox"])
         image_id, category_id = annotation["image_id"], annotation["category_id"]
@@ -90,14 +90,33 @@ class CocoDataset(Dataset):
         if not self.images:
             raise UserError(f"{json_path}: the dataset has no images")
         self._annotations = self._group_annotations(json_path)
-        self.in_channels = scan_channels(self._image_path(info) for info in self.images)
+        self.in_channels = self._scan_images()
 
     def _group_annotations(self, json_path: Path) -> dict:
         by_image = {info["id"]: [] for info in self.images}
         for annotation in self.coco_gt.get("annotations", []):
-            _check_annotation(json_path, annotation, set(by_image), set(self._label_of))
+            _check_annotation(json_path, annotation, by_image, self._label_of)
             by_image[annotation["image_id"]].append(annotation)
         return by_image
+
+    def _scan_images(self) -> int:
+        """Check every image's header (exists, decodable, size as in the JSON); channels."""
+        modes = []
+        for info in self.images:
+            path = self._image_path(info)
+            mode, size = read_header(path)
+            self._check_size(path, info, size)
+            modes.append(mode)
+        return channels_for_modes(modes)
+
+    @staticmethod
+    def _check_size(path: Path, info: dict, size_hw: tuple[int, int]) -> None:
+        expected = (info.get("height", size_hw[0]), info.get("width", size_hw[1]))
+        if expected != tuple(size_hw):
+            raise UserError(
+                f"{path}: image is {size_hw[1]}x{size_hw[0]} but the JSON says "
+                f"{expected[1]}x{expected[0]}; fix the JSON or the image"
+            )
 
     def _image_path(self, info: dict) -> Path:
         path = self.image_dir / info["file_name"]
@@ -116,11 +135,7 @@ class CocoDataset(Dataset):
         path = self._image_path(info)
         image = load_image(path, self.in_channels)
         height, width = image.shape[-2:]
-        if (info.get("height", height), info.get("width", width)) != (height, width):
-            raise UserError(
-                f"{path}: image is {width}x{height} but the JSON says "
-                f"{info.get('width')}x{info.get('height')}"
-            )
+        self._check_size(path, info, (height, width))  # the file may have changed since
         annotations = self._annotations[info["id"]]
         if self.task == "semantic":
             target = self._semantic_target(annotations, height, width)

@@ -35,10 +35,15 @@ def read_header(path: Path) -> tuple[str, tuple[int, int]]:
         raise UserError(f"{path}: not a readable image ({error}); remove or replace it") from None
 
 
+def channels_for_modes(modes: Iterable[str]) -> int:
+    """1 when every PIL mode is a grayscale one, else 3."""
+    modes = set(modes)
+    return 1 if modes and modes <= _GRAYSCALE_MODES else 3
+
+
 def scan_channels(paths: Iterable[Path]) -> int:
     """Check every header and return 1 when all images are grayscale, else 3."""
-    modes = {read_header(path)[0] for path in paths}
-    return 1 if modes and modes <= _GRAYSCALE_MODES else 3
+    return channels_for_modes(read_header(path)[0] for path in paths)
 
 
 def _to_uint8_array(image: PIL.Image.Image, channels: int) -> np.ndarray:
