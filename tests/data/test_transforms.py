@@ -148,3 +148,17 @@ def test_unet_options_outside_semantic_or_missing_are_user_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "seglab.models.segmentation.weight_map", None)
     with pytest.raises(UserError, match="weight_map: not available"):
         build_transforms(DataConfig(root=".", weight_map=True), task="semantic", train=True)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"image_size": 0}, "data.image_size must be a positive"),
+        ({"hflip": 1.5}, r"data.hflip is a probability in \[0, 1\]"),
+        ({"scale_jitter": (1.5, 0.5)}, "data.scale_jitter must be"),
+        ({"scale_jitter": (0.0, 1.0)}, "data.scale_jitter must be"),
+    ],
+)
+def test_bad_augmentation_options_are_user_errors(options, message):
+    with pytest.raises(UserError, match=message):
+        build_transforms(DataConfig(root=".", **options), task="semantic", train=True)

@@ -160,13 +160,26 @@ _STEPS = {
 }
 
 
+def _check_options(cfg: DataConfig, task: str) -> None:
+    if cfg.image_size < 1:
+        raise UserError(
+            f"data.image_size must be a positive number of pixels, not {cfg.image_size}"
+        )
+    for name in ("hflip", "vflip"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise UserError(f"data.{name} is a probability in [0, 1], not {getattr(cfg, name)}")
+    jitter = cfg.scale_jitter
+    if jitter is not None and not (len(jitter) == 2 and 0 < jitter[0] <= jitter[1]):
+        raise UserError(f"data.scale_jitter must be [lo, hi] with 0 < lo <= hi, not {jitter}")
+    for name in ("elastic", "weight_map"):
+        if getattr(cfg, name) and task != "semantic":
+            raise UserError(f"data.{name}: only for semantic segmentation, not task {task!r}")
+
+
 def build_transforms(cfg: DataConfig, *, task: str, train: bool) -> v2.Compose:
     """The `(image, target) -> (image, target)` pipeline for `task`; see the module doc."""
-    if cfg.elastic and task != "semantic":
-        raise UserError(f"data.elastic: only for semantic segmentation, not task {task!r}")
-    if cfg.weight_map and task != "semantic":
-        raise UserError(f"data.weight_map: only for semantic segmentation, not task {task!r}")
-    steps = []
+    _check_options(cfg, task)
+    steps: list = []
     if cfg.weight_map:  # first: computed (and cached) once per image, then augmented with it
         steps.append(
             _unet_hook("seglab.models.segmentation.weight_map", "AddWeightMap", "weight_map")
