@@ -1,4 +1,6 @@
+import numpy as np
 import torch
+from PIL import Image
 
 from seglab.data import DataConfig, build_dataset
 
@@ -31,3 +33,16 @@ def test_training_pipeline_resizes_to_a_square(shapes_classify):
     dataset = build_dataset(cfg, "train", task="classification", train=True)
     image, _ = dataset[0]
     assert image.shape == (3, 48, 48) and 0 <= image.min() and image.max() <= 1
+
+
+def test_labels_agree_across_splits_when_one_lacks_a_class(tmp_path):
+    for split, classes in (("train", ["ant", "bee", "cat"]), ("val", ["bee", "cat"])):
+        for name in classes:
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(
+                tmp_path / split / name / "x.png"
+            )
+    cfg = DataConfig(root=str(tmp_path), layout="folders", image_size=8)
+    val = build_dataset(cfg, "val", task="classification", train=False)
+    assert val.class_names == ["ant", "bee", "cat"]
+    assert [int(val[i][1]["labels"]) for i in range(len(val))] == [1, 2]

@@ -18,6 +18,15 @@ from seglab.errors import UserError
 _SPLITS = ("train", "val", "test")
 
 
+def _class_names(root: Path, split: str) -> list[str]:
+    """Sorted names of the class folders of every split (train, val, test and `split`)."""
+    names = set()
+    for split_dir in {root / name for name in (*_SPLITS, split)}:
+        if split_dir.is_dir():
+            names |= {d.name for d in split_dir.iterdir() if d.is_dir() and d.name[0] != "."}
+    return sorted(names)
+
+
 class ImageFolderDataset(Dataset):
     """Images labelled by the folder they sit in (task `classification`).
 
@@ -35,15 +44,7 @@ class ImageFolderDataset(Dataset):
             raise UserError(
                 f"{split_dir}: folder not found; the folders layout needs <split>/<class>/<image>"
             )
-        self.class_names = sorted(
-            {
-                d.name
-                for s in _SPLITS
-                if (self.root / s).is_dir()
-                for d in (self.root / s).iterdir()
-                if d.is_dir() and not d.name.startswith(".")
-            }
-        )
+        self.class_names = _class_names(self.root, split)
         self.samples = [
             (path, label)
             for label, name in enumerate(self.class_names)
