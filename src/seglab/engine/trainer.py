@@ -132,7 +132,7 @@ def _loop(session: Session) -> None:
         total=cfg.max_steps, initial=state.step, disable=not session.progress, unit="step",
         dynamic_ncols=True,
     )  # fmt: skip
-    with bar:
+    try:
         while not _finished(session):
             batch = next(batches)
             losses = _train_step(session, batch)
@@ -141,6 +141,9 @@ def _loop(session: Session) -> None:
             window.add(losses, len(batch[0]))
             bar.update(1)
             _periodic(session, window, bar)
+    finally:
+        bar.close()
+        del batches  # stop the loader's worker processes now, also when interrupted
 
 
 def _periodic(session: Session, window: _LossWindow, bar: tqdm) -> None:
@@ -166,7 +169,6 @@ def _train_loader(session: Session) -> DataLoader:
         num_workers=cfg.workers,
         collate_fn=seglab_data.collate,
         pin_memory=session.device.type == "cuda",
-        persistent_workers=cfg.workers > 0,
         generator=torch.Generator().manual_seed(session.config.seed),
     )
 
