@@ -7,6 +7,7 @@ import yaml
 
 from seglab.cli.main import main
 from seglab.data.shapes import generate_shapes
+from seglab.models.classification.cnn import CNNClassifier
 
 SETTINGS = {
     "model.widths": "[4, 8]",
@@ -115,3 +116,21 @@ def test_resume_with_a_different_config_is_refused(shapes_root, tmp_path, capsys
     capsys.readouterr()
     line = error_of(capsys, ["train", path, *out, *TINY, "--set", "model.dropout=0.5"])
     assert "started with model.dropout=0.1, now 0.5" in line and "new --out folder" in line
+
+
+def test_interrupted_run_says_how_to_resume(shapes_root, tmp_path, capsys, monkeypatch):
+    original = CNNClassifier.forward_with_losses
+    calls = []
+
+    def interrupted_at_step_two(self, images, targets):
+        calls.append(self.training)
+        if calls.count(True) == 2:
+            raise KeyboardInterrupt
+        return original(self, images, targets)
+
+    monkeypatch.setattr(CNNClassifier, "forward_with_losses", interrupted_at_step_two)
+    args = ["train", "cnn_shapes", "--out", str(tmp_path / "run"), "--set",
+            f"data.root={shapes_root}", *TINY]  # fmt: skip
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "rerun the same command to resume from step 1" in err

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 import seglab
@@ -160,3 +162,23 @@ def test_data_loading_workers_do_not_change_the_result(shapes_root, tmp_path):
     in_main, in_workers = weights(tmp_path / "main_process"), weights(tmp_path / "workers")
     for name in in_main:
         assert torch.equal(in_main[name], in_workers[name]), name
+
+
+@pytest.fixture(scope="module")
+def grayscale_root(shapes_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("gray")
+    for path in shapes_root.rglob("*.png"):
+        target = root / path.relative_to(shapes_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("L").save(target)
+    return root
+
+
+def test_grayscale_data_with_one_input_channel(grayscale_root, tmp_path):
+    config = make_config(grayscale_root, max_steps=2, eval_every=2)
+    with pytest.raises(UserError, match="set model.in_channels=1"):
+        train(config, tmp_path / "rgb_model", progress=False)
+    gray_args = {**config.model.args, "in_channels": 1}
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, args=gray_args))
+    assert train(config, tmp_path / "gray_model", progress=False)["step"] == 2
+    assert seglab.load_model(tmp_path / "gray_model" / "model.safetensors").in_channels == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -40,7 +41,13 @@ def run(args: argparse.Namespace) -> int:
     step = checkpoint_step(run_dir) if run_dir.is_dir() else None
     if step is not None:
         print(f"resuming {run_dir} from {run_dir / 'checkpoint.pt'} (step {step})")
-    metrics = train(config, run_dir, progress=not args.no_progress)
+    try:
+        metrics = train(config, run_dir, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        step = checkpoint_step(run_dir)
+        start = f"step {step}" if step is not None else "the start (no checkpoint yet)"
+        print(f"{run_dir}: rerun the same command to resume from {start}", file=sys.stderr)
+        raise
     if step is not None and metrics["step"] == step:
         print(
             f"{run_dir}: already finished (train.max_steps or train.max_minutes reached); "
