@@ -182,3 +182,9 @@ def test_grayscale_data_with_one_input_channel(grayscale_root, tmp_path):
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, args=gray_args))
     assert train(config, tmp_path / "gray_model", progress=False)["step"] == 2
     assert seglab.load_model(tmp_path / "gray_model" / "model.safetensors").in_channels == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a CPU-only machine")
+def test_cuda_device_without_cuda_is_a_user_error(shapes_root, tmp_path):
+    with pytest.raises(UserError, match="train.device=cuda: no CUDA device here"):
+        train(make_config(shapes_root, device="cuda"), tmp_path / "run", progress=False)
