@@ -78,8 +78,8 @@ def test_unknown_recipe(tmp_path, capsys):
     "changes, expected",
     [
         ({"optimiser": "sgd"}, "unknown key 'optimiser'"),
-        ({"train": {"learning_rate": 0.1}}, "unknown key train.'learning_rate'"),
-        ({"model": {"layers": 3}}, "unknown key model.'layers'"),
+        ({"train": {"learning_rate": 0.1}}, "unknown key 'train.learning_rate'"),
+        ({"model": {"layers": 3}}, "unknown key 'model.layers'"),
         ({"train": {"batch_size": "big"}}, "train.batch_size must be int, got 'big'"),
         ({"model": {"name": "vgg"}}, "unknown model name 'vgg'"),
     ],

@@ -81,9 +81,9 @@ def test_save_and_load_round_trip(tmp_path):
     "override, key",
     [
         ("colour=red", "'colour'"),
-        ("train.learning_rate=0.1", "train.'learning_rate'"),
-        ("model.depthh=3", "model.'depthh'"),
-        ("data.flip=0.5", "data.'flip'"),
+        ("train.learning_rate=0.1", "'train.learning_rate'"),
+        ("model.depthh=3", "'model.depthh'"),
+        ("data.flip=0.5", "'data.flip'"),
     ],
 )
 def test_unknown_key_names_the_key_and_the_valid_ones(tmp_path, override, key):

@@ -192,7 +192,7 @@ def _check_keys(raw: dict, valid: list[str] | tuple, prefix: str, source: str) -
     for key in raw:
         if key not in valid:
             raise UserError(
-                f"{source}: unknown key {prefix}{key!r}; valid keys: {', '.join(valid)}"
+                f"{source}: unknown key '{prefix}{key}'; valid keys: {', '.join(valid)}"
             )
 
 
