@@ -28,7 +28,7 @@ def test_model_task_matches_the_built_model():
     )
 
 
-def test_builder_parameters_read_through_the_return_annotation():
+def test_builder_parameters_of_the_cnn():
     parameters = builder_parameters("cnn")
     assert {"num_classes", "in_channels", "widths", "activation", "norm"} <= set(parameters)
 

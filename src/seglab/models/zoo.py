@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,25 +70,15 @@ def model_task(name: str) -> str:
 def builder_parameters(name: str) -> list[str] | None:
     """The keyword arguments the builder of `name` accepts, or None when it cannot tell.
 
-    A builder that forwards `**kwargs` to a class (`def build_cnn(**kwargs) -> CNNClassifier`)
-    is read through its return annotation: the class's constructor names the arguments. A
-    lazy wrapper annotated `-> nn.Module` cannot be read; `build_model` still rejects an
-    unknown argument when it builds.
+    A builder that takes `**kwargs` (a lazy wrapper) cannot be read unless it states its
+    arguments in `__signature__` (as `build_cnn` does); `build_model` still turns an unknown
+    argument into a UserError when it builds.
     """
     _check_name(name)
-    builder = MODEL_BUILDERS[name]
-    if _takes_var_keywords(builder):
-        returned = typing.get_type_hints(builder).get("return")
-        if not inspect.isclass(returned) or returned is nn.Module or _takes_var_keywords(returned):
-            return None
-        builder = returned
-    parameters = inspect.signature(builder).parameters.values()
+    parameters = inspect.signature(MODEL_BUILDERS[name]).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
     return [p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-
-
-def _takes_var_keywords(function: Callable) -> bool:
-    parameters = inspect.signature(function).parameters.values()
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _check_name(name: str) -> None:

@@ -18,6 +18,7 @@ Labels are 0..K-1 (no background class) and the loss is cross-entropy.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -191,3 +192,7 @@ def _stack(images: list[Tensor] | Tensor) -> Tensor:
 def build_cnn(**kwargs) -> CNNClassifier:
     """`seglab.build_model("cnn", num_classes=K, ...)`: keyword arguments as in `CNNClassifier`."""
     return CNNClassifier(**kwargs)
+
+
+# The builder takes exactly the class's arguments; say so, so that recipes can be checked.
+build_cnn.__signature__ = inspect.signature(CNNClassifier)
