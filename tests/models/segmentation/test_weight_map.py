@@ -91,7 +91,7 @@ def test_instances_from_classes_numbers_each_component():
 
 
 def test_cache_computes_once_per_key_and_evicts_least_recent():
-    cache = WeightMapCache(maxsize=2)
+    cache = WeightMapCache(max_bytes=32)  # two 2x2 float32 maps
     calls: list[int] = []
 
     def compute(key: int):

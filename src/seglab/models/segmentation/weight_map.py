@@ -17,7 +17,8 @@ which only have class maps, each connected component of a class is taken as one 
 
 Caching: `AddWeightMap` (the `data.weight_map: true` step of the data pipeline) runs first,
 on the un-augmented target, and keeps computed maps in a `WeightMapCache`: in memory, LRU,
-keyed by image id and size, one cache per data-loading worker, so each image's map is
+keyed by image id and size, at most 512 MiB per data-loading worker (a 256 x 256 map takes
+256 KiB), so each image's map is
 computed once per worker rather than once per epoch; nothing is written to disk. The map
 then travels through crops, flips, rotations and the elastic deformation as a float
 `tv_tensors.Mask`, so it stays aligned with the image and the class map (paper §3).
@@ -101,11 +102,12 @@ def border_weight_map(
 
 
 class WeightMapCache:
-    """In-memory LRU of weight maps keyed by image id (one per data-loading worker)."""
+    """In-memory LRU of weight maps keyed by image id, bounded in bytes (one per worker)."""
 
-    def __init__(self, maxsize: int = 2048) -> None:
-        self.maxsize = maxsize
+    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
+        self.max_bytes = max_bytes
         self._maps: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._bytes = 0
 
     def get(self, key: Hashable, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """The cached map for `key`, computing (and storing) it on the first request."""
@@ -114,8 +116,10 @@ class WeightMapCache:
             return self._maps[key]
         weight_map = compute()
         self._maps[key] = weight_map
-        if len(self._maps) > self.maxsize:
-            self._maps.popitem(last=False)
+        self._bytes += weight_map.nbytes
+        while self._bytes > self.max_bytes and len(self._maps) > 1:
+            _, evicted = self._maps.popitem(last=False)
+            self._bytes -= evicted.nbytes
         return weight_map
 
     def __len__(self) -> int:
@@ -129,9 +133,11 @@ class AddWeightMap:
     must run before random transforms, since maps are cached by `target["image_id"]`.
     """
 
-    def __init__(self, *, w0: float = 10.0, sigma: float = 5.0, cache_size: int = 512) -> None:
+    def __init__(
+        self, *, w0: float = 10.0, sigma: float = 5.0, cache_bytes: int = 512 * 2**20
+    ) -> None:
         self.w0, self.sigma = w0, sigma
-        self.cache = WeightMapCache(cache_size)
+        self.cache = WeightMapCache(cache_bytes)
 
     def __call__(self, image, target: dict):
         semantic_mask = target["semantic_mask"].numpy()
