@@ -35,6 +35,8 @@ def torchvision_model(arch: str, images: list[torch.Tensor]) -> torch.nn.Module:
     builder = {
         "faster_rcnn_resnet50_fpn": detection.fasterrcnn_resnet50_fpn,
         "mask_rcnn_resnet50_fpn": detection.maskrcnn_resnet50_fpn,
+        "faster_rcnn_resnet50_fpn_v2": detection.fasterrcnn_resnet50_fpn_v2,
+        "mask_rcnn_resnet50_fpn_v2": detection.maskrcnn_resnet50_fpn_v2,
     }[arch]
     model = builder(
         weights=None, weights_backbone=None, num_classes=5, min_size=SIZE, max_size=SIZE,
@@ -54,7 +56,15 @@ def torchvision_model(arch: str, images: list[torch.Tensor]) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("arch", ["faster_rcnn_resnet50_fpn", "mask_rcnn_resnet50_fpn"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "faster_rcnn_resnet50_fpn",
+        "mask_rcnn_resnet50_fpn",
+        "faster_rcnn_resnet50_fpn_v2",
+        "mask_rcnn_resnet50_fpn_v2",
+    ],
+)
 def test_converted_checkpoint_reproduces_torchvision(arch, tmp_path):
     images = [photograph(name) for name in PHOTOGRAPHS]
     reference = torchvision_model(arch, images)

@@ -29,6 +29,46 @@ class TwoMLPHead(nn.Module):
         return F.relu(self.fc7(hidden))
 
 
+class ConvFCHead(nn.Module):
+    """Convs before one FC layer (torchvision's v2 box head, "4conv1fc" of the FPN paper's
+    follow-ups): (K, C, S, S) -> convs (+BatchNorm) -> flatten -> fc -> (K, R)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        roi_size: int,
+        representation_size: int,
+        *,
+        channels: int = 256,
+        num_convs: int = 4,
+        norm: str | None = "bn",
+    ):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            conv_norm_block(in_channels if index == 0 else channels, channels, norm)
+            for index in range(num_convs)
+        )
+        self.fc = nn.Linear(channels * roi_size**2, representation_size)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        for block in self.convs:
+            pooled = F.relu(block(pooled))
+        return F.relu(self.fc(pooled.flatten(start_dim=1)))  # (K, C*S*S) -> (K, R)
+
+
+def conv_norm_block(in_channels: int, out_channels: int, norm: str | None) -> nn.Sequential:
+    """3x3 conv (with a bias only without norm), then BatchNorm when `norm == "bn"`."""
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm is None)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    if norm is None:
+        return nn.Sequential(conv)
+    if norm != "bn":
+        raise ValueError(f"head norm {norm!r}: use None or 'bn'")
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels))
+
+
 class BoxPredictor(nn.Module):
     """Sibling outputs of Fast R-CNN §2: softmax logits over K+1 classes, 4 deltas per class.
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from seglab.errors import UserError
 from seglab.models.backbones.resnet import ResNetBackbone, set_frozen_bn_eps
-from seglab.models.detection.box_head import BoxPredictor, TwoMLPHead
+from seglab.models.detection.box_head import BoxPredictor, ConvFCHead, TwoMLPHead
 from seglab.models.detection.faster_rcnn import FasterRCNN
 from seglab.models.detection.mask_head import MaskHead, MaskPredictor
 from seglab.models.detection.mask_rcnn import MaskRCNN
@@ -59,10 +59,13 @@ class DetectorOptions:
     rpn_batch_size_per_image: int = 256
     rpn_positive_fraction: float = 0.5
     rpn_score_thresh: float = 0.0
+    rpn_head_convs: int = 1  # torchvision's v2 detectors: 2
     roi_aligned: bool = True
     sampling_ratio: int = 2
     box_roi_size: int = 7
+    box_head: str = "mlp"  # mlp: fc6 + fc7 (Fast R-CNN) | conv: 4 convs + 1 fc (v2)
     representation_size: int = 1024
+    head_norm: str | None = None  # None | bn: BatchNorm in the conv box head and mask head
     box_fg_iou_thresh: float = 0.5
     box_bg_iou_thresh: float = 0.5
     box_batch_size_per_image: int = 512
@@ -80,6 +83,10 @@ class DetectorOptions:
             raise UserError(f"unknown detector backbone {self.backbone!r}; use one of {known}")
         if self.norm not in ("frozen_bn", "bn", "gn"):
             raise UserError(f"unknown norm {self.norm!r}; use frozen_bn, bn or gn")
+        if self.box_head not in ("mlp", "conv"):
+            raise UserError(f"unknown box_head {self.box_head!r}; use mlp or conv")
+        if self.head_norm not in (None, "bn"):
+            raise UserError(f"unknown head_norm {self.head_norm!r}; use bn or leave it unset")
         if self.num_classes < 2:
             raise UserError(f"num_classes={self.num_classes}: detectors count the background, "
                             "so K object classes need num_classes=K+1 >= 2")  # fmt: skip
@@ -163,7 +170,8 @@ def _rpn(o: DetectorOptions, backbone: ResNetFeatures) -> RegionProposalNetwork:
     anchors = AnchorGenerator(sizes, ratios)
     return RegionProposalNetwork(
         anchor_generator=anchors,
-        head=RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
+        head=RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0],
+                     o.rpn_head_convs),
         fg_iou_thresh=o.rpn_fg_iou_thresh, bg_iou_thresh=o.rpn_bg_iou_thresh,
         batch_size_per_image=o.rpn_batch_size_per_image,
         positive_fraction=o.rpn_positive_fraction,
@@ -176,12 +184,16 @@ def _rpn(o: DetectorOptions, backbone: ResNetFeatures) -> RegionProposalNetwork:
 
 
 def _box_branch(o: DetectorOptions, backbone: ResNetFeatures) -> dict[str, nn.Module]:
-    pooled_size = backbone.out_channels * o.box_roi_size**2
+    channels, size = backbone.out_channels, o.box_roi_size
+    if o.box_head == "mlp":
+        head = TwoMLPHead(channels * size**2, o.representation_size)
+    else:
+        head = ConvFCHead(channels, size, o.representation_size, norm=o.head_norm)
     return {
         "box_roi_pool": MultiScaleRoIAlign(
             backbone.level_names, o.box_roi_size, o.sampling_ratio, o.roi_aligned
         ),
-        "box_head": TwoMLPHead(pooled_size, o.representation_size),
+        "box_head": head,
         "box_predictor": BoxPredictor(o.representation_size, o.num_classes),
     }
 
@@ -191,7 +203,9 @@ def _mask_branch(o: DetectorOptions, backbone: ResNetFeatures) -> dict[str, nn.M
         "mask_roi_pool": MultiScaleRoIAlign(
             backbone.level_names, o.mask_roi_size, o.sampling_ratio, o.roi_aligned
         ),
-        "mask_head": MaskHead(backbone.out_channels, o.mask_head_channels, o.mask_head_convs),
+        "mask_head": MaskHead(
+            backbone.out_channels, o.mask_head_channels, o.mask_head_convs, o.head_norm
+        ),
         "mask_predictor": MaskPredictor(
             o.mask_head_channels, o.mask_head_channels, o.num_classes
         ),  # fmt: skip

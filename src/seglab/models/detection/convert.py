@@ -23,25 +23,37 @@ from seglab.models.zoo import build_model
 # with eps=0 in its pretrained COCO checkpoints (a randomly initialised torchvision model
 # has eps=1e-5: convert it with `--set frozen_bn_eps=1e-5`).
 _V1 = {"roi_aligned": False, "frozen_bn_eps": 0.0}
+# torchvision's v2 detectors (Li et al., "Benchmarking detection transfer learning with
+# vision transformers", 2021): BatchNorm in the backbone, FPN and heads, two RPN convs, a
+# 4-conv + 1-fc box head.
+_V2 = {
+    "roi_aligned": False, "norm": "bn", "fpn_norm": "bn", "rpn_head_convs": 2,
+    "box_head": "conv", "head_norm": "bn",
+}  # fmt: skip
 
 # torchvision architecture -> (our model name, builder arguments it implies)
 TORCHVISION_ARCHS: dict[str, tuple[str, dict]] = {
     "faster_rcnn_resnet50_fpn": ("faster_rcnn", {"backbone": "resnet50", **_V1}),
     "mask_rcnn_resnet50_fpn": ("mask_rcnn", {"backbone": "resnet50", **_V1}),
+    "faster_rcnn_resnet50_fpn_v2": ("faster_rcnn", {"backbone": "resnet50", **_V2}),
+    "mask_rcnn_resnet50_fpn_v2": ("mask_rcnn", {"backbone": "resnet50", **_V2}),
 }
 
 # Heads: (torchvision key pattern, our key), first match wins; other keys keep their name.
 # The backbone and FPN keys are renamed by `rename_torchvision_backbone_key`.
 RENAMES: list[tuple[str, str | Callable[[re.Match], str]]] = [
-    (r"^rpn\.head\.conv\.0\.0\.", "rpn.head.conv."),
+    (r"^rpn\.head\.conv\.(\d)\.0\.", r"rpn.head.convs.\1."),
+    (r"^rpn\.head\.conv\.", "rpn.head.convs.0."),  # torchvision < 0.13
     (r"^rpn\.head\.cls_logits\.", "rpn.head.objectness."),
     (r"^rpn\.head\.bbox_pred\.", "rpn.head.box_deltas."),
+    (r"^roi_heads\.box_head\.(\d)\.([01])\.", r"roi_heads.box_head.convs.\1.\2."),  # v2
+    (r"^roi_heads\.box_head\.5\.", "roi_heads.box_head.fc."),  # v2 (4 is the flatten)
     (r"^roi_heads\.box_predictor\.cls_score\.", "roi_heads.box_predictor.class_logits."),
     (r"^roi_heads\.box_predictor\.bbox_pred\.", "roi_heads.box_predictor.box_deltas."),
-    (r"^roi_heads\.mask_head\.(\d)\.0\.", r"roi_heads.mask_head.convs.\1."),
+    (r"^roi_heads\.mask_head\.(\d)\.([01])\.", r"roi_heads.mask_head.convs.\1.\2."),
     (
         r"^roi_heads\.mask_head\.mask_fcn(\d)\.",
-        lambda m: f"roi_heads.mask_head.convs.{int(m[1]) - 1}.",
+        lambda m: f"roi_heads.mask_head.convs.{int(m[1]) - 1}.0.",
     ),
     (r"^roi_heads\.mask_predictor\.conv5_mask\.", "roi_heads.mask_predictor.upsample."),
     (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "roi_heads.mask_predictor.mask_logits."),

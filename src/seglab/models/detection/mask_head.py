@@ -10,29 +10,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seglab.models.detection.box_head import conv_norm_block
 from seglab.ops.roi_align import roi_align
 
 
 class MaskHead(nn.Module):
-    """Four 3x3 conv + ReLU layers: (K, C, 14, 14) -> (K, channels, 14, 14)."""
+    """Four 3x3 conv + ReLU layers: (K, C, 14, 14) -> (K, channels, 14, 14).
 
-    def __init__(self, in_channels: int, channels: int = 256, num_convs: int = 4):
+    `norm="bn"` puts BatchNorm after each conv (torchvision's v2 Mask R-CNN).
+    """
+
+    def __init__(
+        self, in_channels: int, channels: int = 256, num_convs: int = 4, norm: str | None = None
+    ):
         super().__init__()
         self.convs = nn.ModuleList(
-            nn.Conv2d(in_channels if index == 0 else channels, channels, 3, padding=1)
+            conv_norm_block(in_channels if index == 0 else channels, channels, norm)
             for index in range(num_convs)
         )
-        for conv in self.convs:
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
 
     @property
     def out_channels(self) -> int:
-        return self.convs[-1].out_channels
+        return self.convs[-1][0].out_channels
 
     def forward(self, pooled: Tensor) -> Tensor:
-        for conv in self.convs:
-            pooled = F.relu(conv(pooled))
+        for block in self.convs:
+            pooled = F.relu(block(pooled))
         return pooled
 
 

@@ -22,14 +22,19 @@ from seglab.structures.boxes import BoxCoder, box_iou, clip_boxes, remove_small_
 
 
 class RPNHead(nn.Module):
-    """Shared 3x3 conv + ReLU, then objectness (A per location) and deltas (4A per location)."""
+    """Shared 3x3 conv(s) + ReLU, then objectness (A per location) and deltas (4A per location).
 
-    def __init__(self, in_channels: int, num_anchors: int):
+    Faster R-CNN has one shared conv (`num_convs=1`); torchvision's v2 detectors use two.
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, num_convs: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1) for _ in range(num_convs)
+        )
         self.objectness = nn.Conv2d(in_channels, num_anchors, kernel_size=1)
         self.box_deltas = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=1)
-        for layer in (self.conv, self.objectness, self.box_deltas):
+        for layer in (*self.convs, self.objectness, self.box_deltas):
             nn.init.normal_(layer.weight, std=0.01)  # §3.1.3: zero-mean Gaussian, std 0.01
             nn.init.zeros_(layer.bias)
 
@@ -37,9 +42,10 @@ class RPNHead(nn.Module):
         """Per level: objectness (B, A, H, W) and deltas (B, 4A, H, W)."""
         objectness, deltas = [], []
         for feature in features:
-            hidden = F.relu(self.conv(feature))
-            objectness.append(self.objectness(hidden))
-            deltas.append(self.box_deltas(hidden))
+            for conv in self.convs:
+                feature = F.relu(conv(feature))
+            objectness.append(self.objectness(feature))
+            deltas.append(self.box_deltas(feature))
         return objectness, deltas
 
 
