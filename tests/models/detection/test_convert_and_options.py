@@ -60,3 +60,10 @@ def test_group_norm_backbone_and_batchnorm_heads():
     _, losses = model.train().forward_with_losses([image, image], [target, target])
     sum(losses.values()).backward()
     assert model.roi_heads.box_head.fc.weight.grad.abs().sum() > 0
+
+
+def test_grey_images_with_one_input_channel():
+    model = tiny_detector("mask_rcnn", in_channels=1).eval()
+    with torch.no_grad():
+        (output,) = model([torch.rand(1, 64, 80)])
+    assert output["masks"].shape[1:] == (1, 64, 80)

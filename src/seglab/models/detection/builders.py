@@ -155,9 +155,13 @@ def _backbone(o: DetectorOptions) -> ResNetFeatures:
 
 
 def _transform(o: DetectorOptions, *, masks: bool) -> DetectionTransform:
+    mean, std = tuple(o.image_mean), tuple(o.image_std)
+    if len(mean) != o.in_channels:  # e.g. grey images with the RGB defaults: their average
+        mean = (sum(mean) / len(mean),) * o.in_channels
+        std = (sum(std) / len(std),) * o.in_channels
     return DetectionTransform(
-        min_size=o.min_size, max_size=o.max_size, image_mean=tuple(o.image_mean),
-        image_std=tuple(o.image_std), resize_masks=masks,
+        min_size=o.min_size, max_size=o.max_size, image_mean=mean, image_std=std,
+        resize_masks=masks,
     )  # fmt: skip
 
 
