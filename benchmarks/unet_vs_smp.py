@@ -11,8 +11,11 @@ smp is a benchmark-only dependency (never imported by seglab):
     .venv/bin/pip install segmentation-models-pytorch
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/unet_vs_smp.py --out runs/unet_vs_smp.json
 
-Our configuration: `--depth` poolings, `base_channels` chosen so that our parameter count is
-closest to smp's whole model (encoder without pretrained weights, `encoder_weights=None`).
+Our configuration: `--depth` poolings (default 6), `base_channels` chosen so that our
+parameter count is closest to smp's whole model (encoder without pretrained weights,
+`encoder_weights=None`). At a fixed parameter count a U-Net's cost per pixel falls with depth
+(parameters grow as 4**depth * base**2, compute as (depth + 1) * base**2): depth 6 with
+base 11 matches smp's resnet18 Unet (13.7M vs 14.3M parameters); depth 5 needs base 22.
 """
 
 from __future__ import annotations
@@ -96,8 +99,6 @@ def throughput(models: dict, args) -> dict[str, float]:
     """Median images/s of forward + loss + backward, the models measured in alternating rounds."""
     images = [torch.rand(3, args.size, args.size) for _ in range(args.batch_size)]
     targets = [{"semantic_mask": torch.randint(0, 4, (args.size, args.size))} for _ in images]
-    if args.channels_last:
-        images = [image.contiguous(memory_format=torch.channels_last) for image in images]
     rates: dict[str, list[float]] = {name: [] for name in models}
 
     def step(model):
@@ -176,16 +177,18 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=600, help="generated training images")
     parser.add_argument("--val", type=int, default=100, help="generated validation images")
     parser.add_argument("--encoder", default="resnet18", help="smp encoder (no weights)")
-    parser.add_argument("--depth", type=int, default=5, help="our number of poolings")
+    parser.add_argument("--depth", type=int, default=6, help="our number of poolings")
     parser.add_argument("--upsampling", default="bilinear", choices=("bilinear", "transpose"))
     parser.add_argument("--size", type=int, default=256, help="throughput image side")
-    parser.add_argument("--crop", type=int, default=128, help="training crop / val resize")
+    parser.add_argument("--crop", type=int, default=64, help="training crop / val resize")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=3, help="steps per throughput round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating throughput rounds")
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per model")
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--channels-last", action="store_true", help="channels_last tensors")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="both models' weights in channels_last"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
