@@ -251,3 +251,32 @@ def test_bilinear_path_convolves_before_upsampling_with_the_same_result():
     features = torch.randn(2, 16, 5, 7)
     with torch.no_grad():
         torch.testing.assert_close(upsample(conv(features)), conv(upsample(features)))
+
+
+@pytest.fixture(scope="module")
+def tiny_semantic_shapes(tmp_path_factory):
+    from seglab.data.shapes import generate_shapes
+
+    root = tmp_path_factory.mktemp("shapes") / "semantic"
+    return generate_shapes(root, task="semantic", train=2, val=1, size=64, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.padding=sideways"], "padding='sideways' is not one of valid, same"),
+        (["model.padding=valid", "data.image_size=64"], "input side 64 makes a 2x2 pooling"),
+    ],
+)
+def test_bad_unet_settings_exit_2_with_one_error_line(
+    tiny_semantic_shapes, tmp_path, capsys, overrides, message
+):
+    from seglab.cli.main import main
+
+    arguments = ["train", "unet_shapes", "--out", str(tmp_path / "run")]
+    for override in [f"data.root={tiny_semantic_shapes}", "train.max_steps=1", *overrides]:
+        arguments += ["--set", override]
+    assert main(arguments) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("seglab train: error: ")
+    assert message in errors[0]
