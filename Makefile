@@ -44,7 +44,7 @@ $(DEMO_DATA)/.generated: | $(STAMP)
 demo: $(STAMP) $(DEMO_DATA)/.generated
 	$(VENV)/bin/seglab train mask_rcnn_r18_fpn_shapes --out $(DEMO_RUN) --set data.root=$(DEMO_DATA)
 	$(VENV)/bin/seglab eval $(DEMO_RUN)/model.safetensors --data $(DEMO_DATA) --split val --out $(DEMO_RUN)/metrics.json
-	$(VENV)/bin/seglab predict $(DEMO_RUN)/model.safetensors $(DEMO_DATA)/val --out $(DEMO_RUN)/predictions > $(DEMO_RUN)/predictions.txt
+	$(VENV)/bin/seglab predict $(DEMO_RUN)/model.safetensors $(DEMO_DATA)/val --gt $(DEMO_DATA)/val.json --out $(DEMO_RUN)/predictions > $(DEMO_RUN)/predictions.txt
 	tail -n 4 $(DEMO_RUN)/predictions.txt
 	@echo "demo: $(DEMO_RUN)/metrics.json, $(DEMO_RUN)/plots/, $(DEMO_RUN)/predictions/overlays/ (detections per image in $(DEMO_RUN)/predictions.txt)"
 

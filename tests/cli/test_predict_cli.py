@@ -12,7 +12,7 @@ from torch import nn
 
 import seglab
 from seglab.cli.main import main
-from seglab.inference.predictor import collect_inputs, predict_files
+from seglab.inference.predictor import collect_inputs, gt_image_ids, predict_files
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,60 @@ def test_semantic_model_writes_class_index_masks(image_dir, tmp_path):
     record = json.loads((out / "predictions.json").read_text())[0]
     assert record["mask"] == "masks/00000_a.png"
     assert sum(record["class_share"].values()) == pytest.approx(1.0)
+
+
+def write_gt(tmp_path, file_names):
+    images = [{"id": 100 + i, "file_name": name, "height": 32, "width": 32}
+              for i, name in enumerate(file_names)]  # fmt: skip
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
+    return path
+
+
+def test_detector_takes_image_ids_from_the_ground_truth(image_dir, tmp_path):
+    # "sub/a.jpg" matches by its relative path, "val/a.png" by its base name; the entry
+    # listed first is not the first image, so ids do not follow the input order
+    gt = write_gt(tmp_path, ["sub/a.jpg", "other/b.png", "val/a.png"])
+    inputs = collect_inputs([image_dir])
+    ids = gt_image_ids(gt, inputs.images)
+    assert ids == [102, 100]
+    out = tmp_path / "out"
+    predict_files(FixedDetector(), inputs, out, image_ids=ids)
+    results = json.loads((out / "predictions.json").read_text())
+    assert [r["image_id"] for r in results] == [102, 102, 100, 100]
+    images = json.loads((out / "images.json").read_text())
+    assert [(i["id"], i["file_name"]) for i in images] == [
+        (102, str(image_dir / "a.png")), (100, str(image_dir / "sub" / "a.jpg"))]  # fmt: skip
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["00000_a.png", "00001_a.png"]
+
+
+def test_relative_path_decides_between_equal_base_names(tmp_path):
+    gt = write_gt(tmp_path, ["x/a.png", "y/a.png"])
+    assert gt_image_ids(gt, [tmp_path / "y" / "a.png", tmp_path / "x" / "a.png"]) == [101, 100]
+
+
+def test_image_not_in_the_ground_truth_is_refused(classifier_path, image_dir, tmp_path, capsys):
+    gt = write_gt(tmp_path, ["a.png"])
+    line = run_error(capsys, ["predict", str(classifier_path), str(image_dir), "--gt", str(gt),
+                              "--out", str(tmp_path / "o")])  # fmt: skip
+    assert f"{image_dir / 'sub' / 'a.jpg'}: not an image of the ground truth {gt}" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("{", "malformed JSON"), ('{"images": [{"id": 1}]}', "not a COCO ground truth")],
+)
+def test_bad_ground_truth_file(classifier_path, image_dir, tmp_path, capsys, content, message):
+    (tmp_path / "gt.json").write_text(content)
+    gt = tmp_path / "gt.json"
+    line = run_error(capsys, ["predict", str(classifier_path), str(image_dir / "a.png"),
+                              "--gt", str(gt), "--out", str(tmp_path / "o")])  # fmt: skip
+    assert f"{tmp_path / 'gt.json'}: {message}" in line
+
+
+def test_ground_truth_ids_are_for_detectors_only(classifier_path, image_dir, tmp_path, capsys):
+    gt = write_gt(tmp_path, ["a.png"])
+    line = run_error(capsys, ["predict", str(classifier_path), str(image_dir / "a.png"),
+                              "--gt", str(gt), "--out", str(tmp_path / "o")])  # fmt: skip
+    assert "--gt: only detectors write COCO results" in line

@@ -1,6 +1,6 @@
 """Faster / Mask R-CNN through the command line: `seglab train` a tiny model, `seglab eval`
-it, `seglab predict` the val images, and re-score those predictions with
-`seglab eval --gt --pred`: both ways give the same COCO AP."""
+it, `seglab predict --gt` the val images (image ids from the ground truth), and re-score those
+predictions with `seglab eval --gt --pred`: both ways give the same COCO AP."""
 
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ def test_train_eval_predict_rescore(name, tmp_path):
     from_model = json.loads((tmp_path / "m.json").read_text())
 
     out = tmp_path / "predicted"
-    assert main(["predict", model, str(data / "val"), "--out", str(out)]) == 0
+    gt = str(data / "val.json")
+    assert main(["predict", model, str(data / "val"), "--gt", gt, "--out", str(out)]) == 0
     assert len(list((out / "overlays").glob("*.png"))) == 3
-    predictions = with_ground_truth_ids(out, data / "val.json")
-    argv = ["eval", "--gt", str(data / "val.json"), "--pred", str(predictions)]
+    argv = ["eval", "--gt", gt, "--pred", str(out / "predictions.json")]
     assert main([*argv, "--out", str(tmp_path / "f.json")]) == 0
     from_files = json.loads((tmp_path / "f.json").read_text())
 
@@ -60,19 +60,3 @@ def test_train_eval_predict_rescore(name, tmp_path):
         assert from_model[iou_type] == pytest.approx(from_files[iou_type], abs=1e-9)
     assert from_model["bbox"]["AP50"] > 0  # some detections hit: the comparison is not 0 = 0
     assert from_model["loss"] > 0
-
-
-def with_ground_truth_ids(predicted, gt_path):
-    """`seglab predict` numbers images in input order (images.json maps id -> file); give
-    each result the id of its file in the ground truth."""
-    gt_ids = {
-        image["file_name"]: image["id"] for image in json.loads(gt_path.read_text())["images"]
-    }
-    files = json.loads((predicted / "images.json").read_text())
-    id_of = {entry["id"]: gt_ids[entry["file_name"].rsplit("/", 1)[-1]] for entry in files}
-    results = json.loads((predicted / "predictions.json").read_text())
-    for result in results:
-        result["image_id"] = id_of[result["image_id"]]
-    path = predicted / "predictions_gt_ids.json"
-    path.write_text(json.dumps(results))
-    return path

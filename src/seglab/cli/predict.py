@@ -15,8 +15,8 @@ def add_parser(subparsers) -> None:
         "or folders (searched recursively; non-image files in a folder are skipped). "
         "Classifier: prints the top-k classes and writes predictions.json. Detectors: "
         "predictions.json in the COCO results format (image_id = running index of the "
-        "image; images.json maps ids to files) and overlays/. Semantic models: masks/ "
-        "(class-index PNGs), overlays/ and predictions.json.",
+        "image, or its id in --gt; images.json maps ids to files) and overlays/. "
+        "Semantic models: masks/ (class-index PNGs), overlays/ and predictions.json.",
     )
     parser.add_argument("model", metavar="MODEL", help="RUN/model.safetensors")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders")
@@ -25,6 +25,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--score-threshold", type=float, default=0.5, help="detections drawn and counted (0.5)"
     )
+    parser.add_argument(
+        "--gt",
+        metavar="GT.json",
+        help="detectors: COCO ground truth whose image ids to use (matched by file_name), "
+        "so that predictions.json can be scored with seglab eval --gt GT.json --pred",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.set_defaults(func=run)
 
@@ -32,17 +38,18 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from seglab.engine.trainer import resolve_device
     from seglab.errors import UserError
-    from seglab.inference.predictor import collect_inputs, predict_files
+    from seglab.inference.predictor import collect_inputs, gt_image_ids, predict_files
     from seglab.models.zoo import load_model
 
     if args.top_k < 1:
         raise UserError(f"--top-k {args.top_k}: must be at least 1")
     inputs = collect_inputs(args.inputs)
+    image_ids = gt_image_ids(args.gt, inputs.images) if args.gt else None
     model = load_model(args.model)
     out_dir = Path(args.out)
     predictions = predict_files(
         model, inputs, out_dir, top_k=args.top_k, score_threshold=args.score_threshold,
-        device=resolve_device(args.device),
+        device=resolve_device(args.device), image_ids=image_ids,
     )  # fmt: skip
     for prediction in predictions:
         print(prediction.line)

@@ -7,7 +7,8 @@ Dispatch on `model.task`:
 - detection / instance: `predictions.json` in the COCO results format (a list of
   `{"image_id", "category_id", "bbox" [x, y, w, h], "score"[, "segmentation" RLE]}`, ready
   for `seglab eval --pred`), where `image_id` is the image's running index in the order
-  given; `images.json` maps those ids to files (`[{"id", "file_name", "height", "width"}]`);
+  given, or, with a COCO ground truth (`gt_image_ids`), the id of its file there;
+  `images.json` maps those ids to files (`[{"id", "file_name", "height", "width"}]`);
   `overlays/` holds the images with their boxes (and masks) drawn;
 - semantic: `masks/` holds one class-index PNG per image (0 background),
   `overlays/` the class maps over the images, `predictions.json` the pixel share of each class.
@@ -18,9 +19,10 @@ not collide. Every file is written atomically.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import PIL.Image
@@ -32,7 +34,7 @@ from seglab.data.config import DataConfig
 from seglab.data.images import IMAGE_SUFFIXES, load_image
 from seglab.data.transforms import build_transforms
 from seglab.engine.io import atomic_write_json
-from seglab.errors import UserError
+from seglab.errors import UserError, require_file
 
 
 @dataclass
@@ -66,6 +68,48 @@ def collect_inputs(paths: list[str | Path]) -> Inputs:
     if not inputs.images:
         raise UserError(f"{', '.join(map(str, paths))}: no image files found")
     return inputs
+
+
+def gt_image_ids(gt_path: str | Path, images: list[Path]) -> list[int]:
+    """The id of each of `images` in the COCO ground truth `gt_path`.
+
+    An image matches the entry whose `file_name` (relative to the split folder in the COCO
+    layout, e.g. `000001.png` or `sub/x.png`) ends its path; failing that, the one entry with
+    its base name. An image that matches no entry is a UserError.
+    """
+    entries = _gt_images(gt_path)
+    by_parts = {PurePosixPath(e["file_name"]).parts: e["id"] for e in entries}
+    by_name: dict[str, list[int]] = {}
+    for entry in entries:
+        by_name.setdefault(PurePosixPath(entry["file_name"]).name, []).append(entry["id"])
+    ids = []
+    for path in images:
+        suffixes = (path.parts[-n:] for n in range(len(path.parts), 0, -1))
+        found = next((by_parts[tail] for tail in suffixes if tail in by_parts), None)
+        if found is None and len(by_name.get(path.name, [])) == 1:
+            found = by_name[path.name][0]
+        if found is None:
+            raise UserError(f"{path}: not an image of the ground truth {gt_path} (no "
+                            f"'file_name' ends with {path.name!r}); predict only its images "
+                            "or leave out --gt")  # fmt: skip
+        ids.append(found)
+    return ids
+
+
+def _gt_images(gt_path: str | Path) -> list[dict]:
+    """The `images` entries of a COCO ground-truth file, each with `id` and `file_name`."""
+    path = require_file(gt_path, "ground-truth file")
+    try:
+        gt = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: malformed JSON ({error})") from None
+    entries = gt.get("images") if isinstance(gt, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and "id" in e and isinstance(e.get("file_name"), str) for e in entries
+    ):
+        raise UserError(f"{path}: not a COCO ground truth (needs an 'images' list whose "
+                        "entries have 'id' and 'file_name')")  # fmt: skip
+    return entries
 
 
 def read_image(path: Path, channels: int, inputs: Inputs) -> Tensor | None:
@@ -104,10 +148,11 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Job:
-    """One image to predict: where it came from, its running index and output name."""
+    """One image to predict: where it came from, its running index, id and output name."""
 
     path: Path
     index: int
+    image_id: int  # the running index, or the image's id in the COCO ground truth
     out_dir: Path
     top_k: int
     score_threshold: float
@@ -125,10 +170,19 @@ def predict_files(
     top_k: int = 3,
     score_threshold: float = 0.5,
     device: torch.device | str = "cpu",
+    image_ids: list[int] | None = None,
 ) -> list[Prediction]:
-    """Predict every image of `inputs`, write the outputs under `out_dir`, return the lines."""
+    """Predict every image of `inputs`, write the outputs under `out_dir`, return the lines.
+
+    `image_ids` (one per image of `inputs`, see `gt_image_ids`) replace the running index as
+    the detectors' COCO `image_id`.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out is a file; give a folder")
+    if image_ids is not None and model.task not in ("detection", "instance"):
+        raise UserError(f"--gt: only detectors write COCO results; this model's task is "
+                        f"{model.task}, so leave out --gt")  # fmt: skip
+    image_ids = image_ids if image_ids is not None else list(range(len(inputs.images)))
     model = model.to(device).eval()
     channels = int(getattr(model, "arch_args", {}).get("in_channels", 3))
     predict_one, prepare = _PREDICTORS[model.task], preprocessor(model)
@@ -137,7 +191,7 @@ def predict_files(
         for index, path in enumerate(inputs.images):
             image = read_image(path, channels, inputs)
             if image is not None:
-                job = Job(path, index, out_dir, top_k, score_threshold)
+                job = Job(path, index, image_ids[index], out_dir, top_k, score_threshold)
                 predictions.append(predict_one(model, prepare(image).to(device), job))
     _write_summary(model, predictions, out_dir)
     return predictions
@@ -159,7 +213,7 @@ def _detect(model: nn.Module, image: Tensor, job: Job) -> Prediction:
     from seglab.inference.visualize import draw_detections, save_image
 
     output = {key: value.cpu() for key, value in model([image])[0].items()}
-    results = to_coco_results([output], [job.index], _category_ids(model))
+    results = to_coco_results([output], [job.image_id], _category_ids(model))
     overlay = draw_detections(
         image.cpu(), output, model.class_names, score_threshold=job.score_threshold
     )
@@ -168,7 +222,7 @@ def _detect(model: nn.Module, image: Tensor, job: Job) -> Prediction:
     found = ", ".join(f"{_label_of(model, r)} {r['score']:.2f}" for r in kept[:10])
     line = f"{job.path}: {len(kept)} detections >= {job.score_threshold}"
     height, width = image.shape[-2:]
-    entry = {"id": job.index, "file_name": str(job.path), "height": height, "width": width}
+    entry = {"id": job.image_id, "file_name": str(job.path), "height": height, "width": width}
     return Prediction(
         job.path, f"{line} ({found})" if found else line, {"results": results, "image": entry}
     )
