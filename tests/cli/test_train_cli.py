@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 
 from seglab.cli.main import main
@@ -134,3 +135,29 @@ def test_interrupted_run_says_how_to_resume(shapes_root, tmp_path, capsys, monke
     assert main(args) == 130
     err = capsys.readouterr().err
     assert "rerun the same command to resume from step 1" in err
+
+
+def test_unknown_detector_key_is_refused_before_anything_is_built(tmp_path, capsys):
+    out = tmp_path / "run"
+    line = error_of(capsys, ["train", "mask_rcnn_r18_fpn_shapes", "--out", str(out), "--set",
+                             "model.bogus=1", "--set", f"data.root={tmp_path}"])  # fmt: skip
+    assert "unknown key 'model.bogus'; valid keys: " in line
+    assert "backbone" in line and "mask_head_channels" in line
+    assert not out.exists()  # refused while reading the config: no run folder, no data read
+
+
+def test_resume_from_a_checkpoint_that_does_not_fit_the_model(shapes_root, tmp_path, capsys):
+    path = write_config(tmp_path, shapes_root)
+    out = tmp_path / "r"
+    assert main(["train", path, "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    # what a checkpoint written by older architecture code looks like: a renamed layer
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    first = next(iter(checkpoint["model"]))
+    checkpoint["model"]["old." + first] = checkpoint["model"].pop(first)
+    torch.save(checkpoint, out / "checkpoint.pt")
+    line = error_of(capsys, ["train", path, "--out", str(out), *TINY,
+                             "--set", "train.max_steps=3"])  # fmt: skip
+    assert f"{out / 'checkpoint.pt'}: does not match the model" in line
+    assert f"missing keys: {first}" in line and f"unexpected keys: old.{first}" in line
+    assert "delete the checkpoint" in line

@@ -70,3 +70,19 @@ def test_damaged_checkpoint_is_a_user_error(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="checkpoint.pt: not a readable seglab checkpoint"):
         checkpoint_step(tmp_path)
+
+
+def test_checkpoint_of_another_model_is_a_user_error(tmp_path):
+    model, optimizer, scheduler = parts()
+    state = RunState(step=3)
+    save_checkpoint(tmp_path / "checkpoint.pt", model=model, optimizer=optimizer,
+                    scheduler=scheduler, state=state, data_order={"epoch": 0})  # fmt: skip
+    wider = torch.nn.Linear(3, 5)
+    optimizer = torch.optim.SGD(wider.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with pytest.raises(UserError) as error:
+        load_checkpoint(tmp_path / "checkpoint.pt", model=wider, optimizer=optimizer,
+                        scheduler=scheduler)  # fmt: skip
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'checkpoint.pt'}: does not match the model (")
+    assert "weight (2, 3) vs (5, 3)" in message and "delete the checkpoint" in message

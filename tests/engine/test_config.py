@@ -164,3 +164,21 @@ def test_num_classes_that_disagrees_with_the_data(tmp_path):
     config = load_config(write(tmp_path, minimal()), ["model.num_classes=5"])
     with pytest.raises(UserError, match="model.num_classes must be 3, not 5"):
         resolve_num_classes(config, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("cnn", ["widths", "activation"]),
+        ("faster_rcnn", ["backbone", "fpn_channels", "rpn_nms_thresh", "box_score_thresh"]),
+        ("mask_rcnn", ["backbone", "mask_head_channels", "detections_per_img"]),
+        ("unet", ["base_channels", "depth", "padding", "upsampling"]),
+    ],
+)
+def test_unknown_model_key_lists_each_builders_keys(tmp_path, name, valid):
+    raw = minimal(model={"name": name})
+    with pytest.raises(UserError, match=r"unknown key 'model\.bogus'; valid keys: ") as error:
+        load_config(write(tmp_path, raw), ["model.bogus=1"])
+    listed = str(error.value).split("valid keys: ")[1].split(", ")
+    assert set(valid) <= set(listed) and "num_classes" not in listed
+    assert len(str(error.value).splitlines()) == 1

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 import seglab
 from seglab.errors import UserError
@@ -12,6 +17,7 @@ from seglab.models.zoo import (
     MODEL_TASKS,
     builder_parameters,
     model_task,
+    parameter_names,
     read_metadata,
 )
 
@@ -65,3 +71,73 @@ def test_not_a_model_file(tmp_path):
         seglab.load_model(tmp_path / "x.safetensors")
     with pytest.raises(UserError, match="model file not found"):
         seglab.load_model(tmp_path / "missing.safetensors")
+
+
+def test_lazy_builders_state_their_arguments():
+    from seglab.models.detection.builders import DetectorOptions
+    from seglab.models.segmentation.unet import UNet
+
+    options = [f.name for f in dataclasses.fields(DetectorOptions)]
+    assert builder_parameters("faster_rcnn") == builder_parameters("mask_rcnn") == options
+    assert builder_parameters("unet") == parameter_names(UNet)
+    signature = inspect.signature(MODEL_BUILDERS["mask_rcnn"])
+    assert signature.parameters["backbone"].default == "resnet50"
+    assert signature.parameters["backbone"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_parameter_names_of_a_dataclass_and_of_callables():
+    @dataclasses.dataclass
+    class Options:
+        width: int
+        depth: int = 2
+        derived: int = dataclasses.field(init=False, default=0)
+
+    def builder(a, *rest, b=1, **extra):
+        return a
+
+    assert parameter_names(Options) == ["width", "depth"]
+    assert parameter_names(builder) == ["a", "b"]
+
+
+def saved_with_weights(tmp_path, change):
+    model = seglab.build_model("cnn", num_classes=2, widths=[4])
+    path = tmp_path / "m.safetensors"
+    seglab.save_model(model, path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    change(state)
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+def test_weights_that_do_not_fit_the_rebuilt_model(tmp_path):
+    def drop_one(state):
+        state.pop(sorted(state)[0])
+        state["extra.weight"] = torch.zeros(1)
+
+    path = saved_with_weights(tmp_path, drop_one)
+    with pytest.raises(UserError, match="does not match the model") as error:
+        seglab.load_model(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "unexpected keys: extra.weight" in message
+    assert "missing keys: " in message and "retrain it" in message
+
+
+def test_predict_and_eval_refuse_weights_that_do_not_fit(tmp_path, capsys):
+    def resize(state):
+        name = next(key for key in sorted(state) if key.endswith("weight"))
+        state[name] = torch.zeros(1, *state[name].shape[1:])
+
+    from PIL import Image
+
+    from seglab.cli.main import main
+
+    path = saved_with_weights(tmp_path, resize)
+    Image.new("RGB", (16, 16)).save(tmp_path / "x.png")
+    for argv in (["predict", str(path), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")],
+                 ["eval", str(path), "--data", str(tmp_path)]):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{path}: does not match the model" in err[0]
+        assert "shapes saved vs expected" in err[0]

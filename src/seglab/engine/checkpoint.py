@@ -20,6 +20,7 @@ from torch import nn
 
 from seglab.engine.io import atomic_torch_save
 from seglab.errors import UserError
+from seglab.models.zoo import load_weights
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -64,7 +65,8 @@ def load_checkpoint(
 ) -> RunState:
     """Restore model, optimizer, scheduler and generators in place; return the run state."""
     checkpoint = read_checkpoint(path)
-    model.load_state_dict(checkpoint["model"])
+    remedy = "start a new RUN (--out) or delete the checkpoint to train this one from scratch"
+    load_weights(model, checkpoint["model"], path, remedy=remedy)
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_states(checkpoint["rng"])

@@ -7,6 +7,8 @@ keyword arguments and the class names (without background).
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import inspect
 import json
 from collections.abc import Callable
@@ -23,29 +25,46 @@ from seglab.errors import UserError, require_file
 from seglab.models.classification.cnn import build_cnn
 
 
-def _build_unet(**kwargs: Any) -> nn.Module:
-    from seglab.models.segmentation.unet import build_unet
+def parameter_names(target: Callable[..., Any] | type) -> list[str]:
+    """The keyword names `target` (a dataclass, or any callable) accepts, in order.
 
-    return build_unet(**kwargs)
-
-
-def _build_faster_rcnn(**kwargs: Any) -> nn.Module:
-    from seglab.models.detection.builders import build_faster_rcnn
-
-    return build_faster_rcnn(**kwargs)
-
-
-def _build_mask_rcnn(**kwargs: Any) -> nn.Module:
-    from seglab.models.detection.builders import build_mask_rcnn
-
-    return build_mask_rcnn(**kwargs)
+    A dataclass gives its `__init__` fields; `*args` and `**kwargs` are left out.
+    """
+    if dataclasses.is_dataclass(target):
+        return [f.name for f in dataclasses.fields(target) if f.init]
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    parameters = inspect.signature(target).parameters.values()
+    return [p.name for p in parameters if p.kind not in variadic]
 
 
+class _LazyBuilder:
+    """`module.builder(**kwargs)`, imported on first call so that `import seglab` stays light.
+
+    Its signature is that of `parameters` in the same module (the dataclass or class the
+    builder passes its keyword arguments to), so that recipes can be checked without building.
+    """
+
+    def __init__(self, module: str, builder: str, parameters: str) -> None:
+        self.module, self.builder, self.parameters = module, builder, parameters
+
+    def __call__(self, **kwargs: Any) -> nn.Module:
+        return getattr(importlib.import_module(self.module), self.builder)(**kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        target = getattr(importlib.import_module(self.module), self.parameters)
+        names = parameter_names(target)
+        parameters = inspect.signature(target).parameters.values()
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        return inspect.Signature([p.replace(kind=keyword) for p in parameters if p.name in names])
+
+
+_DETECTION = "seglab.models.detection.builders"
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "cnn": build_cnn,
-    "faster_rcnn": _build_faster_rcnn,
-    "mask_rcnn": _build_mask_rcnn,
-    "unet": _build_unet,
+    "faster_rcnn": _LazyBuilder(_DETECTION, "build_faster_rcnn", "DetectorOptions"),
+    "mask_rcnn": _LazyBuilder(_DETECTION, "build_mask_rcnn", "DetectorOptions"),
+    "unet": _LazyBuilder("seglab.models.segmentation.unet", "build_unet", "UNet"),
 }
 
 
@@ -70,15 +89,16 @@ def model_task(name: str) -> str:
 def builder_parameters(name: str) -> list[str] | None:
     """The keyword arguments the builder of `name` accepts, or None when it cannot tell.
 
-    A builder that takes `**kwargs` (a lazy wrapper) cannot be read unless it states its
-    arguments in `__signature__` (as `build_cnn` does); `build_model` still turns an unknown
-    argument into a UserError when it builds.
+    Builders state their arguments in their signature (`build_cnn` in `__signature__`, the
+    lazy wrappers from their options); one that still takes bare `**kwargs` cannot be read,
+    and `build_model` then turns an unknown argument into a UserError when it builds.
     """
     _check_name(name)
-    parameters = inspect.signature(MODEL_BUILDERS[name]).parameters.values()
+    builder = MODEL_BUILDERS[name]
+    parameters = inspect.signature(builder).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None
-    return [p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    return parameter_names(builder)
 
 
 def _check_name(name: str) -> None:
@@ -157,8 +177,54 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     model = build_model(metadata["arch"], **metadata["args"])
     with safe_open(str(path), framework="pt", device=str(map_location)) as handle:
         state = {key: handle.get_tensor(key) for key in handle.keys()}
-    model.load_state_dict(state)
+    load_weights(
+        model, state, path,
+        remedy="it was saved by other model code; retrain it or save it again from a model "
+        "that matches",
+    )  # fmt: skip
     model.class_names = metadata["classes"]
     model.config = metadata["config"]
     model.category_ids = metadata["category_ids"]  # None unless trained on COCO data
     return model.eval()
+
+
+def load_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, *, remedy: str
+) -> None:
+    """`model.load_state_dict(state)`, or a UserError naming `source` when they do not fit.
+
+    Weights that do not fit (the architecture code changed, or another model wrote them)
+    are a file the user gave, not a bug: say which keys and shapes differ and `remedy`.
+    """
+    problems = weight_mismatch(model.state_dict(), state)
+    if problems:
+        raise UserError(f"{source}: does not match the model ({problems}); {remedy}")
+    model.load_state_dict(state)
+
+
+def weight_mismatch(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], *, shown: int = 3
+) -> str:
+    """What differs between two state dicts ("" when they fit), the first `shown` of each."""
+
+    def first(items: list[str]) -> str:
+        more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+        return ", ".join(items[:shown]) + more
+
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    resized = [
+        f"{key} {tuple(given[key].shape)} vs {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in given and given[key].shape != value.shape
+    ]
+    parts = [
+        f"{what}: {first(items)}"
+        for what, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shapes saved vs expected", resized),
+        )
+        if items
+    ]
+    return "; ".join(parts)
