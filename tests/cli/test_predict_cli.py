@@ -12,6 +12,7 @@ from torch import nn
 
 import seglab
 from seglab.cli.main import main
+from seglab.errors import UserError
 from seglab.inference.predictor import collect_inputs, gt_image_ids, predict_files
 
 
@@ -167,6 +168,8 @@ def test_detector_takes_image_ids_from_the_ground_truth(image_dir, tmp_path):
 def test_relative_path_decides_between_equal_base_names(tmp_path):
     gt = write_gt(tmp_path, ["x/a.png", "y/a.png"])
     assert gt_image_ids(gt, [tmp_path / "y" / "a.png", tmp_path / "x" / "a.png"]) == [101, 100]
+    with pytest.raises(UserError, match=r"z/a.png: several images of the ground truth .* 'a.png'"):
+        gt_image_ids(gt, [tmp_path / "z" / "a.png"])
 
 
 def test_image_not_in_the_ground_truth_is_refused(classifier_path, image_dir, tmp_path, capsys):

@@ -88,6 +88,10 @@ def gt_image_ids(gt_path: str | Path, images: list[Path]) -> list[int]:
         found = next((by_parts[tail] for tail in suffixes if tail in by_parts), None)
         if found is None and len(by_name.get(path.name, [])) == 1:
             found = by_name[path.name][0]
+        if found is None and path.name in by_name:
+            raise UserError(f"{path}: several images of the ground truth {gt_path} are named "
+                            f"{path.name!r}; keep the folders of their 'file_name's in the "
+                            "paths given")  # fmt: skip
         if found is None:
             raise UserError(f"{path}: not an image of the ground truth {gt_path} (no "
                             f"'file_name' ends with {path.name!r}); predict only its images "
