@@ -1,8 +1,10 @@
-"""`seglab predict`: classifier top-k + JSON; detector COCO results; semantic class maps."""
+"""`seglab predict`: classifier top-k + JSON; detector COCO results; semantic class maps
+(tiled) or instances as COCO results."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,4 +198,158 @@ def test_ground_truth_ids_are_for_detectors_only(classifier_path, image_dir, tmp
     gt = write_gt(tmp_path, ["a.png"])
     line = run_error(capsys, ["predict", str(classifier_path), str(image_dir / "a.png"),
                               "--gt", str(gt), "--out", str(tmp_path / "o")])  # fmt: skip
-    assert "--gt: only detectors write COCO results" in line
+    assert "--gt: only detectors and --instances write COCO results" in line
+
+
+def save_unet(path, **arch):
+    """A tiny U-Net with weights of our own (He-normal, small random biases: few exact ties),
+    so that what these tests see does not hang on the U-Net's default initialisation."""
+    torch.manual_seed(0)
+    model = seglab.build_model("unet", base_channels=4, depth=2, norm="none", **arch)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.normal_(module.bias, std=0.1)
+    model.class_names = [f"c{k}" for k in range(1, arch.get("num_classes", 2))]
+    seglab.save_model(model.eval(), path)
+    return seglab.load_model(path).eval()
+
+
+def whole_image_probabilities(model, image):
+    """One forward pass of a valid U-Net on the image mirror-padded to an allowed size."""
+    from seglab.models.segmentation.unet import valid_margin, valid_output_size
+
+    margin, (height, width) = valid_margin(model.depth), image.shape[-2:]
+    extra = [next(e for e in range(64) if valid_output_size(side + 2 * margin + e, model.depth))
+             for side in (height, width)]  # fmt: skip
+    padded = np.pad(image.numpy(), ((0, 0), (margin, margin + extra[0]),
+                                    (margin, margin + extra[1])), mode="reflect")  # fmt: skip
+    with torch.no_grad():
+        logits = model([torch.from_numpy(padded)])[0]["logits"]
+    return logits.softmax(dim=0)[:, :height, :width]
+
+
+def random_png(path, size_hw, seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size_hw, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+
+
+def test_valid_unet_tiled_class_map_equals_whole_image_prediction(tmp_path):
+    from seglab.models.segmentation.unet import valid_output_size
+
+    model = save_unet(tmp_path / "unet.safetensors", num_classes=3, padding="valid")
+    image = random_png(tmp_path / "big.png", (70, 90))
+    assert valid_output_size(60, 2) < 70  # --tile-size 60: several tiles across the image
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "unet.safetensors"), str(tmp_path / "big.png"),
+                 "--tile-size", "60", "--out", str(out)]) == 0  # fmt: skip
+    class_map = np.asarray(Image.open(out / "masks" / "00000_big.png"))
+    probabilities = whole_image_probabilities(model, image)
+    top2 = probabilities.topk(2, dim=0).values
+    clear = (top2[0] - top2[1] > 1e-4).numpy()  # pixels whose argmax float error cannot flip
+    assert class_map.shape == (70, 90) and clear.mean() > 0.95
+    np.testing.assert_array_equal(class_map[clear], probabilities.argmax(0).numpy()[clear])
+
+
+def test_same_unet_uses_tile_size_and_overlap_and_small_images_go_whole(tmp_path):
+    from seglab.inference.tiling import predict_tiled
+
+    model = save_unet(tmp_path / "unet.safetensors", num_classes=3)
+    big = random_png(tmp_path / "big.png", (64, 80), seed=1)
+    small = random_png(tmp_path / "small.png", (24, 30), seed=2)  # fits in one 32 px tile
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "unet.safetensors"), str(tmp_path / "big.png"),
+                 str(tmp_path / "small.png"), "--tile-size", "32", "--overlap", "8",
+                 "--out", str(out)]) == 0  # fmt: skip
+    expected = predict_tiled(model, big, tile_size=32, overlap=8).argmax(0).numpy()
+    whole = predict_tiled(model, big, tile_size=80).argmax(0).numpy()
+    assert (expected != whole).any()  # the tiling is visible, so the options were used
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "masks" / "00000_big.png")), expected)
+    with torch.no_grad():
+        probabilities = model([small])[0]["logits"].softmax(0)  # one pass on the whole image
+    small_map = np.asarray(Image.open(out / "masks" / "00001_small.png"))
+    top2 = probabilities.topk(2, dim=0).values
+    clear = (top2[0] - top2[1] > 1e-5).numpy()
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(small_map[clear], probabilities.argmax(0).numpy()[clear])
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    from seglab.data.shapes import generate_shapes
+
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), task="instance", train=1, val=2,
+                           size=64)  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["components", "watershed"])
+def test_instances_write_coco_results_that_seglab_eval_scores(
+    shapes_root, tmp_path, capsys, method
+):
+    from seglab.data import DataConfig, build_dataset
+    from seglab.inference.instances import coco_instance_results
+
+    dataset = build_dataset(DataConfig(root=str(shapes_root), image_size=64), "val",
+                            task="semantic", train=False)  # fmt: skip
+    model_path = tmp_path / "unet.safetensors"
+    model = save_unet(model_path, num_classes=len(dataset.class_names) + 1)
+    out, gt = tmp_path / "out", shapes_root / "val.json"
+    assert main(["predict", str(model_path), str(shapes_root / "val"), "--instances", method,
+                 "--gt", str(gt), "--out", str(out)]) == 0  # fmt: skip
+    assert "instances >= 0.5" in capsys.readouterr().out
+    results = json.loads((out / "predictions.json").read_text())
+    expected = coco_instance_results(model, dataset, tile_size=256, method=method)
+    assert results and len(results) == len(expected)
+
+    def key(result):
+        return result["image_id"], -result["score"], result["bbox"]
+
+    for got, want in zip(sorted(results, key=key), sorted(expected, key=key), strict=True):
+        assert got == {**want, "score": pytest.approx(want["score"], abs=1e-6)}
+    gt_ids = {image["file_name"]: image["id"] for image in json.loads(gt.read_text())["images"]}
+    images = json.loads((out / "images.json").read_text())
+    assert {Path(i["file_name"]).name: i["id"] for i in images} == gt_ids
+    assert len(list((out / "overlays").iterdir())) == 2 and not (out / "masks").exists()
+    assert main(["eval", "--gt", str(gt), "--pred", str(out / "predictions.json"),
+                 "--iou-type", "segm"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    from seglab.evaluation.coco import evaluate_coco
+
+    ap = evaluate_coco(json.loads(gt.read_text()), expected, "segm")["AP"]
+    assert "AP" in printed and (f"{ap:.3f}" in printed or ap == -1)
+
+
+def test_instances_on_a_detector_is_refused(image_dir, tmp_path):
+    with pytest.raises(UserError, match="--instances: only semantic models .* task is detection"):
+        predict_files(FixedDetector(), collect_inputs([image_dir]), tmp_path / "o",
+                      instances="components")  # fmt: skip
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [(["--instances", "watershed"], "--instances: only semantic models (U-Net) are split into "
+      "instances; this model's task is classification"),
+     (["--tile-size", "64"], "--tile-size/--overlap: only semantic models are predicted in tiles"),
+     (["--overlap", "8"], "--tile-size/--overlap: only semantic models")],
+)  # fmt: skip
+def test_semantic_options_on_a_classifier_are_refused(
+    classifier_path, image_dir, tmp_path, capsys, options, message
+):
+    line = run_error(capsys, ["predict", str(classifier_path), str(image_dir / "a.png"),
+                              "--out", str(tmp_path / "o"), *options])  # fmt: skip
+    assert message in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_tiles_and_gt_without_instances_on_a_unet(image_dir, tmp_path, capsys):
+    save_unet(tmp_path / "unet.safetensors", num_classes=2)
+    args = ["predict", str(tmp_path / "unet.safetensors"), str(image_dir / "a.png"),
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    line = run_error(capsys, [*args, "--tile-size", "32", "--overlap", "32"])
+    assert "--tile-size 32 --overlap 32: need a tile size >= 1 and 0 <= overlap < tile size" in line
+    gt = write_gt(tmp_path, ["a.png"])
+    line = run_error(capsys, [*args, "--gt", str(gt)])
+    assert "this model's task is semantic, so leave out --gt (or add --instances)" in line
+    assert not (tmp_path / "o").exists()

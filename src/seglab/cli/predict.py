@@ -16,7 +16,9 @@ def add_parser(subparsers) -> None:
         "Classifier: prints the top-k classes and writes predictions.json. Detectors: "
         "predictions.json in the COCO results format (image_id = running index of the "
         "image, or its id in --gt; images.json maps ids to files) and overlays/. "
-        "Semantic models: masks/ (class-index PNGs), overlays/ and predictions.json.",
+        "Semantic models (predicted tile by tile, any image size): masks/ (class-index "
+        "PNGs), overlays/ and predictions.json; with --instances, object instances written "
+        "as a detector's (COCO results for seglab eval --iou-type segm).",
     )
     parser.add_argument("model", metavar="MODEL", help="RUN/model.safetensors")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders")
@@ -28,8 +30,30 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--gt",
         metavar="GT.json",
-        help="detectors: COCO ground truth whose image ids to use (matched by file_name), "
-        "so that predictions.json can be scored with seglab eval --gt GT.json --pred",
+        help="detectors and --instances: COCO ground truth whose image ids to use (matched "
+        "by file_name), so that predictions.json can be scored with seglab eval --gt GT.json "
+        "--pred",
+    )
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        metavar="N",
+        help="semantic models: side of the tiles each image is predicted in (default 256; a "
+        "valid-padding U-Net rounds it down to an allowed input size); a smaller image goes "
+        "whole",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=int,
+        metavar="N",
+        help="semantic models: pixels shared by neighbouring tiles (default min(32, tile/4); "
+        "valid-padding tiles abut exactly and ignore it)",
+    )
+    parser.add_argument(
+        "--instances",
+        choices=("components", "watershed"),
+        help="semantic models: split the foreground into object instances (connected "
+        "components, or watershed to separate touching objects) and write COCO results",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.set_defaults(func=run)
@@ -46,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args.inputs)
     image_ids = gt_image_ids(args.gt, inputs.images) if args.gt else None
     model = load_model(args.model)
+    options = {"tile_size": args.tile_size, "overlap": args.overlap, "instances": args.instances}
     out_dir = Path(args.out)
     predictions = predict_files(
         model, inputs, out_dir, top_k=args.top_k, score_threshold=args.score_threshold,
-        device=resolve_device(args.device), image_ids=image_ids,
+        device=resolve_device(args.device), image_ids=image_ids, **options,
     )  # fmt: skip
     for prediction in predictions:
         print(prediction.line)

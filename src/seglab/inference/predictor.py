@@ -10,8 +10,16 @@ Dispatch on `model.task`:
   given, or, with a COCO ground truth (`gt_image_ids`), the id of its file there;
   `images.json` maps those ids to files (`[{"id", "file_name", "height", "width"}]`);
   `overlays/` holds the images with their boxes (and masks) drawn;
-- semantic: `masks/` holds one class-index PNG per image (0 background),
-  `overlays/` the class maps over the images, `predictions.json` the pixel share of each class.
+- semantic: the image is predicted tile by tile (`seglab.predict_tiled`, so any size fits in
+  bounded memory; an image no larger than a tile goes whole), then either
+  - `masks/` holds one class-index PNG per image (0 background, the argmax of the class
+    probabilities), `overlays/` the class maps over the images, `predictions.json` the pixel
+    share of each class; or, with `instances` ("components" or "watershed"),
+  - the foreground probabilities are split into object instances
+    (`seglab.inference.instances`) and written exactly as a detector's: COCO results in
+    `predictions.json` (image ids as above, `gt_image_ids` included), `images.json`, and
+    `overlays/` with the instances drawn, so that `seglab eval --gt --pred --iou-type segm`
+    scores a U-Net on the same instance AP as Mask R-CNN.
 
 Output files are named `<index>_<stem>.png` so that equal names from different folders do
 not collide. Every file is written atomically.
@@ -35,6 +43,9 @@ from seglab.data.images import IMAGE_SUFFIXES, load_image
 from seglab.data.transforms import build_transforms
 from seglab.engine.io import atomic_write_json
 from seglab.errors import UserError, require_file
+
+DEFAULT_TILE_SIZE = 256  # semantic models: side of the tiles (`predict_tiled`'s default)
+DEFAULT_OVERLAP = 32  # pixels shared by neighbouring tiles (same padding)
 
 
 @dataclass
@@ -160,6 +171,9 @@ class Job:
     out_dir: Path
     top_k: int
     score_threshold: float
+    tile_size: int = DEFAULT_TILE_SIZE
+    overlap: int = DEFAULT_OVERLAP
+    instances: str | None = None  # semantic models: "components" / "watershed", or class maps
 
     @property
     def name(self) -> str:
@@ -175,17 +189,23 @@ def predict_files(
     score_threshold: float = 0.5,
     device: torch.device | str = "cpu",
     image_ids: list[int] | None = None,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    instances: str | None = None,
 ) -> list[Prediction]:
     """Predict every image of `inputs`, write the outputs under `out_dir`, return the lines.
 
     `image_ids` (one per image of `inputs`, see `gt_image_ids`) replace the running index as
-    the detectors' COCO `image_id`.
+    the COCO `image_id` of detectors and of `instances`. Semantic models only: `tile_size`
+    (default 256) and `overlap` (default 32) as in `seglab.predict_tiled`; `instances`
+    ("components" or "watershed") writes COCO instance results instead of class maps.
     """
+    check_options(model, tile_size=tile_size, overlap=overlap, instances=instances,
+                  gt=image_ids is not None)  # fmt: skip
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out is a file; give a folder")
-    if image_ids is not None and model.task not in ("detection", "instance"):
-        raise UserError(f"--gt: only detectors write COCO results; this model's task is "
-                        f"{model.task}, so leave out --gt")  # fmt: skip
+    tile_size = DEFAULT_TILE_SIZE if tile_size is None else tile_size
+    overlap = min(DEFAULT_OVERLAP, tile_size // 4) if overlap is None else overlap
     image_ids = image_ids if image_ids is not None else list(range(len(inputs.images)))
     model = model.to(device).eval()
     channels = int(getattr(model, "arch_args", {}).get("in_channels", 3))
@@ -195,10 +215,42 @@ def predict_files(
         for index, path in enumerate(inputs.images):
             image = read_image(path, channels, inputs)
             if image is not None:
-                job = Job(path, index, image_ids[index], out_dir, top_k, score_threshold)
+                job = Job(path, index, image_ids[index], out_dir, top_k, score_threshold,
+                          tile_size, overlap, instances)  # fmt: skip
                 predictions.append(predict_one(model, prepare(image).to(device), job))
-    _write_summary(model, predictions, out_dir)
+    _write_summary(predictions, out_dir, coco=model.task != "classification" and
+                   (model.task != "semantic" or instances is not None))  # fmt: skip
     return predictions
+
+
+def check_options(
+    model: nn.Module,
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    instances: str | None = None,
+    gt: bool = False,
+) -> None:
+    """Refuse options that do not fit the model's task (UserError, before any work)."""
+    from seglab.inference.instances import METHODS
+
+    task = model.task
+    if instances is not None and task != "semantic":
+        raise UserError(f"--instances: only semantic models (U-Net) are split into instances; "
+                        f"this model's task is {task}, so leave out --instances")  # fmt: skip
+    if instances is not None and instances not in METHODS:
+        raise UserError(f"--instances {instances}: not one of {', '.join(METHODS)}")
+    if (tile_size is not None or overlap is not None) and task != "semantic":
+        raise UserError(f"--tile-size/--overlap: only semantic models are predicted in tiles; "
+                        f"this model's task is {task}, so leave them out")  # fmt: skip
+    size = DEFAULT_TILE_SIZE if tile_size is None else tile_size
+    if size < 1 or (overlap is not None and not 0 <= overlap < size):
+        raise UserError(f"--tile-size {size} --overlap {overlap}: need a tile size >= 1 and "
+                        "0 <= overlap < tile size")  # fmt: skip
+    if gt and task not in ("detection", "instance") and instances is None:
+        hint = " (or add --instances)" if task == "semantic" else ""
+        raise UserError(f"--gt: only detectors and --instances write COCO results; this "
+                        f"model's task is {task}, so leave out --gt{hint}")  # fmt: skip
 
 
 def _classify(model: nn.Module, image: Tensor, job: Job) -> Prediction:
@@ -213,10 +265,17 @@ def _classify(model: nn.Module, image: Tensor, job: Job) -> Prediction:
 
 
 def _detect(model: nn.Module, image: Tensor, job: Job) -> Prediction:
+    output = {key: value.cpu() for key, value in model([image])[0].items()}
+    return _detections(model, image, output, job)
+
+
+def _detections(
+    model: nn.Module, image: Tensor, output: dict[str, Tensor], job: Job, noun: str = "detections"
+) -> Prediction:
+    """COCO results, overlay and line of detector-style `output` (a detector's or instances)."""
     from seglab.evaluation.coco import to_coco_results
     from seglab.inference.visualize import draw_detections, save_image
 
-    output = {key: value.cpu() for key, value in model([image])[0].items()}
     results = to_coco_results([output], [job.image_id], _category_ids(model))
     overlay = draw_detections(
         image.cpu(), output, model.class_names, score_threshold=job.score_threshold
@@ -224,7 +283,7 @@ def _detect(model: nn.Module, image: Tensor, job: Job) -> Prediction:
     save_image(overlay, job.out_dir / "overlays" / f"{job.name}.png")
     kept = [result for result in results if result["score"] >= job.score_threshold]
     found = ", ".join(f"{_label_of(model, r)} {r['score']:.2f}" for r in kept[:10])
-    line = f"{job.path}: {len(kept)} detections >= {job.score_threshold}"
+    line = f"{job.path}: {len(kept)} {noun} >= {job.score_threshold}"
     height, width = image.shape[-2:]
     entry = {"id": job.image_id, "file_name": str(job.path), "height": height, "width": width}
     return Prediction(
@@ -233,11 +292,16 @@ def _detect(model: nn.Module, image: Tensor, job: Job) -> Prediction:
 
 
 def _segment(model: nn.Module, image: Tensor, job: Job) -> Prediction:
+    from seglab.inference.instances import instances_from_probabilities
     from seglab.inference.tiling import predict_tiled
     from seglab.inference.visualize import draw_semantic, save_image
 
-    tile = (model.config or {}).get("data", {}).get("image_size") or 256
-    probabilities = predict_tiled(model, image, tile_size=tile, overlap=min(32, tile // 4))
+    # one tile when the image fits in it; a valid-padding U-Net is always tiled (its output
+    # is smaller than its input), with the tile rounded down to an allowed input size
+    probabilities = predict_tiled(model, image, tile_size=job.tile_size, overlap=job.overlap)
+    if job.instances is not None:
+        output = instances_from_probabilities(probabilities, method=job.instances)
+        return _detections(model, image, output, job, noun="instances")
     class_map = probabilities.argmax(0).to(torch.uint8)  # (H, W), 0 background
     save_image(PIL.Image.fromarray(class_map.numpy()), job.out_dir / "masks" / f"{job.name}.png")
     overlay = draw_semantic(image.cpu(), class_map, model.class_names)
@@ -261,8 +325,8 @@ _PREDICTORS = {
 }
 
 
-def _write_summary(model: nn.Module, predictions: list[Prediction], out_dir: Path) -> None:
-    if model.task in ("detection", "instance"):
+def _write_summary(predictions: list[Prediction], out_dir: Path, *, coco: bool) -> None:
+    if coco:
         results = [result for p in predictions for result in p.record["results"]]
         atomic_write_json(out_dir / "predictions.json", results)
         atomic_write_json(out_dir / "images.json", [p.record["image"] for p in predictions])
