@@ -131,9 +131,9 @@ def read_image(path: Path, channels: int, inputs: Inputs) -> Tensor | None:
     """uint8 (C, H, W); None (noted as skipped) for a broken file found in a folder."""
     try:
         return load_image(path, channels)
-    except (UserError, PIL.UnidentifiedImageError, OSError) as error:
+    except UserError:  # load_image names the file and the problem
         if path in inputs.explicit:
-            raise UserError(f"{path}: not a readable image ({error})") from None
+            raise
         inputs.skipped.append(f"{path}: not a readable image, skipped")
         return None
 
