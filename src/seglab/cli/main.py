@@ -13,33 +13,25 @@ import sys
 
 from seglab.errors import UserError
 
-# subcommand name -> module under seglab.cli (imported lazily so `seglab --help` is fast).
+# subcommand name -> module under seglab.cli.
 SUBCOMMANDS = {
     "data": "seglab.cli.data",
     "train": "seglab.cli.train",
     "eval": "seglab.cli.eval",
     "predict": "seglab.cli.predict",
-    "export": "seglab.cli.export",
     "convert": "seglab.cli.convert",
-    "bench": "seglab.cli.bench",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seglab",
-        description="Train, evaluate, predict with, export and explain CNN, R-CNN, "
-        "Fast/Faster/Mask R-CNN and U-Net.",
+        description="Train, evaluate and predict with a CNN classifier, Faster R-CNN, "
+        "Mask R-CNN and U-Net; convert torchvision detection checkpoints.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in SUBCOMMANDS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue  # subcommand not built yet
-        module.add_parser(subparsers)
+        importlib.import_module(module_name).add_parser(subparsers)
     return parser
 
 
