@@ -26,9 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.errors import UserError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD, stack_images
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 NORMS = ("batch", "group", "none")
@@ -155,12 +153,12 @@ class CNNClassifier(nn.Module):
 
     def forward(self, images: list[Tensor] | Tensor, targets: list[dict] | None = None):
         """Images (list of (C, H, W) of one size, or (N, C, H, W)) -> [{"logits": (K,)}]."""
-        logits = self.forward_logits(_stack(images))
+        logits = self.forward_logits(stack_images(images, "cnn"))
         return [{"logits": per_image} for per_image in logits]
 
     def forward_with_losses(self, images, targets: list[dict]):
         """Outputs and `{"loss_cls": cross-entropy}`; targets carry `labels` (0-d, 0..K-1)."""
-        logits = self.forward_logits(_stack(images))
+        logits = self.forward_logits(stack_images(images, "cnn"))
         labels = torch.stack([torch.as_tensor(target["labels"]) for target in targets])
         loss = F.cross_entropy(logits.float(), labels.to(logits.device).long().view(-1))
         return [{"logits": per_image} for per_image in logits], {"loss_cls": loss}
@@ -178,15 +176,6 @@ def _check_arguments(num_classes, widths, activation, norm, global_pool) -> None
         raise UserError(f"cnn: norm={norm!r} is not one of {', '.join(NORMS)}")
     if global_pool not in ("max", "avg"):
         raise UserError(f"cnn: global_pool={global_pool!r} is not one of max, avg")
-
-
-def _stack(images: list[Tensor] | Tensor) -> Tensor:
-    if isinstance(images, Tensor):
-        return images if images.dim() == 4 else images.unsqueeze(0)
-    sizes = {tuple(image.shape) for image in images}
-    if len(sizes) != 1:
-        raise UserError(f"cnn: images of one batch must share one size, got {sorted(sizes)}")
-    return torch.stack([image.as_subclass(Tensor) for image in images])
 
 
 def build_cnn(**kwargs) -> CNNClassifier:

@@ -22,7 +22,8 @@ from seglab.models.detection.mask_head import MaskHead, MaskPredictor
 from seglab.models.detection.mask_rcnn import MaskRCNN
 from seglab.models.detection.roi_heads import RoIHeads
 from seglab.models.detection.rpn import RegionProposalNetwork, RPNHead
-from seglab.models.detection.transform import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform
+from seglab.models.detection.transform import DetectionTransform
+from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 from seglab.models.necks.fpn import FPN
 from seglab.ops.anchors import AnchorGenerator
 from seglab.ops.roi_align import MultiScaleRoIAlign

@@ -26,10 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.errors import UserError
+from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD, stack_images
 from seglab.models.segmentation.losses import IGNORE_INDEX, segmentation_losses
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
@@ -237,14 +235,14 @@ class UNet(nn.Module):
 
     def forward(self, images: list[Tensor] | Tensor, targets: list[dict] | None = None):
         """Images (list of (C, H, W), same size, or an (N, C, H, W) tensor) -> [{"logits"}]."""
-        logits = self.forward_logits(_stack(images))
+        logits = self.forward_logits(stack_images(images, "unet"))
         return [{"logits": per_image} for per_image in logits]
 
     def forward_with_losses(self, images, targets: list[dict]):
         """Outputs and a dict of losses; targets carry `semantic_mask` (H, W) int64 (255
         ignored) and, optionally, `weight_map` (H, W) float. For `valid` padding both are
         centre-cropped to the logits."""
-        logits = self.forward_logits(_stack(images))
+        logits = self.forward_logits(stack_images(images, "unet"))
         masks = torch.stack([target["semantic_mask"] for target in targets]).long()
         weight_maps = None
         if all("weight_map" in target for target in targets):
@@ -285,15 +283,6 @@ def _allowed_valid_sides_near(side: int, depth: int) -> list[int]:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UserError(f"unet: {name}={value!r} is not one of {', '.join(choices)}")
-
-
-def _stack(images: list[Tensor] | Tensor) -> Tensor:
-    if isinstance(images, Tensor):
-        return images if images.dim() == 4 else images.unsqueeze(0)
-    sizes = {tuple(image.shape) for image in images}
-    if len(sizes) != 1:
-        raise UserError(f"unet: images of one batch must share one size, got {sorted(sizes)}")
-    return torch.stack([image.as_subclass(Tensor) for image in images])
 
 
 def _pad_to_multiple(batch: Tensor, multiple: int) -> tuple[Tensor, tuple[slice, slice]]:

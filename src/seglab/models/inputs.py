@@ -1,0 +1,30 @@
+"""What every model does with its input images: normalisation constants and batching.
+
+Images enter the models as float (C, H, W) in [0, 1]; the models normalise them with a
+mean and std (ImageNet's by default, as torchvision's models do).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from seglab.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def stack_images(images: list[Tensor] | Tensor, model_name: str) -> Tensor:
+    """A list of (C, H, W) images of one size, or a (B, C, H, W) / (C, H, W) tensor -> (B, C, H, W).
+
+    Detectors batch images of different sizes themselves (padding); these models cannot.
+    """
+    if isinstance(images, Tensor):
+        return images if images.dim() == 4 else images.unsqueeze(0)
+    sizes = {tuple(image.shape) for image in images}
+    if len(sizes) != 1:
+        raise UserError(
+            f"{model_name}: images of one batch must share one size, got {sorted(sizes)}"
+        )
+    return torch.stack([image.as_subclass(Tensor) for image in images])
