@@ -4,8 +4,10 @@ Two figures, ours and theirs measured in the same run:
 - training throughput: forward + loss + backward images/s at 256 x 256 (`--size`), the two
   models measured in alternating rounds (median of the rounds), so both see the same load;
 - accuracy: val mIoU after training each model for the same compute budget (`--minutes` of
-  its own step time) on the same data, batches, loss (CE + Dice), optimiser and time-based
-  cosine schedule; the two trainings alternate step by step, again to share the load.
+  its own step time) on the same data, batches, loss (CE + Dice; the CE weighted by the
+  paper's weight map as in the recipe, `--no-weight-map` for plain CE), optimiser and
+  time-based cosine schedule; the two trainings alternate step by step, again to share the
+  load.
 
 smp is a benchmark-only dependency (never imported by seglab):
     .venv/bin/pip install segmentation-models-pytorch
@@ -60,7 +62,10 @@ class SmpSemantic(nn.Module):
     def forward_with_losses(self, images, targets):
         logits = self._logits(images)
         masks = torch.stack([target["semantic_mask"] for target in targets]).long()
-        losses = segmentation_losses(logits, masks, kind=self.loss)
+        weight_maps = None
+        if all("weight_map" in target for target in targets):
+            weight_maps = torch.stack([target["weight_map"] for target in targets]).float()
+        losses = segmentation_losses(logits, masks, weight_maps, kind=self.loss)
         return [{"logits": per_image} for per_image in logits], losses
 
 
@@ -187,6 +192,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per model")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument(
+        "--weight-map",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CE weighted by the paper's weight map, for both models (as the recipe)",
+    )
+    parser.add_argument(
         "--channels-last", action="store_true", help="both models' weights in channels_last"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -194,7 +205,10 @@ def main() -> None:
     args = parser.parse_args()
 
     root = data_root(args)
-    cfg = DataConfig(root=str(root), layout="masks", image_size=args.crop, vflip=0.5, rot90=True)
+    cfg = DataConfig(
+        root=str(root), layout="masks", image_size=args.crop, vflip=0.5, rot90=True,
+        weight_map=args.weight_map,
+    )  # fmt: skip
     train_set = build_dataset(cfg, "train", task="semantic", train=True)
     val_set = build_dataset(cfg, "val", task="semantic", train=False)
     ours, theirs, info = build_pair(args, len(train_set.class_names) + 1)
