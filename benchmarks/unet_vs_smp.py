@@ -11,7 +11,7 @@ Two figures, ours and theirs measured in the same run:
 
 smp is a benchmark-only dependency (never imported by seglab):
     .venv/bin/pip install segmentation-models-pytorch
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/unet_vs_smp.py --out runs/unet_vs_smp.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/unet_vs_smp.py --out runs/unet_vs_smp.json
 
 Our configuration: `--depth` poolings (default 6), `base_channels` chosen so that our
 parameter count is closest to smp's whole model (encoder without pretrained weights,
