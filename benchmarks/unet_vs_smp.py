@@ -37,8 +37,9 @@ from seglab.data import DataConfig, build_dataset, collate
 from seglab.data.shapes import generate_shapes
 from seglab.engine.io import atomic_write_json
 from seglab.evaluation import evaluate
+from seglab.models.inputs import Normalize
 from seglab.models.segmentation.losses import segmentation_losses
-from seglab.models.segmentation.unet import IMAGENET_MEAN, IMAGENET_STD, UNet
+from seglab.models.segmentation.unet import UNet
 
 
 class SmpSemantic(nn.Module):
@@ -49,12 +50,11 @@ class SmpSemantic(nn.Module):
     def __init__(self, net: nn.Module, *, loss: str) -> None:
         super().__init__()
         self.net, self.loss = net, loss
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+        self.normalize = Normalize(3)
 
     def _logits(self, images) -> Tensor:
         batch = torch.stack([image.as_subclass(Tensor) for image in images])
-        return self.net((batch - self.mean) / self.std)
+        return self.net(self.normalize(batch))
 
     def forward(self, images, targets=None):
         return [{"logits": logits} for logits in self._logits(images)]

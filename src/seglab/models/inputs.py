@@ -7,7 +7,7 @@ mean and std (ImageNet's by default, as torchvision's models do).
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from seglab.errors import UserError
 
@@ -28,3 +28,32 @@ def stack_images(images: list[Tensor] | Tensor, model_name: str) -> Tensor:
             f"{model_name}: images of one batch must share one size, got {sorted(sizes)}"
         )
     return torch.stack([image.as_subclass(Tensor) for image in images])
+
+
+class Normalize(nn.Module):
+    """(N, C, H, W) in [0, 1] -> (x - mean) / std, per channel.
+
+    Defaults: ImageNet's statistics for 3 channels, 0.5 / 0.25 otherwise. The buffers are
+    not saved in checkpoints (they are builder arguments, rebuilt by `load_model`).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        model_name: str = "model",
+    ) -> None:
+        super().__init__()
+        if mean is None:
+            mean = IMAGENET_MEAN if in_channels == 3 else (0.5,) * in_channels
+        if std is None:
+            std = IMAGENET_STD if in_channels == 3 else (0.25,) * in_channels
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise UserError(f"{model_name}: mean and std need {in_channels} values (in_channels)")
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, batch: Tensor) -> Tensor:
+        return (batch - self.mean) / self.std

@@ -107,7 +107,7 @@ def test_eval_mode_loss_is_cross_entropy_of_the_outputs():
 def test_grayscale_with_one_input_channel():
     model = small_cnn(in_channels=1).eval()
     assert model([torch.rand(1, 32, 32)])[0]["logits"].shape == (3,)
-    assert model.mean.shape == (1, 1, 1, 1)
+    assert model.normalize.mean.shape == (1, 1, 1, 1)
 
 
 def test_wrong_number_of_channels_is_a_user_error():

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.errors import UserError
-from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD, stack_images
+from seglab.models.inputs import Normalize, stack_images
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 NORMS = ("batch", "group", "none")
@@ -114,7 +114,7 @@ class CNNClassifier(nn.Module):
         super().__init__()
         _check_arguments(num_classes, widths, activation, norm, global_pool)
         self.in_channels = in_channels
-        self._register_normalisation(in_channels, mean, std)
+        self.normalize = Normalize(in_channels, mean=mean, std=std, model_name="cnn")
         channels = [in_channels, *(int(width) for width in widths)]
         self.features = nn.Sequential(
             *(
@@ -131,16 +131,6 @@ class CNNClassifier(nn.Module):
             global_pool=global_pool,
         )
 
-    def _register_normalisation(self, in_channels, mean, std) -> None:
-        if mean is None:
-            mean = IMAGENET_MEAN if in_channels == 3 else (0.5,) * in_channels
-        if std is None:
-            std = IMAGENET_STD if in_channels == 3 else (0.25,) * in_channels
-        if len(mean) != in_channels or len(std) != in_channels:
-            raise UserError(f"cnn: mean and std need {in_channels} values (in_channels)")
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
     def forward_logits(self, batch: Tensor) -> Tensor:
         """(N, C_in, H, W) float in [0, 1] -> logits (N, K)."""
         if batch.shape[1] != self.in_channels:
@@ -148,7 +138,7 @@ class CNNClassifier(nn.Module):
                 f"cnn: images have {batch.shape[1]} channels but the model takes "
                 f"{self.in_channels}; set model.in_channels={batch.shape[1]}"
             )
-        features = self.features((batch - self.mean) / self.std)  # (N, widths[-1], h, w)
+        features = self.features(self.normalize(batch))  # (N, widths[-1], h, w)
         return self.head(features)
 
     def forward(self, images: list[Tensor] | Tensor, targets: list[dict] | None = None):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.errors import UserError
-from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD, stack_images
+from seglab.models.inputs import Normalize, stack_images
 from seglab.models.segmentation.losses import IGNORE_INDEX, segmentation_losses
 
 
@@ -175,7 +175,7 @@ class UNet(nn.Module):
         self.padding, self.depth, self.num_classes, self.loss = padding, depth, num_classes, loss
         conv_padding = 1 if padding == "same" else 0
         widths = [base_channels * 2**level for level in range(depth + 1)]
-        self._register_normalisation(in_channels, mean, std)
+        self.normalize = Normalize(in_channels, mean=mean, std=std, model_name="unet")
 
         self.input_level = DoubleConv(in_channels, widths[0], padding=conv_padding, norm=norm)
         self.contracting = nn.ModuleList(
@@ -198,17 +198,6 @@ class UNet(nn.Module):
         )
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
 
-    def _register_normalisation(self, in_channels, mean, std) -> None:
-        if mean is None:
-            mean = IMAGENET_MEAN if in_channels == 3 else (0.5,) * in_channels
-        if std is None:
-            std = IMAGENET_STD if in_channels == 3 else (0.25,) * in_channels
-        if len(mean) != in_channels or len(std) != in_channels:
-            raise UserError(f"unet: mean and std need {in_channels} values (in_channels)")
-        self.in_channels = in_channels
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
     def forward_logits(self, batch: Tensor) -> Tensor:
         """(N, C_in, H, W) in [0, 1] -> logits (N, num_classes, H', W').
 
@@ -217,7 +206,7 @@ class UNet(nn.Module):
         pixel i is centred on input pixel i + m, to within the pooling grid's phase
         (2**(depth - 1) pixels).
         """
-        batch = (batch - self.mean) / self.std
+        batch = self.normalize(batch)
         if self.padding == "same":
             batch, crop = _pad_to_multiple(batch, 2**self.depth)
         else:
