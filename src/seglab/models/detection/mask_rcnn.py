@@ -24,7 +24,7 @@ class MaskRCNN(FasterRCNN):
         image_sizes: list[tuple[int, int]],
         original_sizes: list[tuple[int, int]],
     ) -> list[dict]:
-        detections = self.transform.postprocess(detections, image_sizes, original_sizes)
+        detections = super()._postprocess(detections, image_sizes, original_sizes)
         for detection, size in zip(detections, original_sizes, strict=True):
             masks: Tensor = detection["masks"]
             detection["masks"] = paste_masks_in_image(masks, detection["boxes"], size)
