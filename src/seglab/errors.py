@@ -7,7 +7,9 @@ anything else is a bug and keeps its traceback (exit code 1).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 
 class UserError(Exception):
@@ -20,3 +22,12 @@ def require_file(path: str | Path, what: str = "file") -> Path:
     if not path.exists():
         raise UserError(f"{path}: {what} not found")
     return path
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """The decoded contents of the JSON file `path`; UserError when missing or malformed."""
+    path = require_file(path, what)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: malformed JSON ({error}); fix or regenerate the file") from None

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from seglab.errors import UserError, require_file
+from seglab.errors import UserError, read_json, require_file
 from seglab.evaluation.coco import (
     AP_NAMES,
     IOU_TYPES,
@@ -96,8 +95,8 @@ def evaluate_files(gt_path: str, pred_path: str, iou_type: str | None) -> dict[s
     """COCO AP of the results in `pred_path` against `gt_path`: {"bbox": {...}, ...}."""
     if iou_type is not None and iou_type not in IOU_TYPES:
         raise UserError(f"--iou-type {iou_type!r}: unknown; use bbox or segm")
-    gt = _read_json(gt_path, "ground-truth file")
-    predictions = _read_json(pred_path, "predictions file")
+    gt = read_json(gt_path, "ground-truth file")
+    predictions = read_json(pred_path, "predictions file")
     check_coco_gt(gt, gt_path)
     if not isinstance(predictions, list):
         raise UserError(f"{pred_path}: predictions must be a JSON list of COCO results")
@@ -185,14 +184,6 @@ def infer_layout(root: Path, split: str) -> str:
         f"{root}: no {split}.json, {split}/images/ or {split}/<class>/ found; "
         "give the dataset root that holds the split"
     )
-
-
-def _read_json(path: str, what: str) -> Any:
-    path = require_file(path, what)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: malformed JSON ({error})") from None
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

@@ -9,7 +9,6 @@ they become the ignore index 255.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from seglab.data.images import channels_for_modes, load_image, read_header
-from seglab.errors import UserError
+from seglab.errors import UserError, read_json
 from seglab.structures.masks import segmentation_to_mask
 
 IGNORE_INDEX = 255
@@ -27,10 +26,7 @@ IGNORE_INDEX = 255
 def _load_json(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: COCO annotation file not found; expected ROOT/<split>.json")
-    try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: malformed JSON ({error}); fix or regenerate the file") from None
+    coco = read_json(path, "COCO annotation file")
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
         raise UserError(f"{path}: not a COCO file (no 'images' list)")
     for key in ("annotations", "categories"):

@@ -9,7 +9,6 @@ split under ROOT are read once and the classes are named "1".."K", K the largest
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from seglab.data.images import list_images, load_image, load_index_mask, read_header, scan_channels
-from seglab.errors import UserError
+from seglab.errors import UserError, read_json
 
 IGNORE_INDEX = 255
 _SPLITS = ("train", "val", "test")
@@ -30,10 +29,7 @@ def _read_class_file(root: Path) -> list[str] | None:
         names = [line.strip() for line in text_path.read_text(encoding="utf-8").splitlines()]
         return [name for name in names if name]
     if json_path.is_file():
-        try:
-            names = json.loads(json_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise UserError(f"{json_path}: malformed JSON ({error})") from None
+        names = read_json(json_path, "class file")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise UserError(f"{json_path}: expected a JSON list of class names")
         return names

@@ -27,7 +27,6 @@ not collide. Every file is written atomically.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -42,7 +41,7 @@ from seglab.data.config import DataConfig
 from seglab.data.images import IMAGE_SUFFIXES, load_image
 from seglab.data.transforms import build_transforms
 from seglab.engine.io import atomic_write_json
-from seglab.errors import UserError, require_file
+from seglab.errors import UserError, read_json
 
 DEFAULT_TILE_SIZE = 256  # semantic models: side of the tiles (`predict_tiled`'s default)
 DEFAULT_OVERLAP = 32  # pixels shared by neighbouring tiles (same padding)
@@ -113,11 +112,8 @@ def gt_image_ids(gt_path: str | Path, images: list[Path]) -> list[int]:
 
 def _gt_images(gt_path: str | Path) -> list[dict]:
     """The `images` entries of a COCO ground-truth file, each with `id` and `file_name`."""
-    path = require_file(gt_path, "ground-truth file")
-    try:
-        gt = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: malformed JSON ({error})") from None
+    path = Path(gt_path)
+    gt = read_json(path, "ground-truth file")
     entries = gt.get("images") if isinstance(gt, dict) else None
     if not isinstance(entries, list) or not all(
         isinstance(e, dict) and "id" in e and isinstance(e.get("file_name"), str) for e in entries
