@@ -125,11 +125,12 @@ def evaluate_model(
     """The task metrics of the model at `model_path` on `split` of `data_dir`."""
     import seglab
     from seglab.data import build_dataset
+    from seglab.engine.device import resolve_device
     from seglab.evaluation import evaluate
 
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
-    device = _device(device)
+    device = resolve_device(device, option="--device")
     model = seglab.load_model(model_path)
     root = require_file(data_dir, "data folder")
     data_config = _data_config(getattr(model, "config", {}) or {}, root, split)
@@ -140,21 +141,6 @@ def evaluate_model(
             f"{list(model.class_names)}; evaluate on data with the model's classes"
         )
     return evaluate(model, dataset, batch_size=batch_size, device=device, progress=True)
-
-
-def _device(name: str) -> str:
-    """auto -> cuda when available, else cpu; a named device must exist."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r}: unknown; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return name
 
 
 def _data_config(run_config: dict, root: Path, split: str):

@@ -60,7 +60,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seglab.engine.trainer import resolve_device
+    from seglab.engine.device import resolve_device
     from seglab.errors import UserError
     from seglab.inference.predictor import collect_inputs, gt_image_ids, predict_files
     from seglab.models.zoo import load_model
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     predictions = predict_files(
         model, inputs, out_dir, top_k=args.top_k, score_threshold=args.score_threshold,
-        device=resolve_device(args.device), image_ids=image_ids, **options,
+        device=resolve_device(args.device, option="--device"), image_ids=image_ids, **options,
     )  # fmt: skip
     for prediction in predictions:
         print(prediction.line)

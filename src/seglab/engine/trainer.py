@@ -29,6 +29,7 @@ from seglab import evaluation
 from seglab.engine.checkpoint import CHECKPOINT_NAME, RunState, load_checkpoint, save_checkpoint
 from seglab.engine.config import Config, config_to_dict, resolve_num_classes
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
+from seglab.engine.device import resolve_device
 from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
 from seglab.engine.optim import build_optimizer, build_scheduler
 from seglab.engine.run_dir import prepare_run_dir, reconcile_config
@@ -100,15 +101,6 @@ def _build_model(config: Config, class_names: list[str], device: torch.device) -
     model = build_model(model_cfg.name, num_classes=model_cfg.num_classes, **model_cfg.args)
     model.class_names = list(class_names)
     return model.to(device).train()
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; a cuda device that is absent is a UserError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device={device}: no CUDA device here; use device: auto or cpu")
-    return torch.device(device)
 
 
 def _set_threads(workers: int) -> None:
