@@ -18,9 +18,7 @@ from torchvision import tv_tensors
 
 from seglab.data.images import channels_for_modes, load_image, read_header
 from seglab.errors import UserError, read_json
-from seglab.structures.masks import segmentation_to_mask
-
-IGNORE_INDEX = 255
+from seglab.structures.masks import IGNORE_INDEX, segmentation_to_mask
 
 
 def _load_json(path: Path) -> dict:

@@ -18,8 +18,8 @@ from torchvision import tv_tensors
 
 from seglab.data.images import list_images, load_image, load_index_mask, read_header, scan_channels
 from seglab.errors import UserError, read_json
+from seglab.structures.masks import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 _SPLITS = ("train", "val", "test")
 
 

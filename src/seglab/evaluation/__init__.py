@@ -21,6 +21,7 @@ from seglab.evaluation.classification import classification_metrics
 from seglab.evaluation.coco import check_coco_gt, evaluate_coco, to_coco_results
 from seglab.evaluation.confusion import ConfusionMatrix
 from seglab.evaluation.semantic import semantic_metrics
+from seglab.structures.masks import IGNORE_INDEX
 
 __all__ = ["PRIMARY_METRICS", "evaluate", "primary_metric"]
 
@@ -136,7 +137,7 @@ class _SemanticAccumulator:
         for target, output in zip(targets, outputs, strict=True):
             logits = output["logits"]  # (C, H', W')
             if self.confusion is None:
-                self.confusion = ConfusionMatrix(logits.shape[0], ignore_index=255)
+                self.confusion = ConfusionMatrix(logits.shape[0], ignore_index=IGNORE_INDEX)
             mask = _center_crop(target["semantic_mask"], logits.shape[-2:])
             self.confusion.update(logits.argmax(dim=0), mask)
 

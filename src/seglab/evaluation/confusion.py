@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from seglab.errors import UserError
+from seglab.structures.masks import IGNORE_INDEX
 
 
 class ConfusionMatrix:
@@ -20,7 +21,7 @@ class ConfusionMatrix:
         ignore_index: target value that is not counted (255: "void" pixels).
     """
 
-    def __init__(self, num_classes: int, *, ignore_index: int | None = 255) -> None:
+    def __init__(self, num_classes: int, *, ignore_index: int | None = IGNORE_INDEX) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)

@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as coco_mask
 
+# Semantic masks: a pixel labelled IGNORE_INDEX counts in no loss and no metric ("void").
+IGNORE_INDEX = 255
+
 
 def segmentation_to_mask(segmentation: list | dict, height: int, width: int) -> np.ndarray:
     """Rasterise a COCO segmentation (polygons, uncompressed or compressed RLE).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from seglab.structures.masks import IGNORE_INDEX
 
 
 def weighted_cross_entropy(

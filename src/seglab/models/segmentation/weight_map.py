@@ -34,7 +34,7 @@ import torch
 from scipy import ndimage
 from torchvision import tv_tensors
 
-IGNORE_INDEX = 255
+from seglab.structures.masks import IGNORE_INDEX
 
 
 def class_frequency_weights(semantic_mask: np.ndarray) -> np.ndarray:
