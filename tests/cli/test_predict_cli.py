@@ -142,6 +142,30 @@ def test_semantic_model_writes_class_index_masks(image_dir, tmp_path):
     assert sum(record["class_share"].values()) == pytest.approx(1.0)
 
 
+def test_semantic_model_predicts_at_the_scale_it_was_trained_at(tmp_path):
+    # data.image_size 32: trained and evaluated on images whose shortest side is 32 px, so a
+    # 64 x 96 image is seen at 32 x 48 and the class map is brought back to 64 x 96.
+    torch.manual_seed(0)
+    model = seglab.build_model("unet", num_classes=3, base_channels=4, depth=2).eval()
+    model.class_names = ["circle", "square"]
+    model.config = {"data": {"image_size": 32}}
+    seen = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0][0].shape[-2:])))
+    image = random_png(tmp_path / "big.png", (64, 96))
+    predict_files(model, collect_inputs([tmp_path / "big.png"]), tmp_path / "out")
+    assert seen == [(32, 48)]
+    small = torch.nn.functional.interpolate(image[None], size=(32, 48), mode="bilinear",
+                                            antialias=True)  # fmt: skip
+    with torch.no_grad():
+        logits = model([small[0]])[0]["logits"].softmax(0)
+    expected = torch.nn.functional.interpolate(logits[None], size=(64, 96), mode="bilinear")[0]
+    class_map = np.asarray(Image.open(tmp_path / "out" / "masks" / "00000_big.png"))
+    top2 = expected.topk(2, dim=0).values
+    clear = (top2[0] - top2[1] > 1e-3).numpy()
+    assert class_map.shape == (64, 96) and clear.mean() > 0.9
+    np.testing.assert_array_equal(class_map[clear], expected.argmax(0).numpy()[clear])
+
+
 def write_gt(tmp_path, file_names):
     images = [{"id": 100 + i, "file_name": name, "height": 32, "width": 32}
               for i, name in enumerate(file_names)]  # fmt: skip

@@ -51,3 +51,30 @@ def test_optimizer_kinds_and_no_decay_on_biases(name, kind):
     assert isinstance(optimizer, kind)
     decays = {len(group["params"]): group["weight_decay"] for group in optimizer.param_groups}
     assert decays == {1: 0.5, 3: 0.0}  # conv weight | conv bias, BN weight, BN bias
+
+
+@pytest.mark.parametrize(
+    "name, reference", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)]
+)
+def test_fused_optimizers_update_like_the_per_parameter_loop(name, reference):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    twin = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    twin.load_state_dict(model.state_dict())
+    cfg = TrainConfig(optimizer=name, lr=0.01, weight_decay=0.1)
+    fused = build_optimizer(model, cfg)
+    groups = [
+        {"params": [twin[0].weight], "weight_decay": 0.1},
+        {"params": [twin[0].bias, *twin[1].parameters()], "weight_decay": 0.0},
+    ]
+    extra = {"betas": (0.9, 0.999)} if name == "adamw" else {"momentum": 0.9}
+    loop = reference(groups, lr=0.01, foreach=False, **extra)
+    inputs = torch.randn(2, 3, 8, 8)
+    for _ in range(3):
+        for net, optimizer in ((model, fused), (twin, loop)):
+            optimizer.zero_grad()
+            net(inputs).square().mean().backward()
+            optimizer.step()
+    assert fused.defaults["fused"]
+    for ours, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -13,6 +13,7 @@ Pipelines (`build_transforms`):
   photometric, elastic, weight map; val: resize the shortest side to `S`.
 - detection / instance: no resize (the model resizes); train: large-scale jitter (resize by
   the jitter factor, crop or pad back to the input size), flips, rot90, photometric.
+Masks are resized by sampling at pixel centres, aligned with the image (`_resize`).
 Last step everywhere: uint8 image -> float32 in [0, 1].
 """
 
@@ -95,8 +96,44 @@ class RandomScaleCrop(v2.Transform):
         return {"resized": resized, "window": (top, left, out_h, out_w)}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        resized = self._call_kernel(F.resize, inpt, size=list(params["resized"]), antialias=True)
+        resized = _resize(self, inpt, params["resized"])
         return self._call_kernel(F.crop, resized, *params["window"])
+
+
+class ResizeShortSide(v2.Transform):
+    """Resize so that the shortest side is `size` (aspect ratio kept)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = query_size(flat_inputs)
+        scale = self.size / min(height, width)
+        return {"resized": (max(round(height * scale), 1), max(round(width * scale), 1))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return _resize(self, inpt, params["resized"])
+
+
+def _resize(transform: v2.Transform, inpt: Any, size_hw: tuple[int, int]) -> Any:
+    """Resize images (antialiased) and boxes as torchvision does; masks at pixel centres.
+
+    torchvision resizes masks with "nearest", which samples source pixel floor(i * scale):
+    shrinking 256 -> 96 px that shifts a mask up to 0.8 source pixels towards the top-left
+    of its image, and after a random flip the shift points the other way, so the labels of
+    object borders disagree from sample to sample. "nearest-exact" samples at the centre
+    floor((i + 0.5) * scale), where the image's own resampling is centred.
+    """
+    if isinstance(inpt, tv_tensors.Mask):
+        planes = inpt.as_subclass(torch.Tensor)
+        resized = F.resize_image(
+            planes.reshape(planes.shape[:-2].numel(), 1, *planes.shape[-2:]),
+            list(size_hw),
+            interpolation=v2.InterpolationMode.NEAREST_EXACT,
+        )
+        return tv_tensors.wrap(resized.reshape(*planes.shape[:-2], *size_hw), like=inpt)
+    return transform._call_kernel(F.resize, inpt, size=list(size_hw), antialias=True)
 
 
 def _unet_hook(module_name: str, attribute: str, option: str):
@@ -135,7 +172,7 @@ def _classification_steps(cfg: DataConfig, train: bool) -> list:
 
 def _semantic_steps(cfg: DataConfig, train: bool) -> list:
     if not train:
-        return [v2.Resize(cfg.image_size, antialias=True)]
+        return [ResizeShortSide(cfg.image_size)]
     size = (cfg.image_size, cfg.image_size)
     scale_range = cfg.scale_jitter or (1.0, 1.0)
     steps = [RandomScaleCrop(scale_range, output_size=size, short_side=cfg.image_size)]

@@ -19,7 +19,11 @@ WARMUP_START = 1e-3  # the warmup starts at lr * WARMUP_START
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW; no weight decay on biases and norm scales (1-d tensors)."""
+    """SGD with momentum or AdamW; no weight decay on biases and norm scales (1-d tensors).
+
+    Both use PyTorch's fused kernels (one pass over all parameters, on CPU and CUDA), which
+    update like the per-parameter loop in a fraction of its time on small models.
+    """
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for _, p in trainable if p.ndim > 1], "weight_decay": cfg.weight_decay},
@@ -27,8 +31,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     ]
     groups = [group for group in groups if group["params"]]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), fused=True)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=True)
 
 
 def build_scheduler(

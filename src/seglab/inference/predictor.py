@@ -10,8 +10,10 @@ Dispatch on `model.task`:
   given, or, with a COCO ground truth (`gt_image_ids`), the id of its file there;
   `images.json` maps those ids to files (`[{"id", "file_name", "height", "width"}]`);
   `overlays/` holds the images with their boxes (and masks) drawn;
-- semantic: the image is predicted tile by tile (`seglab.predict_tiled`, so any size fits in
-  bounded memory; an image no larger than a tile goes whole), then either
+- semantic: the image is resized as in the model's evaluation (shortest side
+  `data.image_size`), predicted tile by tile (`seglab.predict_tiled`, so any size fits in
+  bounded memory; an image no larger than a tile goes whole), and the class probabilities
+  are resized back to the image's size; then either
   - `masks/` holds one class-index PNG per image (0 background, the argmax of the class
     probabilities), `overlays/` the class maps over the images, `predictions.json` the pixel
     share of each class; or, with `instances` ("components" or "watershed"),
@@ -39,7 +41,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from seglab.data.config import DataConfig
 from seglab.data.images import IMAGE_SUFFIXES, load_image
-from seglab.data.transforms import build_transforms
+from seglab.data.transforms import ResizeShortSide, build_transforms
 from seglab.engine.io import atomic_write_json
 from seglab.errors import UserError, read_json
 
@@ -139,7 +141,7 @@ def preprocessor(model: nn.Module) -> Callable[[Tensor], Tensor]:
 
     A classifier gets the evaluation transform of its training data (resize to S x S), so
     `seglab predict` and `seglab eval` see the same pixels; detectors resize inside the
-    model and semantic models are run over the full image by overlap-tile.
+    model; semantic models resize (and tile) in `_segment`, which maps the result back.
     """
     data = (getattr(model, "config", None) or {}).get("data")
     if model.task == "classification" and data:
@@ -292,9 +294,17 @@ def _segment(model: nn.Module, image: Tensor, job: Job) -> Prediction:
     from seglab.inference.tiling import predict_tiled
     from seglab.inference.visualize import draw_semantic, save_image
 
-    # one tile when the image fits in it; a valid-padding U-Net is always tiled (its output
-    # is smaller than its input), with the tile rounded down to an allowed input size
-    probabilities = predict_tiled(model, image, tile_size=job.tile_size, overlap=job.overlap)
+    # At the scale of the model's training and evaluation (shortest side data.image_size),
+    # then back to the image's size. One tile when the image fits in it; a valid-padding
+    # U-Net is always tiled (its output is smaller than its input), with the tile rounded
+    # down to an allowed input size.
+    side = _training_short_side(model)
+    scaled = image if side is None else ResizeShortSide(side)(image)
+    probabilities = predict_tiled(model, scaled, tile_size=job.tile_size, overlap=job.overlap)
+    if probabilities.shape[-2:] != image.shape[-2:]:
+        probabilities = torch.nn.functional.interpolate(
+            probabilities[None], size=image.shape[-2:], mode="bilinear", align_corners=False
+        )[0]
     if job.instances is not None:
         output = instances_from_probabilities(probabilities, method=job.instances)
         return _detections(model, image, output, job, noun="instances")
@@ -328,6 +338,13 @@ def _write_summary(predictions: list[Prediction], out_dir: Path, *, coco: bool) 
         atomic_write_json(out_dir / "images.json", [p.record["image"] for p in predictions])
     else:
         atomic_write_json(out_dir / "predictions.json", [p.record for p in predictions])
+
+
+def _training_short_side(model: nn.Module) -> int | None:
+    """The shortest side a semantic model's images were resized to (`data.image_size`), or
+    None for a model without its training config (converted weights: the image as it is)."""
+    data = (getattr(model, "config", None) or {}).get("data")
+    return int(data["image_size"]) if data and "image_size" in data else None
 
 
 def _class_name(model: nn.Module, index: int) -> str:
