@@ -10,6 +10,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from seglab.data.cache import MemoryCache
 from seglab.data.coco import CocoDataset
 from seglab.data.config import DataConfig
 from seglab.data.image_folders import ImageFolderDataset
@@ -46,12 +47,18 @@ def build_dataset(cfg: DataConfig, split: str, *, task: str, train: bool) -> Dat
         )
     if not root.is_dir():
         raise UserError(f"{root}: data root not found")
+    if cfg.cache_mb < 0:
+        raise UserError(f"data.cache_mb must be >= 0 (0: no cache), not {cfg.cache_mb}")
     transforms = build_transforms(cfg, task=task, train=train)
     if cfg.layout == "coco":
-        return CocoDataset(root, split, task=task, transforms=transforms)
-    if cfg.layout == "masks":
-        return MaskFolderDataset(root, split, transforms=transforms)
-    return ImageFolderDataset(root, split, transforms=transforms)
+        dataset = CocoDataset(root, split, task=task, transforms=transforms)
+    elif cfg.layout == "masks":
+        dataset = MaskFolderDataset(root, split, transforms=transforms)
+    else:
+        dataset = ImageFolderDataset(root, split, transforms=transforms)
+    if cfg.cache_mb:
+        dataset.cache = MemoryCache(int(cfg.cache_mb * 2**20))
+    return dataset
 
 
 def collate(batch: list[tuple]) -> tuple[list, list[dict]]:

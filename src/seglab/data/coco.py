@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from seglab.data.cache import DecodedDataset
 from seglab.data.images import channels_for_modes, load_image, read_header
 from seglab.errors import UserError, read_json
 from seglab.structures.masks import IGNORE_INDEX, segmentation_to_mask
@@ -60,7 +60,7 @@ def _check_annotation(path: Path, annotation: dict, known_images, known_categori
         )
 
 
-class CocoDataset(Dataset):
+class CocoDataset(DecodedDataset):
     """COCO detection / instance segmentation data (or semantic, rasterised).
 
     Attributes:
@@ -124,7 +124,7 @@ class CocoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int):
+    def load(self, index: int):
         info = self.images[index]
         path = self._image_path(info)
         image = load_image(path, self.in_channels)
@@ -136,8 +136,6 @@ class CocoDataset(Dataset):
         else:
             target = self._instance_target(annotations, height, width)
         target["image_id"] = info["id"]
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
         return image, target
 
     def _instance_target(self, annotations: list[dict], height: int, width: int) -> dict:

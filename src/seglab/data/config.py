@@ -23,6 +23,8 @@ class DataConfig:
         photometric: brightness/contrast/saturation/hue jitter, training only.
         elastic: U-Net paper elastic deformation (`seglab.data.elastic`).
         weight_map: U-Net paper border weight map in `target["weight_map"]`.
+        cache_mb: MiB of decoded samples (images, masks) kept in memory by each
+            data-loading process, least recently used dropped first; 0 decodes every time.
     """
 
     root: str
@@ -35,3 +37,4 @@ class DataConfig:
     photometric: bool = False
     elastic: bool = False
     weight_map: bool = False
+    cache_mb: float = 0

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
+from seglab.data.cache import DecodedDataset
 from seglab.data.images import list_images, load_image, scan_channels
 from seglab.errors import UserError
 
@@ -27,7 +27,7 @@ def _class_names(root: Path, split: str) -> list[str]:
     return sorted(names)
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(DecodedDataset):
     """Images labelled by the folder they sit in (task `classification`).
 
     Attributes:
@@ -58,10 +58,7 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def load(self, index: int):
         path, label = self.samples[index]
         image = load_image(path, self.in_channels)
-        target = {"labels": torch.tensor(label, dtype=torch.int64), "image_id": index}
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+        return image, {"labels": torch.tensor(label, dtype=torch.int64), "image_id": index}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from seglab.data.cache import DecodedDataset
 from seglab.data.images import list_images, load_image, load_index_mask, read_header, scan_channels
 from seglab.errors import UserError, read_json
 from seglab.structures.masks import IGNORE_INDEX
@@ -47,7 +47,7 @@ def _names_from_masks(root: Path) -> list[str]:
     return [str(k) for k in range(1, largest + 1)]
 
 
-class MaskFolderDataset(Dataset):
+class MaskFolderDataset(DecodedDataset):
     """Images with class-index masks (task `semantic`).
 
     Attributes:
@@ -88,7 +88,7 @@ class MaskFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.image_paths)
 
-    def __getitem__(self, index: int):
+    def load(self, index: int):
         image = load_image(self.image_paths[index], self.in_channels)
         class_map = load_index_mask(self.mask_paths[index])
         num_classes = len(self.class_names)
@@ -98,7 +98,7 @@ class MaskFolderDataset(Dataset):
                 f"{self.mask_paths[index]}: class index {int(class_map[invalid].max())} "
                 f"exceeds the {num_classes} classes (0 background, 255 ignored)"
             )
-        target = {"semantic_mask": tv_tensors.Mask(torch.from_numpy(class_map)), "image_id": index}
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+        return image, {
+            "semantic_mask": tv_tensors.Mask(torch.from_numpy(class_map)),
+            "image_id": index,
+        }

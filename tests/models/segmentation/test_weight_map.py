@@ -13,7 +13,6 @@ from seglab.data import DataConfig, build_dataset
 from seglab.data.shapes import generate_shapes
 from seglab.models.segmentation.weight_map import (
     AddWeightMap,
-    WeightMapCache,
     border_weight_map,
     class_frequency_weights,
     instances_from_classes,
@@ -88,19 +87,6 @@ def test_instances_from_classes_numbers_each_component():
     instance_ids = instances_from_classes(mask)
     assert sorted(np.unique(instance_ids)) == [0, 1, 2, 3]
     assert len(np.unique(instance_ids[5:15, 2:10])) == 1
-
-
-def test_cache_computes_once_per_key_and_evicts_least_recent():
-    cache = WeightMapCache(max_bytes=32)  # two 2x2 float32 maps
-    calls: list[int] = []
-
-    def compute(key: int):
-        return lambda: calls.append(key) or np.full((2, 2), key, dtype=np.float32)
-
-    for key in (1, 2, 1, 3, 1, 2):
-        assert cache.get(key, compute(key))[0, 0] == key
-    assert calls == [1, 2, 3, 2]  # 2 was evicted by 3 (1 was used more recently)
-    assert len(cache) == 2
 
 
 def test_add_weight_map_step_caches_by_image_id():

@@ -16,24 +16,22 @@ Instances come from `instance_ids` (COCO data: one id per object, 0 none); for m
 which only have class maps, each connected component of a class is taken as one object.
 
 Caching: `AddWeightMap` (the `data.weight_map: true` step of the data pipeline) runs first,
-on the un-augmented target, and keeps computed maps in a `WeightMapCache`: in memory, LRU,
-keyed by image id and size, at most 512 MiB per data-loading worker (a 256 x 256 map takes
-256 KiB), so each image's map is
-computed once per worker rather than once per epoch; nothing is written to disk. The map
-then travels through crops, flips, rotations and the elastic deformation as a float
-`tv_tensors.Mask`, so it stays aligned with the image and the class map (paper §3).
+on the un-augmented target, and keeps computed maps in a `seglab.data.cache.MemoryCache`
+(in memory, LRU, keyed by image id and size, at most 512 MiB per data-loading worker; a
+256 x 256 map takes 256 KiB), so each image's map is computed once per worker rather than
+once per epoch; nothing is written to disk. The map then travels through crops, flips,
+rotations and the elastic deformation as a float `tv_tensors.Mask`, so it stays aligned with
+the image and the class map (paper §3).
 """
 
 from __future__ import annotations
-
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torchvision import tv_tensors
 
+from seglab.data.cache import MemoryCache
 from seglab.structures.masks import IGNORE_INDEX
 
 
@@ -101,31 +99,6 @@ def border_weight_map(
     return weights
 
 
-class WeightMapCache:
-    """In-memory LRU of weight maps keyed by image id, bounded in bytes (one per worker)."""
-
-    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
-        self.max_bytes = max_bytes
-        self._maps: OrderedDict[Hashable, np.ndarray] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, key: Hashable, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """The cached map for `key`, computing (and storing) it on the first request."""
-        if key in self._maps:
-            self._maps.move_to_end(key)
-            return self._maps[key]
-        weight_map = compute()
-        self._maps[key] = weight_map
-        self._bytes += weight_map.nbytes
-        while self._bytes > self.max_bytes and len(self._maps) > 1:
-            _, evicted = self._maps.popitem(last=False)
-            self._bytes -= evicted.nbytes
-        return weight_map
-
-    def __len__(self) -> int:
-        return len(self._maps)
-
-
 class AddWeightMap:
     """Data-pipeline step: `target["weight_map"]` (H, W) float32 from the paper's eq. (2).
 
@@ -137,7 +110,7 @@ class AddWeightMap:
         self, *, w0: float = 10.0, sigma: float = 5.0, cache_bytes: int = 512 * 2**20
     ) -> None:
         self.w0, self.sigma = w0, sigma
-        self.cache = WeightMapCache(cache_bytes)
+        self.cache = MemoryCache(cache_bytes)
 
     def __call__(self, image, target: dict):
         semantic_mask = target["semantic_mask"].numpy()

@@ -1,0 +1,78 @@
+"""Keeping decoded data in memory: an LRU bounded in bytes, and the datasets' common base.
+
+A sample that is decoded (PNG -> tensor, COCO polygons -> masks) once and kept costs the
+memory of its tensors; on small data, where the model step takes tens of milliseconds, the
+decoding is otherwise a large part of a training step. `data.cache_mb` turns it on
+(`build_dataset`); each data-loading process keeps its own cache.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+def nbytes(value: Any) -> int:
+    """Bytes held by the arrays and tensors in `value` (nested tuples, lists, dicts)."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(nbytes(item) for item in value.values())
+    if isinstance(value, (tuple, list)):
+        return sum(nbytes(item) for item in value)
+    return 0
+
+
+class MemoryCache:
+    """In-memory LRU keyed by anything hashable, holding at most `max_bytes` of arrays."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._values: OrderedDict[Hashable, Any] = OrderedDict()
+        self._sizes: dict[Hashable, int] = {}
+        self._bytes = 0
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The cached value for `key`, computing (and storing) it on the first request."""
+        if key in self._values:
+            self._values.move_to_end(key)
+            return self._values[key]
+        value = compute()
+        self._values[key], self._sizes[key] = value, nbytes(value)
+        self._bytes += self._sizes[key]
+        while self._bytes > self.max_bytes and len(self._values) > 1:
+            evicted, _ = self._values.popitem(last=False)
+            self._bytes -= self._sizes.pop(evicted)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class DecodedDataset(Dataset):
+    """Base of seglab's datasets: `load(index)` decodes a sample to `(image, target)`;
+    `__getitem__` keeps decoded samples in `cache` (when set) and applies `transforms`.
+
+    Transforms build new tensors and a new target dict, so cached samples stay as decoded.
+    """
+
+    transforms: Callable | None = None
+    cache: MemoryCache | None = None
+
+    def load(self, index: int) -> tuple[Any, dict]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        if self.cache is None:
+            image, target = self.load(index)
+        else:
+            image, target = self.cache.get(index, lambda: self.load(index))
+            target = dict(target)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
