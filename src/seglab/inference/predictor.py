@@ -143,7 +143,7 @@ def preprocessor(model: nn.Module) -> Callable[[Tensor], Tensor]:
     `seglab predict` and `seglab eval` see the same pixels; detectors resize inside the
     model; semantic models resize (and tile) in `_segment`, which maps the result back.
     """
-    data = (getattr(model, "config", None) or {}).get("data")
+    data = _training_data(model)
     if model.task == "classification" and data:
         transform = build_transforms(DataConfig(**data), task="classification", train=False)
         return lambda image: transform(image).as_subclass(Tensor)
@@ -340,10 +340,15 @@ def _write_summary(predictions: list[Prediction], out_dir: Path, *, coco: bool) 
         atomic_write_json(out_dir / "predictions.json", [p.record for p in predictions])
 
 
+def _training_data(model: nn.Module) -> dict | None:
+    """The `data:` section the model was trained with; None for converted weights."""
+    return (getattr(model, "config", None) or {}).get("data")
+
+
 def _training_short_side(model: nn.Module) -> int | None:
     """The shortest side a semantic model's images were resized to (`data.image_size`), or
     None for a model without its training config (converted weights: the image as it is)."""
-    data = (getattr(model, "config", None) or {}).get("data")
+    data = _training_data(model)
     return int(data["image_size"]) if data and "image_size" in data else None
 
 
