@@ -88,7 +88,7 @@ class RandomScaleCrop(v2.Transform):
         height, width = query_size(flat_inputs)
         base = self.short_side / min(height, width) if self.short_side else 1.0
         scale = base * float(torch.empty(()).uniform_(*self.scale_range))
-        resized = (max(round(height * scale), 1), max(round(width * scale), 1))
+        resized = _scaled_size(height, width, scale)
         out_h, out_w = self.output_size or (height, width)
         # Zooming in: a random window inside; zooming out: the image at a random place.
         top = _randint_inclusive(min(0, resized[0] - out_h), max(0, resized[0] - out_h))
@@ -109,11 +109,14 @@ class ResizeShortSide(v2.Transform):
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = query_size(flat_inputs)
-        scale = self.size / min(height, width)
-        return {"resized": (max(round(height * scale), 1), max(round(width * scale), 1))}
+        return {"resized": _scaled_size(height, width, self.size / min(height, width))}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return _resize(self, inpt, params["resized"])
+
+
+def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(round(height * scale), 1), max(round(width * scale), 1)
 
 
 def _resize(transform: v2.Transform, inpt: Any, size_hw: tuple[int, int]) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
@@ -125,7 +124,7 @@ def predict_instances(
         output_sizes: (H, W) per image to resize the probabilities to (default: the image's).
         **options: passed to `instances_from_probabilities`.
     """
-    from seglab.inference.tiling import predict_tiled
+    from seglab.inference.tiling import predict_tiled, resize_probabilities
 
     output_sizes = output_sizes or [image.shape[-2:] for image in images]
     device = next(model.parameters(), torch.empty(0)).device
@@ -138,10 +137,7 @@ def predict_instances(
                 probabilities = model([image.to(device)])[0]["logits"].float().softmax(dim=0)
             else:
                 probabilities = predict_tiled(model, image, tile_size=tile_size or 256)
-            if tuple(probabilities.shape[-2:]) != tuple(size_hw):
-                probabilities = F.interpolate(
-                    probabilities[None], size=tuple(size_hw), mode="bilinear", align_corners=False
-                )[0]
+            probabilities = resize_probabilities(probabilities, size_hw)
             outputs.append(instances_from_probabilities(probabilities, **options))
     model.train(was_training)
     return outputs

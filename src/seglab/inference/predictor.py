@@ -291,7 +291,7 @@ def _detections(
 
 def _segment(model: nn.Module, image: Tensor, job: Job) -> Prediction:
     from seglab.inference.instances import instances_from_probabilities
-    from seglab.inference.tiling import predict_tiled
+    from seglab.inference.tiling import predict_tiled, resize_probabilities
     from seglab.inference.visualize import draw_semantic, save_image
 
     # At the scale of the model's training and evaluation (shortest side data.image_size),
@@ -301,10 +301,7 @@ def _segment(model: nn.Module, image: Tensor, job: Job) -> Prediction:
     side = _training_short_side(model)
     scaled = image if side is None else ResizeShortSide(side)(image)
     probabilities = predict_tiled(model, scaled, tile_size=job.tile_size, overlap=job.overlap)
-    if probabilities.shape[-2:] != image.shape[-2:]:
-        probabilities = torch.nn.functional.interpolate(
-            probabilities[None], size=image.shape[-2:], mode="bilinear", align_corners=False
-        )[0]
+    probabilities = resize_probabilities(probabilities, image.shape[-2:])
     if job.instances is not None:
         output = instances_from_probabilities(probabilities, method=job.instances)
         return _detections(model, image, output, job, noun="instances")

@@ -135,6 +135,15 @@ def _allowed_tile_size(tile_size: int, depth: int) -> int:
     return valid_input_size(1, depth)
 
 
+def resize_probabilities(probabilities: Tensor, size_hw) -> Tensor:
+    """(C, h, w) class probabilities bilinearly resized to `size_hw` (unchanged if equal)."""
+    if tuple(probabilities.shape[-2:]) == tuple(size_hw):
+        return probabilities
+    return torch.nn.functional.interpolate(
+        probabilities[None], size=tuple(size_hw), mode="bilinear", align_corners=False
+    )[0]
+
+
 def gaussian_window(height: int, width: int, *, sigma_scale: float = 1 / 8) -> Tensor:
     """(H, W) weights: a Gaussian centred on the tile, sigma = side * sigma_scale (nnU-Net).
 
