@@ -1,7 +1,9 @@
-"""Selective search: finds the objects of a simple image, deterministic, xyxy float32."""
+"""Selective search: finds the objects of a simple image, deterministic, xyxy float32,
+distinct boxes, searched at a set scale and mapped back to the image's pixels."""
 
 import ctypes
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -56,6 +58,32 @@ def test_modes_limits_and_inputs():
     assert len(grey) > 0 and torch.equal(
         grey, selective_search(np.ascontiguousarray(rgb_uint8[..., 0]))
     )
+
+
+def test_boxes_are_distinct():
+    boxes = selective_search(two_object_image(), mode="quality", max_proposals=None)
+    assert len(torch.unique(boxes, dim=0)) == len(boxes)
+
+
+def test_scale_searches_a_resized_image_and_maps_boxes_back():
+    image = two_object_image()
+    rgb_uint8 = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    enlarged = cv2.resize(rgb_uint8, (128, 128), interpolation=cv2.INTER_LINEAR)
+    at_128 = selective_search(image, scale=128, max_proposals=None)
+    # The same search as on the enlarged image, with boxes in the 64-px frame (exact: / 2).
+    assert torch.equal(at_128, selective_search(enlarged, max_proposals=None) / 2)
+    assert torch.equal(selective_search(image, scale=64), selective_search(image))
+    assert torch.all(box_iou(OBJECTS, at_128).max(dim=1).values > 0.9)
+
+
+def test_scale_keeps_the_aspect_and_each_axis_frame():
+    # 64 high, 50 wide -> searched at 31 x 24 (31 = round(30.72)): one factor per axis.
+    image = two_object_image()[:, :, :50]
+    boxes = selective_search(image, scale=24, max_proposals=None, min_size=6)
+    assert boxes[:, 0::2].max() == 50 and boxes[:, 1::2].max() == 64  # the whole image
+    assert torch.all(boxes[:, 2:] - boxes[:, :2] >= 6)  # min_size in the original frame
+    red = torch.tensor([[8.0, 10.0, 30.0, 40.0]])
+    assert box_iou(red, boxes).max() > 0.8  # coarse at half resolution, still found
 
 
 def test_bad_mode_is_a_user_error():

@@ -5,10 +5,12 @@ several colour spaces) and neighbouring regions are merged greedily by colour, t
 size and fill similarity; every region formed along the way is a proposal. R-CNN and
 Fast R-CNN take about 2000 of them per image ("fast" mode).
 
-This wraps OpenCV's implementation (`cv2.ximgproc.segmentation`, the standard one).
-OpenCV orders the proposals by a randomised rank drawn with the C library's `rand()`; we
-seed it before each call so that the same image always gives the same proposals in the
-same order.
+This wraps OpenCV's implementation (`cv2.ximgproc.segmentation`, the standard one), which
+removes duplicate rectangles itself. Its cost grows with the number of pixels, so the image
+can first be resized to a set short side (`scale`); the boxes are mapped back to the
+original image's pixels. OpenCV orders the proposals by a randomised rank drawn with the C
+library's `rand()`; we seed it before each call so that the same image always gives the
+same proposals in the same order.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def selective_search(
     image: Tensor | np.ndarray,
     *,
     mode: str = "fast",
+    scale: int | None = None,
     max_proposals: int | None = 2000,
     min_size: float = 0.0,
     seed: int = 0,
@@ -41,18 +44,53 @@ def selective_search(
         mode: "fast" (2 colour spaces x 3 scales x 2 strategies, R-CNN's setting),
             "quality" (5 colour spaces x 5 scales x 4 strategies: more, slower) or "single"
             (one segmentation, one strategy: quickest).
+        scale: resize the image so that its short side is this many pixels before the
+            search (None: search the image as it is).
         max_proposals: keep the first this many in rank order (None keeps all).
-        min_size: drop proposals narrower or shorter than this many pixels.
+        min_size: drop proposals narrower or shorter than this many pixels of `image`.
         seed: seeds the rank order; the same seed gives the same proposals.
 
     Returns:
-        (K, 4) float32 xyxy boxes in pixels of `image`, K <= max_proposals, in OpenCV's
-        rank order (coarse-to-fine mixed, the hierarchy levels being randomly interleaved).
+        (K, 4) float32 xyxy boxes in pixels of `image`, K <= max_proposals, distinct, in
+        OpenCV's rank order (coarse-to-fine mixed, the hierarchy levels being randomly
+        interleaved).
     """
+    boxes = selective_search_array(
+        _to_rgb_uint8(image), mode=mode, scale=scale, max_proposals=max_proposals,
+        min_size=min_size, seed=seed,
+    )  # fmt: skip
+    return torch.from_numpy(boxes)
+
+
+def selective_search_array(
+    rgb: np.ndarray,
+    *,
+    mode: str = "fast",
+    scale: int | None = None,
+    max_proposals: int | None = 2000,
+    min_size: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """`selective_search` on a uint8 (H, W, 3) RGB or (H, W) grey array, without torch
+    (what the proposal cache's worker processes call); returns (K, 4) float32 xyxy."""
     if mode not in MODES:
         raise UserError(f"selective search mode {mode!r}: unknown; use one of {', '.join(MODES)}")
+    height, width = rgb.shape[:2]
+    searched = _resize_short_side(_to_bgr(rgb), scale)
+    boxes = _opencv_boxes(searched, mode, seed)
+    # Back to the original frame: each axis by its own factor (sizes are rounded).
+    boxes[:, 0::2] *= width / searched.shape[1]
+    boxes[:, 1::2] *= height / searched.shape[0]
+    if min_size > 0:
+        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        boxes = boxes[(widths >= min_size) & (heights >= min_size)]
+    return boxes if max_proposals is None else boxes[:max_proposals]
+
+
+def _opencv_boxes(bgr: np.ndarray, mode: str, seed: int) -> np.ndarray:
+    """(K, 4) float32 xyxy boxes in pixels of `bgr`, in OpenCV's rank order."""
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
-    search.setBaseImage(_to_bgr_uint8(image))
+    search.setBaseImage(bgr)
     if mode == "fast":
         search.switchToSelectiveSearchFast()
     elif mode == "quality":
@@ -61,30 +99,42 @@ def selective_search(
         search.switchToSingleStrategy()
     _seed_c_rand(seed)
     rects = search.process()  # (K, 4) int32 [x, y, width, height], duplicates removed
-    boxes = torch.from_numpy(np.asarray(rects, dtype=np.float32).reshape(-1, 4))
+    boxes = np.asarray(rects, dtype=np.float32).reshape(-1, 4)
     boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-    if min_size > 0:
-        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        boxes = boxes[(widths >= min_size) & (heights >= min_size)]
-    return boxes if max_proposals is None else boxes[:max_proposals]
+    return boxes
 
 
-def _to_bgr_uint8(image: Tensor | np.ndarray) -> np.ndarray:
-    """Model input (C, H, W) float [0, 1] RGB, or numpy uint8 RGB / grey -> (H, W, 3) BGR uint8."""
-    if isinstance(image, Tensor):
-        if image.ndim != 3 or image.shape[0] not in (1, 3):
-            raise ValueError(f"expected a (1 or 3, H, W) image tensor, got {tuple(image.shape)}")
-        array = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
-        array = array.cpu().numpy()  # (H, W, C)
-    else:
-        array = np.asarray(image)
-        if array.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 numpy image, got {array.dtype}")
+def _resize_short_side(image: np.ndarray, scale: int | None) -> np.ndarray:
+    """(H, W, 3) -> (h, w, 3) with min(h, w) == scale, aspect kept (rounded); as is if None."""
+    if scale is None:
+        return image
+    height, width = image.shape[:2]
+    factor = scale / min(height, width)
+    size_wh = (max(1, round(width * factor)), max(1, round(height * factor)))
+    # Area averaging when shrinking (no aliasing), bilinear when enlarging.
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size_wh, interpolation=interpolation)
+
+
+def _to_rgb_uint8(image: Tensor | np.ndarray) -> np.ndarray:
+    """Model input (C, H, W) float [0, 1] RGB or grey -> (H, W, C) uint8; arrays as they are."""
+    if not isinstance(image, Tensor):
+        return np.asarray(image)
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"expected a (1 or 3, H, W) image tensor, got {tuple(image.shape)}")
+    array = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+    return array.cpu().numpy()  # (C, H, W) -> (H, W, C)
+
+
+def _to_bgr(array: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) RGB, (H, W, 1) or (H, W) grey -> (H, W, 3) BGR, OpenCV's order."""
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 numpy image, got {array.dtype}")
     if array.ndim == 2:
         array = array[:, :, None]
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
-    return np.ascontiguousarray(array[:, :, ::-1])  # RGB -> BGR, OpenCV's order
+    return np.ascontiguousarray(array[:, :, ::-1])
 
 
 def _seed_c_rand(seed: int) -> None:
