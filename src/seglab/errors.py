@@ -16,6 +16,11 @@ class UserError(Exception):
     """A mistake in the user's input: the message names the file and the problem."""
 
 
+class SeglabWarning(UserWarning):
+    """A setting or an input that works, but probably not as the user meant (a warmup
+    longer than the run, a batch larger than the dataset): the CLI prints it as one line."""
+
+
 def require_file(path: str | Path, what: str = "file") -> Path:
     """Return `path` as a Path, or raise UserError when it does not exist."""
     path = Path(path)

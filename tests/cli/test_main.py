@@ -1,6 +1,11 @@
+import importlib.metadata
+import runpy
+import sys
+
 import pytest
 
-from seglab.cli.main import SUBCOMMANDS, main
+import seglab
+from seglab.cli.main import SUBCOMMANDS, build_parser, main
 
 
 @pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
@@ -24,3 +29,29 @@ def test_unknown_subcommand_exits_2(capsys):
         main(["segment-everything"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"seglab {seglab.__version__}\n"
+    assert seglab.__version__ == importlib.metadata.version("seglab")  # the installed package's
+
+
+def test_python_dash_m_seglab_is_the_command(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["seglab", "eval", "--gt", "missing.json", "--pred", "p"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("seglab", run_name="__main__")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "seglab eval: error: missing.json: ground-truth file not found\n"
+    )
+
+
+def test_every_command_takes_quiet():
+    parser = build_parser()
+    for argv in (["train", "c.yaml", "--out", "r"], ["eval", "--gt", "g", "--pred", "p"],
+                 ["predict", "m", "i", "--out", "o"], ["data", "shapes", "o"]):  # fmt: skip
+        assert parser.parse_args([*argv, "--quiet"]).quiet
+        assert not parser.parse_args(argv).quiet

@@ -37,9 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from seglab.engine.io import check_output_file
     from seglab.models.detection.convert import convert_torchvision, read_torchvision_state_dict
     from seglab.models.zoo import save_model
 
+    check_output_file(args.out, "OUT.safetensors")
     builder_args = dict(_parse_override(item) for item in args.overrides)
     state = read_torchvision_state_dict(args.checkpoint)
     model = convert_torchvision(state, args.arch, **builder_args)

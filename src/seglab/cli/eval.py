@@ -60,26 +60,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.gt or args.pred:
-        if args.model or args.data:
-            raise UserError("give either MODEL --data DIR, or --gt and --pred; not both")
-        if not (args.gt and args.pred):
-            raise UserError("--gt and --pred go together; give both files")
+    from seglab.engine.io import atomic_write_json, check_output_file
+
+    files = bool(args.gt or args.pred)
+    _check_arguments(args, files)
+    out = args.out if files else args.out or Path(args.model).parent / "metrics.json"
+    for path, option in ((out, "--out"), (args.plot, "--plot")):
+        if path:
+            check_output_file(path, option)
+    if files:
         metrics = evaluate_files(args.gt, args.pred, args.iou_type)
-        out = args.out
     else:
-        if not (args.model and args.data):
-            raise UserError("give MODEL --data DIR, or --gt GT.json --pred PRED.json")
-        if args.iou_type:
-            raise UserError(
-                "--iou-type applies to --gt/--pred; a model is evaluated with its task's metrics"
-            )
         metrics = evaluate_model(args.model, args.data, args.split, args.batch_size, args.device)
-        out = args.out or Path(args.model).parent / "metrics.json"
     print(format_metrics(metrics))
     if out:
-        from seglab.engine.io import atomic_write_json
-
         atomic_write_json(out, metrics)
         print(f"wrote {out}")
     if "confusion_matrix" in metrics and (out or args.plot):
@@ -89,6 +83,22 @@ def run(args: argparse.Namespace) -> int:
         plot_confusion_matrix(metrics["confusion_matrix"], list(metrics["per_class_recall"]), plot)
         print(f"wrote {plot}")
     return 0
+
+
+def _check_arguments(args: argparse.Namespace, files: bool) -> None:
+    """One of the two forms: MODEL --data DIR, or --gt GT.json --pred PRED.json."""
+    if files:
+        if args.model or args.data:
+            raise UserError("give either MODEL --data DIR, or --gt and --pred; not both")
+        if not (args.gt and args.pred):
+            raise UserError("--gt and --pred go together; give both files")
+        return
+    if not (args.model and args.data):
+        raise UserError("give MODEL --data DIR, or --gt GT.json --pred PRED.json")
+    if args.iou_type:
+        raise UserError(
+            "--iou-type applies to --gt/--pred; a model is evaluated with its task's metrics"
+        )
 
 
 def evaluate_files(gt_path: str, pred_path: str, iou_type: str | None) -> dict[str, Any]:

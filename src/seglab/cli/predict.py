@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -61,17 +60,18 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seglab.engine.device import resolve_device
+    from seglab.engine.io import check_output_folder
     from seglab.errors import UserError
     from seglab.inference.predictor import collect_inputs, gt_image_ids, predict_files
     from seglab.models.zoo import load_model
 
     if args.top_k < 1:
         raise UserError(f"--top-k {args.top_k}: must be at least 1")
+    out_dir = check_output_folder(args.out)
     inputs = collect_inputs(args.inputs)
     image_ids = gt_image_ids(args.gt, inputs.images) if args.gt else None
     model = load_model(args.model)
     options = {"tile_size": args.tile_size, "overlap": args.overlap, "instances": args.instances}
-    out_dir = Path(args.out)
     predictions = predict_files(
         model, inputs, out_dir, top_k=args.top_k, score_threshold=args.score_threshold,
         device=resolve_device(args.device, option="--device"), image_ids=image_ids, **options,

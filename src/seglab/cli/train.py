@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -27,22 +26,24 @@ def add_parser(subparsers) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.lr=0.01 (repeatable)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # the name of --quiet before every command had one; scripts may still use it
+    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from seglab.engine.checkpoint import checkpoint_step
     from seglab.engine.config import load_config
+    from seglab.engine.io import check_output_folder
     from seglab.engine.trainer import train
 
     config = load_config(args.config, args.overrides)
-    run_dir = Path(args.out)
+    run_dir = check_output_folder(args.out)
     step = checkpoint_step(run_dir) if run_dir.is_dir() else None
     if step is not None:
         print(f"resuming {run_dir} from {run_dir / 'checkpoint.pt'} (step {step})")
     try:
-        metrics = train(config, run_dir, progress=not args.no_progress)
+        metrics = train(config, run_dir)
     except KeyboardInterrupt:
         step = checkpoint_step(run_dir)
         start = f"step {step}" if step is not None else "the start (no checkpoint yet)"

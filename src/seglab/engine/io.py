@@ -1,7 +1,10 @@
-"""Atomic file writes: a temporary file in the same folder, then `os.replace`.
+"""Atomic file writes, and the up-front check that an output path can be written.
 
 A reader of the path sees either the old complete file or the new complete file, never a
-half-written one, whatever interrupts the writer.
+half-written one, whatever interrupts the writer (a temporary file in the same folder, then
+`os.replace`). Every command checks its output paths with `check_output_folder` /
+`check_output_file` before it reads or computes anything, so a path it cannot write is one
+line at the start, not a traceback at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from seglab.errors import UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -51,3 +56,40 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda temporary: torch.save(obj, temporary))
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """`path` as a Path, once sure that it is, or can be created as, a folder this process
+    may write in; UserError naming `option` otherwise. Nothing is created."""
+    path = Path(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{path}: {option} is a file; give a folder")
+    _check_can_write_below(path, path, option)
+    return path
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> Path:
+    """`path` as a Path, once sure that this process may write (or replace) a file there;
+    UserError naming `option` otherwise. Nothing is created."""
+    path = Path(path)
+    if os.path.isdir(path):
+        raise UserError(f"{path}: {option} is a folder; give a file name")
+    _check_can_write_below(path.parent, path, option)
+    return path
+
+
+def _check_can_write_below(folder: Path, path: Path, option: str) -> None:
+    """`folder`'s closest existing ancestor must be a folder we may create entries in.
+
+    The test is `os.access`, the kernel's answer for this process (mode bits, ACLs, a
+    read-only mount); no probe file is written. Replacing a file needs only its folder to be
+    writable, since `atomic_write` renames a new file onto it.
+    """
+    existing = next((p for p in (folder, *folder.parents) if os.path.exists(p)), Path("."))
+    if not os.path.isdir(existing):
+        raise UserError(f"{path}: {existing} is a file, not a folder; choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(
+            f"{path}: no permission to write in {existing}; choose another {option} or make "
+            f"that folder writable"
+        )

@@ -14,6 +14,7 @@ import yaml
 
 from seglab.engine.checkpoint import CHECKPOINT_NAME
 from seglab.engine.config import Config, config_to_dict, save_config
+from seglab.engine.io import check_output_folder
 from seglab.errors import UserError
 
 CONFIG_NAME = "config.yaml"
@@ -29,8 +30,7 @@ CHANGEABLE_ON_RESUME = (
 
 
 def prepare_run_dir(run_dir: Path) -> Path:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"{run_dir}: --out is a file; give a folder for the run")
+    check_output_folder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 

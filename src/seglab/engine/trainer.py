@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from seglab import data as seglab_data
 from seglab import evaluation
@@ -35,6 +34,7 @@ from seglab.engine.optim import build_optimizer, build_scheduler
 from seglab.engine.run_dir import prepare_run_dir, reconcile_config
 from seglab.errors import UserError
 from seglab.models.zoo import build_model, model_task, save_model
+from seglab.progress import progress
 
 
 @dataclass
@@ -120,25 +120,23 @@ def _loop(session: Session) -> None:
     batches = iter(_train_loader(session))
     window = _LossWindow()
     started, elapsed_before = time.monotonic(), state.elapsed_s
-    bar = tqdm(
-        total=cfg.max_steps, initial=state.step, disable=not session.progress, unit="step",
-        dynamic_ncols=True,
-    )  # fmt: skip
-    try:
-        while not _finished(session):
-            batch = next(batches)
-            losses = _train_step(session, batch)
-            state.step += 1
-            state.elapsed_s = elapsed_before + time.monotonic() - started
-            window.add(losses, len(batch[0]))
-            bar.update(1)
-            _periodic(session, window, bar)
-    finally:
-        bar.close()
-        del batches  # stop the loader's worker processes now, also when interrupted
+    bar = progress(desc="train", total=cfg.max_steps, initial=state.step, unit="step",
+                   enabled=session.progress)  # fmt: skip
+    with bar:
+        try:
+            while not _finished(session):
+                batch = next(batches)
+                losses = _train_step(session, batch)
+                state.step += 1
+                state.elapsed_s = elapsed_before + time.monotonic() - started
+                window.add(losses, len(batch[0]))
+                bar.update(1)
+                _periodic(session, window, bar)
+        finally:
+            del batches  # stop the loader's worker processes now, also when interrupted
 
 
-def _periodic(session: Session, window: _LossWindow, bar: tqdm) -> None:
+def _periodic(session: Session, window: _LossWindow, bar: Any) -> None:
     """Logging, evaluation and checkpointing due after the step just taken."""
     cfg, step = session.config.train, session.state.step
     last = _finished(session)

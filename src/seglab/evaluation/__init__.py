@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from seglab.data import collate
 from seglab.errors import UserError
@@ -21,6 +20,7 @@ from seglab.evaluation.classification import classification_metrics
 from seglab.evaluation.coco import check_coco_gt, evaluate_coco, to_coco_results
 from seglab.evaluation.confusion import ConfusionMatrix
 from seglab.evaluation.semantic import semantic_metrics
+from seglab.progress import progress as progress_display
 from seglab.structures.masks import IGNORE_INDEX
 
 __all__ = ["PRIMARY_METRICS", "evaluate", "primary_metric"]
@@ -62,7 +62,9 @@ def evaluate(
     loss_sum, images_seen = 0.0, 0
     try:
         with torch.no_grad():
-            for images, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
+            for images, targets in progress_display(
+                loader, desc="eval", unit="batch", enabled=progress
+            ):
                 images = [image.to(device) for image in images]
                 targets = [_to_device(target, device) for target in targets]
                 outputs, losses = model.forward_with_losses(images, targets)

@@ -44,6 +44,7 @@ from seglab.data.images import IMAGE_SUFFIXES, load_image
 from seglab.data.transforms import ResizeShortSide, build_transforms
 from seglab.engine.io import atomic_write_json
 from seglab.errors import UserError, read_json
+from seglab.progress import progress
 
 DEFAULT_TILE_SIZE = 256  # semantic models: side of the tiles (`predict_tiled`'s default)
 DEFAULT_OVERLAP = 32  # pixels shared by neighbouring tiles (same padding)
@@ -210,7 +211,7 @@ def predict_files(
     predict_one, prepare = _PREDICTORS[model.task], preprocessor(model)
     predictions = []
     with torch.no_grad():
-        for index, path in enumerate(inputs.images):
+        for index, path in enumerate(progress(inputs.images, desc="predict", unit="image")):
             image = read_image(path, channels, inputs)
             if image is not None:
                 job = Job(path, index, image_ids[index], out_dir, top_k, score_threshold,

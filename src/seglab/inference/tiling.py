@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from seglab.errors import UserError
 from seglab.models.segmentation.unet import valid_input_size, valid_margin, valid_output_size
+from seglab.progress import progress as progress_display
 
 
 def predict_tiled(
@@ -111,7 +111,7 @@ def _run_tiles(model, image, corners, tile_hw, batch_size, progress):
     """Yield (corners, probabilities (B, C, h', w')) batch by batch."""
     device = next(model.parameters(), torch.empty(0)).device
     batches = [corners[i : i + batch_size] for i in range(0, len(corners), batch_size)]
-    for batch_corners in tqdm(batches, desc="tiles", unit="batch", disable=not progress):
+    for batch_corners in progress_display(batches, desc="tiles", unit="batch", enabled=progress):
         tiles = [
             image[:, y : y + tile_hw[0], x : x + tile_hw[1]].to(device) for y, x in batch_corners
         ]
