@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "predict": "seglab.cli.predict",
     "convert": "seglab.cli.convert",
     "proposals": "seglab.cli.proposals",
+    "bench": "seglab.cli.bench",
 }
 
 

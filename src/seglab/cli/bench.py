@@ -1,0 +1,137 @@
+"""`seglab bench`: benchmarks that print a table, ratio last.
+
+seglab bench lineage [--out R.json] [--models rcnn,fast_rcnn,...] [--minutes M | --steps N]
+                     [--train N --test N --size PX --time-images N] [--work DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from seglab.errors import UserError
+
+# --quick: a run of seconds that goes through every step (for tests and a first look).
+QUICK = {"train": 8, "test": 4, "size": 96, "steps": 2, "time_images": 2}
+FULL = {"train": 300, "test": 50, "size": 256, "minutes": 3.0, "time_images": 20}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmarks: the detector lineage R-CNN -> Fast -> Faster -> Mask R-CNN",
+        description="Run a benchmark and print its table (ratio last).",
+    )
+    benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    _add_lineage(benchmarks)
+
+
+def _add_lineage(benchmarks: argparse._SubParsersAction) -> None:
+    lineage = benchmarks.add_parser(
+        "lineage",
+        help="R-CNN -> Fast R-CNN -> Faster R-CNN -> Mask R-CNN: test time per stage, box AP",
+        description="Write the shapes data, train each detector of the lineage from its "
+        "shapes recipe with the same wall-clock budget, then report its box AP on the test "
+        "images and its CPU test time per image split into proposals, CNN features, heads "
+        "and resizing + post-processing. The default run is sized for under 20 minutes on 2 "
+        "cores.",
+    )
+    lineage.add_argument("--out", metavar="R.json", help="write R.json, R.md (table), R.png")
+    lineage.add_argument(
+        "--models", metavar="A,B", help="comma-separated (default: all, in lineage order)"
+    )
+    lineage.add_argument(
+        "--minutes",
+        type=float,
+        metavar="M",
+        help=f"training budget per model ({FULL['minutes']:g})",
+    )
+    lineage.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="train each model this many steps instead of --minutes",
+    )
+    lineage.add_argument(
+        "--train", type=int, metavar="N", help=f"training images ({FULL['train']})"
+    )
+    lineage.add_argument("--test", type=int, metavar="N", help=f"test images ({FULL['test']})")
+    lineage.add_argument("--size", type=int, metavar="PX", help=f"image side ({FULL['size']})")
+    lineage.add_argument(
+        "--time-images", type=int, metavar="N", help=f"test images timed ({FULL['time_images']})"
+    )
+    lineage.add_argument(
+        "--work", metavar="DIR", help="keep the data and runs here (default: a temporary folder)"
+    )
+    lineage.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"seconds instead of minutes: {QUICK['train']} training and {QUICK['test']} "
+        f"test images of {QUICK['size']} px, {QUICK['steps']} steps per model",
+    )
+    lineage.set_defaults(func=run_lineage_command)
+
+
+def run_lineage_command(args: argparse.Namespace) -> int:
+    from seglab.bench.lineage import RECIPES
+
+    if args.minutes is not None and args.steps is not None:
+        raise UserError("--minutes and --steps are two budgets; give one")
+    models = tuple(args.models.split(",")) if args.models else tuple(RECIPES)
+    if args.work is None:
+        with tempfile.TemporaryDirectory(prefix="seglab-bench-") as work:
+            return _lineage(args, models, Path(work))
+    return _lineage(args, models, Path(args.work))
+
+
+def _lineage(args: argparse.Namespace, models: tuple[str, ...], work: Path) -> int:
+    from seglab.bench.lineage import LineageOptions, run_lineage
+    from seglab.bench.report import markdown_table
+
+    defaults = QUICK if args.quick else FULL
+    steps = args.steps
+    if steps is None and args.minutes is None and args.quick:
+        steps = QUICK["steps"]
+    options = LineageOptions(
+        models=models,
+        minutes=_given(args.minutes, FULL["minutes"]),
+        steps=steps,
+        train_images=_given(args.train, defaults["train"]),
+        test_images=_given(args.test, defaults["test"]),
+        size=_given(args.size, defaults["size"]),
+        time_images=_given(args.time_images, defaults["time_images"]),
+        work_dir=work,
+    )
+    _check_out(args.out)
+    report = run_lineage(options)
+    table = markdown_table(report)
+    print(table, end="")
+    if args.out:
+        _write_report(report, table, Path(args.out))
+    return 0
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
+def _check_out(out: str | None) -> None:
+    """Fail before minutes of work, not after, when --out cannot be written."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.suffix != ".json":
+        raise UserError(f"--out {out}: give a .json path (R.md and R.png are written beside)")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(f"{path.parent}: is not a folder; choose another --out")
+
+
+def _write_report(report: dict, table: str, out: Path) -> None:
+    from seglab.bench.report import bar_chart
+    from seglab.engine.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out, report)
+    atomic_write_text(out.with_suffix(".md"), table)
+    bar_chart(report, out.with_suffix(".png"))
+    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")

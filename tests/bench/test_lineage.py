@@ -1,0 +1,97 @@
+"""Lineage benchmark parts: the training budget given to each recipe, the options it
+refuses, and the report (table with the ratio last, chart)."""
+
+import dataclasses
+
+import PIL.Image
+import pytest
+
+from seglab.bench import lineage
+from seglab.bench.lineage import LineageOptions
+from seglab.bench.report import bar_chart, markdown_table
+from seglab.data.shapes import generate_shapes
+from seglab.engine.config import load_config
+from seglab.errors import UserError
+from seglab.models.zoo import build_model
+
+
+@pytest.fixture
+def recipe():
+    return load_config("faster_rcnn_r18_fpn_shapes", ["data.root=/data"])
+
+
+def test_a_time_budget_sizes_the_schedule_from_the_step_time(recipe, monkeypatch):
+    monkeypatch.setattr(lineage, "_seconds_per_step", lambda config: 0.5)
+    config = lineage._budgeted(recipe, LineageOptions(minutes=3.0))
+    # 90% of 180 s at 0.5 s per step; the budget itself stops the run whatever happens.
+    assert config.train.max_steps == 324 and config.train.max_minutes == 3.0
+    assert config.train.warmup_steps == recipe.train.warmup_steps == 50
+    assert config.train.device == "cpu"
+    assert config.train.eval_every == config.train.checkpoint_every == 324  # once, at the end
+    assert dataclasses.replace(config, train=recipe.train) == recipe  # nothing else changed
+
+
+def test_a_step_budget_is_the_same_for_every_model_and_keeps_a_decay(recipe):
+    config = lineage._budgeted(recipe, LineageOptions(steps=40))
+    assert config.train.max_steps == 40 and config.train.max_minutes is None
+    assert config.train.warmup_steps == 10  # a quarter of the run at most
+
+
+def test_step_time_is_measured_on_real_training_steps(tmp_path, monkeypatch):
+    data = generate_shapes(tmp_path, train=4, val=1, size=64)
+    small = ["model.min_size=64", "model.max_size=64", "train.batch_size=2"]
+    config = load_config("faster_rcnn_r18_fpn_shapes", [f"data.root={data}", *small])
+    steps = []
+
+    def counting_model(name, **kwargs):
+        model = build_model(name, **kwargs)
+        forward = model.forward_with_losses
+        model.forward_with_losses = lambda images, targets: (
+            steps.append(len(images)) or forward(images, targets)
+        )
+        return model
+
+    monkeypatch.setattr(lineage, "build_model", counting_model)
+    seconds = lineage._seconds_per_step(config)
+    assert steps == [2] * (lineage.CALIBRATION_STEPS + 1)  # a warm-up step, then timed ones
+    assert 0 < seconds < 60
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"models": ("yolo",)}, "--models yolo: unknown"),
+        ({"models": ()}, "unknown or none"),
+        ({"minutes": 0}, "--minutes 0"),
+        ({"time_images": 60}, "--time-images 60: at most the 50 test images"),
+    ],
+)
+def test_bad_options_are_user_errors(options, message):
+    with pytest.raises(UserError, match=message):
+        LineageOptions(**options)
+
+
+REPORT = {
+    "models": {
+        "faster_rcnn": {"proposal_s": 0.01, "features_s": 0.05, "heads_s": 0.02,
+                        "post_s": 0.001, "total_s": 0.081, "box_AP": 0.375, "train_steps": 500},
+        "mask_rcnn": {"proposal_s": 0.01, "features_s": 0.06, "heads_s": 0.08,
+                      "post_s": 0.012, "total_s": 0.162, "box_AP": -1.0, "train_steps": 450},
+    }
+}  # fmt: skip
+
+
+def test_table_has_a_row_per_model_and_the_ratio_last():
+    lines = markdown_table(REPORT).splitlines()
+    assert lines[0].startswith("| model | proposals s | CNN features s | heads s |")
+    assert lines[0].endswith("| speed vs Faster R-CNN |")
+    assert lines[2] == (
+        "| Faster R-CNN | 0.0100 | 0.0500 | 0.0200 | 0.0010 | 0.0810 | 0.375 | 500 | 1.0x |"
+    )
+    assert lines[3].endswith("| 0.1620 | n/a | 450 | 0.5x |")  # half as fast; AP undefined
+
+
+def test_chart_is_a_png(tmp_path):
+    path = bar_chart(REPORT, tmp_path / "lineage.png")
+    with PIL.Image.open(path) as image:
+        assert image.format == "PNG" and image.width > image.height > 100
