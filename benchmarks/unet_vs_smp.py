@@ -84,7 +84,7 @@ def build_pair(args, num_classes: int) -> tuple[nn.Module, nn.Module, dict]:
     def ours_with(base: int) -> UNet:
         return UNet(
             num_classes=num_classes, base_channels=base, depth=args.depth,
-            upsampling=args.upsampling, norm="batch", loss="ce+dice",
+            upsampling=args.upsampling, norm="bn", loss="ce+dice",
         )  # fmt: skip
 
     base = min(range(4, 129), key=lambda b: abs(count(ours_with(b)) - target))

@@ -68,7 +68,7 @@ def test_overfits_one_batch():
 
 def test_save_load_round_trip_gives_equal_outputs(tmp_path):
     torch.manual_seed(0)
-    model = small_cnn(activation="gelu", norm="group", global_pool="avg")
+    model = small_cnn(activation="gelu", norm="gn", global_pool="avg")
     model.class_names = ["circle", "square", "triangle"]
     images, targets = _batch()
     model.train()

@@ -19,8 +19,35 @@ from seglab.models.segmentation.unet import (
 def paper_unet(device: str | torch.device = "cpu") -> UNet:
     with torch.device(device):
         return UNet(
-            in_channels=1, num_classes=2, base_channels=64, depth=4, padding="valid", norm="none"
+            in_channels=1,
+            num_classes=2,
+            base_channels=64,
+            depth=4,
+            padding="valid",
+            norm="none",
+            init="he",
         )
+
+
+def test_paper_configuration_uses_he_initialisation():
+    """Paper §3: weights from a Gaussian with std sqrt(2/N), N = incoming nodes of a neuron
+    (k * k * C_in for a conv, C_in for the 2x2 stride-2 up-convolution), biases zero."""
+    torch.manual_seed(0)
+    model = paper_unet()
+    checked = 0
+    for module in model.modules():
+        if not isinstance(module, nn.Conv2d | nn.ConvTranspose2d) or module.weight.numel() < 30_000:
+            continue  # the std of fewer draws is too noisy to pin at 5 %
+        if isinstance(module, nn.ConvTranspose2d):
+            incoming = module.in_channels
+        else:
+            incoming = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        # 3e4+ draws: the sample std is within 1 % of the true one; PyTorch's default
+        # (uniform, std sqrt(1/(3N))) is 0.41x and falls far outside
+        assert module.weight.std().item() == pytest.approx((2 / incoming) ** 0.5, rel=0.05)
+        assert module.bias is None or torch.all(module.bias == 0)
+        checked += 1
+    assert checked == 21  # 17 of the 18 3x3 convs (not the first: 576 weights) + 4 up-convs
 
 
 def test_paper_configuration_golden_shapes_at_every_level():
@@ -165,7 +192,7 @@ def test_weight_map_multiplies_the_pixel_losses():
 )
 def test_loss_options(loss, keys):
     model = UNet(
-        num_classes=3, base_channels=4, depth=2, loss=loss, norm="group", upsampling="bilinear"
+        num_classes=3, base_channels=4, depth=2, loss=loss, norm="gn", upsampling="bilinear"
     )
     _, losses = model.forward_with_losses(
         [torch.rand(3, 16, 16)], [{"semantic_mask": torch.randint(0, 3, (16, 16))}]
@@ -230,7 +257,7 @@ def test_eval_mode_gives_outputs_and_validation_loss():
 
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = seglab.build_model("unet", num_classes=3, base_channels=4, depth=2, norm="batch")
+    model = seglab.build_model("unet", num_classes=3, base_channels=4, depth=2, norm="bn")
     images, targets = square_batch(num_classes=3)
     model.forward_with_losses(images, targets)  # updates the batch-norm running statistics
     model.eval()

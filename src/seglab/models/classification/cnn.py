@@ -10,7 +10,7 @@ The study text names four parts, and each is one piece of this file:
 4. fully connected layers that make the prediction from the learned features:
    `ClassifierHead`.
 
-A normalisation layer (batch or group norm) sits between convolution and activation, as in
+A normalisation layer (BatchNorm or GroupNorm) sits between convolution and activation, as in
 every modern CNN; `norm="none"` gives the plain textbook block. Images enter as float
 (C, H, W) in [0, 1]; the mean/std normalisation lives in the model (docs/conventions.md).
 Labels are 0..K-1 (no background class) and the loss is cross-entropy.
@@ -27,27 +27,18 @@ from torch import Tensor, nn
 
 from seglab.errors import UserError
 from seglab.models.inputs import Normalize, stack_images
+from seglab.models.layers import check_norm, conv_norm
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
-NORMS = ("batch", "group", "none")
-
-
-def _norm(norm: str, channels: int) -> nn.Module:
-    if norm == "batch":
-        return nn.BatchNorm2d(channels)
-    if norm == "group":
-        return nn.GroupNorm(min(32, max(1, channels // 4)), channels)
-    return nn.Identity()
+NORMS = ("none", "bn", "gn")
 
 
 class ConvBlock(nn.Sequential):
     """3x3 convolution -> norm -> activation -> 2x2 max-pooling (halves H and W)."""
 
     def __init__(self, in_channels: int, out_channels: int, *, norm: str, activation: str):
-        bias = norm == "none"  # a norm right after the convolution makes its bias redundant
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
-        self.norm = _norm(norm, out_channels)
+        self.conv, self.norm = conv_norm(in_channels, out_channels, 3, norm=norm, padding=1)
         self.activation = ACTIVATIONS[activation]()
         self.pool = nn.MaxPool2d(2)
 
@@ -88,7 +79,7 @@ class CNNClassifier(nn.Module):
         widths: output channels of each conv block; the depth is `len(widths)` and an input
             of side S leaves the last block at side S / 2**depth.
         activation: relu, gelu, silu or leaky_relu.
-        norm: batch, group or none.
+        norm: bn, gn or none (`seglab.models.layers`).
         hidden: width of the hidden fully connected layer; 0 for a single linear layer.
         dropout: dropout probability before each fully connected layer (training only).
         global_pool: max or avg, the pooling of the last feature map to one vector.
@@ -104,7 +95,7 @@ class CNNClassifier(nn.Module):
         in_channels: int = 3,
         widths: Sequence[int] = (32, 64, 128),
         activation: str = "relu",
-        norm: str = "batch",
+        norm: str = "bn",
         hidden: int = 128,
         dropout: float = 0.2,
         global_pool: str = "max",
@@ -162,8 +153,7 @@ def _check_arguments(num_classes, widths, activation, norm, global_pool) -> None
     if activation not in ACTIVATIONS:
         known = ", ".join(ACTIVATIONS)
         raise UserError(f"cnn: activation={activation!r} is not one of {known}")
-    if norm not in NORMS:
-        raise UserError(f"cnn: norm={norm!r} is not one of {', '.join(NORMS)}")
+    check_norm(norm, owner="cnn", allowed=NORMS)
     if global_pool not in ("max", "avg"):
         raise UserError(f"cnn: global_pool={global_pool!r} is not one of max, avg")
 

@@ -27,28 +27,18 @@ from torch import Tensor, nn
 
 from seglab.errors import UserError
 from seglab.models.inputs import Normalize, stack_images
+from seglab.models.layers import check_norm, conv_norm
 from seglab.models.segmentation.losses import IGNORE_INDEX, segmentation_losses
-
-
-def _norm_layer(norm: str, channels: int) -> nn.Module:
-    if norm == "batch":
-        return nn.BatchNorm2d(channels)
-    if norm == "group":
-        return nn.GroupNorm(min(32, channels // 4) or 1, channels)
-    return nn.Identity()
 
 
 class DoubleConv(nn.Sequential):
     """Two 3x3 convolutions, each followed by [norm and] ReLU: one U-Net "level" (Fig. 1)."""
 
     def __init__(self, in_channels: int, out_channels: int, *, padding: int, norm: str) -> None:
-        bias = norm == "none"  # a norm layer right after the conv makes its bias redundant
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=bias),
-            _norm_layer(norm, out_channels),
+            *conv_norm(in_channels, out_channels, 3, norm=norm, padding=padding),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=padding, bias=bias),
-            _norm_layer(norm, out_channels),
+            *conv_norm(out_channels, out_channels, 3, norm=norm, padding=padding),
             nn.ReLU(inplace=True),
         )
 
@@ -139,13 +129,16 @@ class UNet(nn.Module):
         base_channels: channels of the first level (64); level l has base * 2**l.
         depth: number of 2x2 poolings (4 in the paper).
         padding: "valid" (paper: output is a centre crop) or "same" (output = input size).
-        norm: "none" (paper), "batch" or "group" normalisation after each conv.
+        norm: "none" (paper), "bn" or "gn" after each conv (`seglab.models.layers`).
         upsampling: "transpose" (paper's 2x2 up-convolution) or "bilinear" (+ 1x1 conv).
         dropout: dropout probability at the end of the contracting path (paper §3).
         mean, std: per-channel normalisation of the [0, 1] input (default: ImageNet for 3
             channels, 0.5/0.25 otherwise).
         loss: "ce" (pixel-wise cross-entropy, weighted by `weight_map` when the targets carry
             one: paper eq. 1), "dice" or "ce+dice".
+        init: "he" (paper §3: every convolution's weights drawn from a Gaussian with std
+            sqrt(2 / N), N = k * k * C_in incoming nodes, biases zero) or "default"
+            (PyTorch's uniform initialisation, about 0.41x that std).
     """
 
     task = "semantic"
@@ -158,18 +151,20 @@ class UNet(nn.Module):
         base_channels: int = 64,
         depth: int = 4,
         padding: str = "same",
-        norm: str = "batch",
+        norm: str = "bn",
         upsampling: str = "transpose",
         dropout: float = 0.0,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         loss: str = "ce",
+        init: str = "default",
     ) -> None:
         super().__init__()
         _check_choice("padding", padding, ("valid", "same"))
-        _check_choice("norm", norm, ("none", "batch", "group"))
+        norm = check_norm(norm, owner="unet", allowed=("none", "bn", "gn"))
         _check_choice("upsampling", upsampling, ("transpose", "bilinear"))
         _check_choice("loss", loss, ("ce", "dice", "ce+dice"))
+        _check_choice("init", init, ("he", "default"))
         if depth < 1 or base_channels < 1 or num_classes < 2:
             raise UserError("unet: needs depth >= 1, base_channels >= 1 and num_classes >= 2")
         self.padding, self.depth, self.num_classes, self.loss = padding, depth, num_classes, loss
@@ -197,6 +192,8 @@ class UNet(nn.Module):
             for level in reversed(range(depth))
         )
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
+        if init == "he":
+            self.apply(_he_init)
 
     def forward_logits(self, batch: Tensor) -> Tensor:
         """(N, C_in, H, W) in [0, 1] -> logits (N, num_classes, H', W').
@@ -261,6 +258,21 @@ class UNet(nn.Module):
                     f"pooling see an odd size (paper §2); use an allowed side such as "
                     f"{' or '.join(map(str, allowed))}, or padding=same"
                 )
+
+
+def _he_init(module: nn.Module) -> None:
+    """Paper §3: std sqrt(2 / N), N the incoming nodes of one neuron (fan-in). For an
+    up-convolution a neuron's inputs are C_in * 1 (one input pixel per kernel tap), which
+    PyTorch's fan-in of a ConvTranspose2d weight (C_in, C_out, k, k) would count as C_out * k^2."""
+    if isinstance(module, nn.ConvTranspose2d):
+        std = (2.0 / module.in_channels) ** 0.5
+        nn.init.normal_(module.weight, std=std)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+    else:
+        return
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
 
 
 def _allowed_valid_sides_near(side: int, depth: int) -> list[int]:
