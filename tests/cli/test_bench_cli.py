@@ -44,3 +44,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert err.count("\n") == 1 and err.startswith("seglab bench: error: ")
     assert message in err
     assert list(tmp_path.iterdir()) == []  # refused before writing data
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for argv, message in (
+        (["--work", str(a_file)], "--work is a file"),
+        (["--work", str(tmp_path / "work"), "--out", str(a_file / "r.json")], "is a file"),
+    ):
+        assert main(["bench", "lineage", "--quick", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

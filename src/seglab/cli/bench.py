@@ -75,6 +75,7 @@ def _add_lineage(benchmarks: argparse._SubParsersAction) -> None:
 
 def run_lineage_command(args: argparse.Namespace) -> int:
     from seglab.bench.lineage import RECIPES
+    from seglab.engine.io import check_output_folder
 
     if args.minutes is not None and args.steps is not None:
         raise UserError("--minutes and --steps are two budgets; give one")
@@ -82,7 +83,7 @@ def run_lineage_command(args: argparse.Namespace) -> int:
     if args.work is None:
         with tempfile.TemporaryDirectory(prefix="seglab-bench-") as work:
             return _lineage(args, models, Path(work))
-    return _lineage(args, models, Path(args.work))
+    return _lineage(args, models, check_output_folder(args.work, "--work"))
 
 
 def _lineage(args: argparse.Namespace, models: tuple[str, ...], work: Path) -> int:
@@ -118,13 +119,13 @@ def _given(value, default):
 
 def _check_out(out: str | None) -> None:
     """Fail before minutes of work, not after, when --out cannot be written."""
+    from seglab.engine.io import check_output_file
+
     if out is None:
         return
-    path = Path(out)
-    if path.suffix != ".json":
+    if Path(out).suffix != ".json":
         raise UserError(f"--out {out}: give a .json path (R.md and R.png are written beside)")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise UserError(f"{path.parent}: is not a folder; choose another --out")
+    check_output_file(out, "--out")
 
 
 def _write_report(report: dict, table: str, out: Path) -> None:

@@ -36,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from seglab.data.images import channels_for_modes, load_image, read_header
 from seglab.engine.io import atomic_write
-from seglab.errors import UserError, read_json
+from seglab.errors import SeglabWarning, UserError, read_json
 from seglab.ops.selective_search import MODES, selective_search_array
+from seglab.progress import progress as progress_display
 from seglab.structures.boxes import box_iou
 
 CACHE_FORMAT = 1
@@ -198,12 +198,14 @@ def update_cache(
     path = cache_path(root, split, settings)
     entries = _read_cache(path, settings)
     missing, refreshed = _check_entries(entries, paths)
-    if missing or refreshed:
-        write = partial(_write_cache, path, settings, entries)
+    write = partial(_write_cache, path, settings, entries)
+    if missing:
         try:
             _compute(missing, settings, entries, workers, progress, flush=write)
         finally:
             write()  # what was computed is kept, also when interrupted
+    elif refreshed:
+        write()
     proposals = {image_id: entries[image_id].boxes for image_id in paths}
     return CacheUpdate(proposals, len(missing), path)
 
@@ -253,11 +255,8 @@ def _compute(
     flush: Callable[[], None],
 ) -> None:
     """Compute the missing entries into `entries`, calling `flush` every minute or so."""
-    bar = tqdm(
-        total=len(missing),
-        desc="selective search",
-        unit="image",
-        disable=not progress or not missing,
+    bar = progress_display(
+        desc="selective search", total=len(missing), unit="image", enabled=progress
     )
     last_flush = time.monotonic()
     with bar:
@@ -329,7 +328,7 @@ def _read_cache(path: Path, settings: ProposalSettings) -> dict[int, _Entry]:
             return {image_id: _Entry(*fields) for image_id, *fields in columns}
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
         message = f"{path}: unreadable proposal cache ({error!r}); computing it again"
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, SeglabWarning, stacklevel=3)
         return {}
 
 
