@@ -57,3 +57,10 @@ def test_bad_input_is_one_line_and_exit_2(shapes, tmp_path, capsys, argv, messag
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("seglab proposals: error: ")
     assert message in err
+
+
+def test_a_file_where_the_cache_folder_goes_is_one_line(tmp_path, capsys):
+    root = generate_shapes(tmp_path / "data", train=1, val=0, size=64)
+    (root / "proposals").write_text("")
+    code, _, err = run(capsys, root)
+    assert code == 2 and err.count("\n") == 1 and "proposals: DATA is a file" in err

@@ -51,10 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seglab.data.proposals import ProposalSettings, proposal_recall, read_split, update_cache
+    from seglab.engine.io import check_output_folder
 
     root = Path(args.data)
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found")
+    check_output_folder(root / "proposals", "DATA")  # where the cache goes: before any work
     if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be >= 0")
     settings = ProposalSettings(
