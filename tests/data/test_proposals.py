@@ -2,6 +2,7 @@
 change, written whole, the same from worker processes; recall on a hand-made case."""
 
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -192,6 +193,12 @@ def test_bad_requests_are_user_errors(shapes):
     first.unlink()
     with pytest.raises(UserError, match=f"{first.name}: image file not found"):
         load(shapes)
+    # Removed after the check, while a worker process computes: one line too (UserError
+    # crosses the process boundary as it is).
+    with pytest.raises(UserError, match=f"{first.name}: image file removed while"):
+        proposals_module._propose_file(first, settings=SETTINGS)
+    error = UserError("x")
+    assert pickle.loads(pickle.dumps(error)).args == error.args
 
 
 def test_read_split_gives_xyxy_ground_truth_without_crowds(tmp_path):

@@ -290,8 +290,11 @@ def _propose_all(
 
 def _propose_file(path: Path, *, settings: ProposalSettings) -> _Entry:
     """Selective search on one image file (run in a worker process)."""
-    stat = path.stat()  # before reading: a later change gives a new stat, so a new check
-    digest = _digest(path)
+    try:
+        stat = path.stat()  # before reading: a later change gives a new stat, so a new check
+        digest = _digest(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: image file removed while proposals were computed") from None
     channels = channels_for_modes([read_header(path)[0]])
     image = load_image(path, channels).permute(1, 2, 0).numpy()  # (C, H, W) -> (H, W, C)
     boxes = selective_search_array(
