@@ -45,6 +45,7 @@ def _write_masks_dataset(root, class_map, mode="L", names_file=None):
 def test_names_default_to_indices_and_grayscale_stays_one_channel(tmp_path):
     class_map = np.zeros((10, 12), dtype=np.uint8)
     class_map[2:4, 2:4], class_map[5:7, 5:9], class_map[0, 0] = 1, 4, 255
+    class_map[8, 0], class_map[8, 1] = 2, 3  # 1..4 all occur: K = 4 without a classes file
     root = _write_masks_dataset(tmp_path, class_map)
     dataset = build_dataset(_masks_cfg(root, image_size=10), "train", task="semantic", train=False)
     assert dataset.class_names == ["1", "2", "3", "4"] and dataset.in_channels == 1

@@ -1,7 +1,9 @@
 """Datasets, transforms and the synthetic shapes generator.
 
 `build_dataset(cfg, split, task=..., train=...)` is the one entry point: it picks the
-dataset class from `cfg.layout` and the augmentation pipeline from the task.
+dataset class from `cfg.layout` and the augmentation pipeline from the task. Building a
+dataset checks its files (`seglab.data.findings`); `build_training_datasets` adds the checks
+that need the model (channels) or the whole train split (something to learn).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch.utils.data import Dataset
 from seglab.data.cache import MemoryCache
 from seglab.data.coco import CocoDataset
 from seglab.data.config import DataConfig
+from seglab.data.findings import Findings
 from seglab.data.image_folders import ImageFolderDataset
 from seglab.data.mask_folders import MaskFolderDataset
 from seglab.data.transforms import build_transforms
@@ -27,11 +30,16 @@ LAYOUT_TASKS = {
 }
 
 
-def build_dataset(cfg: DataConfig, split: str, *, task: str, train: bool) -> Dataset:
+def build_dataset(
+    cfg: DataConfig, split: str, *, task: str, train: bool, findings: Findings | None = None
+) -> Dataset:
     """The `split` of the data under `cfg.root`, with train or eval transforms for `task`.
 
     Returns a Dataset of `(image, target)` (see docs/conventions.md) with `.class_names`,
-    `.task` and `.in_channels`; COCO datasets also have `.coco_gt` and `.category_ids`.
+    `.class_counts`, `.task`, `.in_channels` and `.image_path(index)`; COCO datasets also
+    have `.coco_gt` and `.category_ids`. Without `findings`, the first problem that stops
+    training is raised as a UserError and handled ones are logged as one note line; with
+    it, every problem is added there and the items with stopping problems are left out.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -47,18 +55,99 @@ def build_dataset(cfg: DataConfig, split: str, *, task: str, train: bool) -> Dat
         )
     if not root.is_dir():
         raise UserError(f"{root}: data root not found")
-    if cfg.cache_mb < 0:
-        raise UserError(f"data.cache_mb must be >= 0 (0: no cache), not {cfg.cache_mb}")
+    _check_options(cfg)
     transforms = build_transforms(cfg, task=task, train=train)
+    common = {"transforms": transforms, "channels": cfg.channels, "findings": findings}
     if cfg.layout == "coco":
-        dataset = CocoDataset(root, split, task=task, transforms=transforms)
+        dataset = CocoDataset(root, split, task=task, **common)
     elif cfg.layout == "masks":
-        dataset = MaskFolderDataset(root, split, transforms=transforms)
+        dataset = MaskFolderDataset(root, split, mask_values=cfg.mask_values, **common)
     else:
-        dataset = ImageFolderDataset(root, split, transforms=transforms)
+        dataset = ImageFolderDataset(root, split, **common)
     if cfg.cache_mb:
         dataset.cache = MemoryCache(int(cfg.cache_mb * 2**20))
     return dataset
+
+
+def _check_options(cfg: DataConfig) -> None:
+    if cfg.cache_mb < 0:
+        raise UserError(f"data.cache_mb must be >= 0 (0: no cache), not {cfg.cache_mb}")
+    if cfg.channels not in (None, 1, 3):
+        raise UserError(f"data.channels must be 1, 3 or null (from the images), not {cfg.channels}")
+    if cfg.mask_values is not None and cfg.layout != "masks":
+        raise UserError(f"data.mask_values: only for the masks layout, not {cfg.layout!r}")
+
+
+def build_training_datasets(
+    cfg: DataConfig, *, task: str, in_channels: int
+) -> tuple[Dataset, Dataset]:
+    """The train and val datasets of a run, checked before its first step: every file as in
+    `build_dataset`, the images' channels against the model's `in_channels`, and that the
+    train split has something to learn."""
+    train_set = build_dataset(cfg, "train", task=task, train=True)
+    val_set = build_dataset(cfg, "val", task=task, train=False)
+    for split, dataset in (("train", train_set), ("val", val_set)):
+        _check_channels(cfg, Path(cfg.root) / split, dataset.in_channels, in_channels)
+    if problem := learning_problem(train_set, Path(cfg.root) / "train"):
+        raise UserError(problem)
+    if problem := classes_problem(train_set, "val", val_set, Path(cfg.root)):
+        raise UserError(problem)
+    return train_set, val_set
+
+
+def _check_channels(cfg: DataConfig, where: Path, loaded: int, in_channels: int) -> None:
+    if loaded == in_channels:
+        return
+    if cfg.channels is not None:
+        raise UserError(
+            f"data.channels={cfg.channels} but model.in_channels={in_channels}: "
+            "the model takes the channels the images are loaded with; make them "
+            "equal"
+        )
+    if loaded == 1:
+        raise UserError(
+            f"{where}: every image is grayscale (1 channel) but the model takes "
+            f"{in_channels} (model.in_channels); set model.in_channels=1, or "
+            f"data.channels={in_channels} to load the images with {in_channels} "
+            "equal channels"
+        )
+    raise UserError(
+        f"{where}: the images are colour (3 channels) but model.in_channels="
+        f"{in_channels}; set model.in_channels=3, or data.channels={in_channels} to "
+        "load them as grayscale (luma)"
+    )
+
+
+def learning_problem(dataset: Dataset, where: Path) -> str | None:
+    """Why training on `dataset` (a train split, at `where`) would learn nothing, or None."""
+    counts = dataset.class_counts
+    if dataset.task == "classification":
+        present = sum(1 for count in counts if count)
+        if present < 2:
+            return (
+                f"{where}: images of {present} class only; a classifier learns nothing "
+                "from fewer than 2 classes (one folder per class)"
+            )
+        return None
+    if sum(counts):
+        return None
+    if isinstance(dataset, MaskFolderDataset):
+        return (
+            f"{where}: no mask holds a class pixel (0 is background, 255 ignored), so "
+            "there is nothing to learn; for binary 0/255 masks set data.mask_values: "
+            "[0, 255], for other values list them in data.mask_values"
+        )
+    return f"{where}: no object annotations in the train split, so there is nothing to learn"
+
+
+def classes_problem(train_set: Dataset, split: str, dataset: Dataset, root: Path) -> str | None:
+    """Why `split` (`dataset`) cannot be scored by a model trained on `train_set`, or None."""
+    if list(dataset.class_names) == list(train_set.class_names):
+        return None
+    return (
+        f"{root}: the {split} split's classes {list(dataset.class_names)} differ from "
+        f"train's {list(train_set.class_names)}; give every split the same classes"
+    )
 
 
 def collate(batch: list[tuple]) -> tuple[list, list[dict]]:
@@ -67,4 +156,13 @@ def collate(batch: list[tuple]) -> tuple[list, list[dict]]:
     return list(images), list(targets)
 
 
-__all__ = ["DataConfig", "build_dataset", "collate", "LAYOUT_TASKS", "TASKS"]
+__all__ = [
+    "DataConfig",
+    "Findings",
+    "build_dataset",
+    "build_training_datasets",
+    "collate",
+    "learning_problem",
+    "LAYOUT_TASKS",
+    "TASKS",
+]

@@ -1,7 +1,9 @@
 """COCO layout: `ROOT/<split>.json` plus images in `ROOT/<split>/`.
 
 Category ids are remapped to labels 1..K in the order of their ids (`category_ids[k - 1]` is
-the COCO id of label k). Images without annotations are kept (negatives). Crowd annotations
+the COCO id of label k). Images without annotations are kept (negatives). Building the
+dataset reads the JSON and every image's header; what is kept of each annotation (boxes
+clipped, degenerate ones dropped, with a note) is `seglab.data.coco_annotations`. Crowd annotations
 (`iscrowd: 1`) are left out of the training targets, as in Detectron, but stay in `coco_gt`,
 where COCO evaluation treats them as regions to ignore; in a rasterised semantic target
 they become the ignore index 255.
@@ -16,6 +18,8 @@ import torch
 from torchvision import tv_tensors
 
 from seglab.data.cache import DecodedDataset
+from seglab.data.coco_annotations import clean_annotations
+from seglab.data.findings import Findings
 from seglab.data.images import channels_for_modes, load_image, read_header
 from seglab.errors import UserError, read_json
 from seglab.structures.masks import IGNORE_INDEX, segmentation_to_mask
@@ -37,27 +41,15 @@ def _load_json(path: Path) -> dict:
     return coco
 
 
-def _check_annotation(path: Path, annotation: dict, known_images, known_categories) -> None:
-    try:
-        x, y, w, h = (float(v) for v in annotation["bbox"])
-        image_id, category_id = annotation["image_id"], annotation["category_id"]
-    except (KeyError, TypeError, ValueError):
-        raise UserError(
-            f"{path}: annotation {annotation.get('id')} lacks a valid bbox/image_id/category_id"
-        ) from None
-    if w <= 0 or h <= 0:
-        raise UserError(
-            f"{path}: annotation {annotation.get('id')} has a degenerate box [x, y, w, h] = "
-            f"{[x, y, w, h]} (x1 < x0 or y1 < y0 or empty); fix or remove it"
-        )
-    if image_id not in known_images:
-        raise UserError(
-            f"{path}: annotation {annotation.get('id')} refers to unknown image {image_id}"
-        )
-    if category_id not in known_categories:
-        raise UserError(
-            f"{path}: annotation {annotation.get('id')} has unknown category_id {category_id}"
-        )
+def _size_problem(path: Path, info: dict, size_hw: tuple[int, int]) -> str | None:
+    """The message when the image's size is not the one its JSON entry gives."""
+    expected = (info.get("height", size_hw[0]), info.get("width", size_hw[1]))
+    if expected == tuple(size_hw):
+        return None
+    return (
+        f"{path}: image is {size_hw[1]}x{size_hw[0]} (after EXIF orientation) but the JSON "
+        f"says {expected[1]}x{expected[0]}; fix the JSON or the image"
+    )
 
 
 class CocoDataset(DecodedDataset):
@@ -68,68 +60,96 @@ class CocoDataset(DecodedDataset):
         class_names: names of labels 1..K (background excluded).
         category_ids: COCO category id of each label 1..K.
         coco_gt: the annotation dict as read (original category ids), for COCO evaluation.
-        in_channels: 1 when every image is grayscale, else 3.
+        images: the JSON's image entries whose file was found and readable.
+        class_counts: objects (not crowd) of each label 1..K kept for training.
+        in_channels: the channels images are loaded with (`channels`, else 1 when every
+            image is grayscale, else 3).
+        findings: the problems found while building (`seglab.data.coco_annotations`).
     """
 
-    def __init__(self, root: str | Path, split: str, *, task: str, transforms=None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        *,
+        task: str,
+        transforms=None,
+        channels: int | None = None,
+        findings: Findings | None = None,
+    ):
         self.root, self.split, self.task, self.transforms = Path(root), split, task, transforms
-        json_path = self.root / f"{split}.json"
+        self.findings = Findings() if findings is None else findings
+        self.json_path = self.root / f"{split}.json"
         self.image_dir = self.root / split
-        self.coco_gt = _load_json(json_path)
+        self.coco_gt = _load_json(self.json_path)
         categories = sorted(self.coco_gt.get("categories", []), key=lambda c: c["id"])
         self.category_ids = [c["id"] for c in categories]
         self.class_names = [str(c.get("name", c["id"])) for c in categories]
         self._label_of = {cid: k for k, cid in enumerate(self.category_ids, 1)}
-        self.images = self.coco_gt["images"]
-        if not self.images:
-            raise UserError(f"{json_path}: the dataset has no images")
-        self._annotations = self._group_annotations(json_path)
-        self.in_channels = self._scan_images()
+        if not self.coco_gt["images"]:
+            raise UserError(f"{self.json_path}: the dataset has no images")
+        modes, sizes = self._scan_images()
+        self._annotations = clean_annotations(
+            self.json_path,
+            self.coco_gt.get("annotations", []),
+            sizes,
+            {info["id"] for info in self.coco_gt["images"]},
+            self._label_of,
+            task=task,
+            findings=self.findings,
+        )
+        self.class_counts = self._count_classes()
+        self.in_channels = channels or channels_for_modes(modes)
+        if findings is None:
+            self.findings.conclude(str(self.json_path))
 
-    def _group_annotations(self, json_path: Path) -> dict:
-        by_image = {info["id"]: [] for info in self.images}
-        for annotation in self.coco_gt.get("annotations", []):
-            _check_annotation(json_path, annotation, by_image, self._label_of)
-            by_image[annotation["image_id"]].append(annotation)
-        return by_image
-
-    def _scan_images(self) -> int:
-        """Check every image's header (exists, decodable, size as in the JSON); channels."""
-        modes = []
-        for info in self.images:
-            path = self._image_path(info)
-            mode, size = read_header(path)
-            self._check_size(path, info, size)
+    def _scan_images(self) -> tuple[list[str], dict]:
+        """Check every image's header (exists, decodable, size as in the JSON); keep the
+        images that pass in `self.images` and return their modes and sizes by id."""
+        self.images, modes, sizes = [], [], {}
+        for info in self.coco_gt["images"]:
+            path = self.image_dir / info["file_name"]
+            if not path.is_file():
+                self.findings.add(
+                    "missing image file",
+                    str(path),
+                    f"{self.json_path}: image {info['id']} refers to missing file {path}",
+                )
+                continue
+            try:
+                mode, size = read_header(path)
+            except UserError as error:
+                self.findings.add("unreadable image", str(path), str(error))
+                continue
+            if problem := _size_problem(path, info, size):
+                self.findings.add("image size differs from the JSON", str(path), problem)
+                continue
+            self.images.append(info)
             modes.append(mode)
-        return channels_for_modes(modes)
+            sizes[info["id"]] = size
+        return modes, sizes
 
-    @staticmethod
-    def _check_size(path: Path, info: dict, size_hw: tuple[int, int]) -> None:
-        expected = (info.get("height", size_hw[0]), info.get("width", size_hw[1]))
-        if expected != tuple(size_hw):
-            raise UserError(
-                f"{path}: image is {size_hw[1]}x{size_hw[0]} but the JSON says "
-                f"{expected[1]}x{expected[0]}; fix the JSON or the image"
-            )
+    def _count_classes(self) -> list[int]:
+        """Objects (not crowd) of each label 1..K kept for training."""
+        counts = [0] * len(self.class_names)
+        for kept in self._annotations.values():
+            for annotation in kept:
+                if not annotation.get("iscrowd", 0):
+                    counts[self._label_of[annotation["category_id"]] - 1] += 1
+        return counts
 
-    def _image_path(self, info: dict) -> Path:
-        path = self.image_dir / info["file_name"]
-        if not path.is_file():
-            raise UserError(
-                f"{self.root / (self.split + '.json')}: image {info['id']} refers to missing "
-                f"file {path}"
-            )
-        return path
+    def image_path(self, index: int) -> Path:
+        return self.image_dir / self.images[index]["file_name"]
 
     def __len__(self) -> int:
         return len(self.images)
 
     def load(self, index: int):
-        info = self.images[index]
-        path = self._image_path(info)
+        info, path = self.images[index], self.image_path(index)
         image = load_image(path, self.in_channels)
         height, width = image.shape[-2:]
-        self._check_size(path, info, (height, width))  # the file may have changed since
+        if problem := _size_problem(path, info, (height, width)):  # changed since it was built
+            raise UserError(problem)
         annotations = self._annotations[info["id"]]
         if self.task == "semantic":
             target = self._semantic_target(annotations, height, width)
@@ -182,8 +202,8 @@ class CocoDataset(DecodedDataset):
                 return segmentation_to_mask(segmentation, height, width)
             except (TypeError, ValueError, KeyError, AttributeError) as error:
                 raise UserError(
-                    f"{self.root / (self.split + '.json')}: annotation {annotation.get('id')} "
-                    f"has a malformed segmentation ({error!r})"
+                    f"{self.json_path} annotation {annotation.get('id')} has a malformed "
+                    f"segmentation ({error!r}); fix or remove it"
                 ) from None
         x, y, w, h = annotation["bbox"]
         mask = np.zeros((height, width), dtype=np.uint8)

@@ -25,6 +25,11 @@ class DataConfig:
         weight_map: U-Net paper border weight map in `target["weight_map"]`.
         cache_mb: MiB of decoded samples (images, masks) kept in memory by each
             data-loading process, least recently used dropped first; 0 decodes every time.
+        channels: channels images are loaded with (1 or 3); null: 1 when every image is
+            grayscale, else 3 (`seglab.data.images` says how images are converted).
+        mask_values: masks layout: the stored value of the background and of each class
+            1..K, e.g. `[0, 255]` for binary masks; null: the values are class indices
+            (`seglab.data.mask_values`).
     """
 
     root: str
@@ -38,3 +43,5 @@ class DataConfig:
     elastic: bool = False
     weight_map: bool = False
     cache_mb: float = 0
+    channels: int | None = None
+    mask_values: tuple[int, ...] | None = None

@@ -127,7 +127,9 @@ def _gt_images(gt_path: str | Path) -> list[dict]:
 
 
 def read_image(path: Path, channels: int, inputs: Inputs) -> Tensor | None:
-    """uint8 (C, H, W); None (noted as skipped) for a broken file found in a folder."""
+    """The image as datasets load it (`seglab.data.images`: EXIF orientation, 16-bit and
+    float values to [0, 1], converted to the model's `channels`), (C, H, W) uint8 or
+    float32; None (noted as skipped) for a broken file found in a folder."""
     try:
         return load_image(path, channels)
     except UserError:  # load_image names the file and the problem
@@ -138,7 +140,7 @@ def read_image(path: Path, channels: int, inputs: Inputs) -> Tensor | None:
 
 
 def preprocessor(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    """uint8 image -> the float (C, H, W) the model takes.
+    """Loaded image (uint8, or float32 in [0, 1]) -> the float (C, H, W) the model takes.
 
     A classifier gets the evaluation transform of its training data (resize to S x S), so
     `seglab predict` and `seglab eval` see the same pixels; detectors resize inside the
