@@ -1,13 +1,24 @@
-"""`seglab data`: dataset utilities (`seglab data shapes OUT` writes the synthetic dataset)."""
+"""`seglab data`: dataset utilities. `seglab data shapes OUT` writes the synthetic dataset;
+`seglab data check ROOT` reads every file of a dataset and prints what training would make
+of it (exit 2 when training would fail or learn nothing)."""
 
 from __future__ import annotations
 
 import argparse
 
+from seglab.errors import UserError
+
+_PLACES_SHOWN = 3  # first places named per problem in the table
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="dataset utilities (synthetic shapes data)")
+    parser = subparsers.add_parser("data", help="dataset utilities (synthetic data, checks)")
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    _add_shapes(actions)
+    _add_check(actions)
+
+
+def _add_shapes(actions) -> None:
     shapes = actions.add_parser(
         "shapes",
         help="write the built-in synthetic shapes dataset",
@@ -26,10 +37,10 @@ def add_parser(subparsers) -> None:
     shapes.add_argument("--val", type=int, default=200, help="validation images (default 200)")
     shapes.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     shapes.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.set_defaults(func=run)
+    shapes.set_defaults(func=run_shapes)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_shapes(args: argparse.Namespace) -> int:
     from seglab.data.shapes import generate_shapes_summary
 
     summary = generate_shapes_summary(
@@ -41,3 +52,133 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.classes} classes, {summary.seconds:.1f} s"
     )
     return 0
+
+
+def _add_check(actions) -> None:
+    check = actions.add_parser(
+        "check",
+        help="read every image, mask and annotation of a dataset; exit 2 on problems",
+        description="Read every image, mask and annotation of every split of ROOT once, as "
+        "training reads them, and print the images, objects per class, image sizes and bit "
+        "depths of each split, and the problems found by kind with their first files. "
+        "Exit 2 when training would fail or learn nothing, 0 otherwise (problems that "
+        "training handles, such as boxes clipped to their image, are listed with what is "
+        "done about them).",
+    )
+    check.add_argument("root", metavar="ROOT", help="data folder (data.root)")
+    check.add_argument(
+        "--layout",
+        choices=("coco", "masks", "folders"),
+        help="data.layout (default: detected from the files)",
+    )
+    check.add_argument(
+        "--mask-values",
+        type=int,
+        nargs="+",
+        metavar="V",
+        help="masks layout: data.mask_values, the stored value of the background and of "
+        "each class (e.g. 0 255)",
+    )
+    check.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from seglab.data.check import check_data
+
+    mask_values = tuple(args.mask_values) if args.mask_values else None
+    report = check_data(args.root, args.layout, mask_values=mask_values)
+    for line in report_lines(report):
+        print(line)
+    stopping = [f for findings in _every_findings(report) for f in findings.stopping()]
+    if stopping:
+        kinds = ", ".join(dict.fromkeys(f.kind for f in stopping))
+        raise UserError(f"{report.root}: training would fail or learn nothing ({kinds}); "
+                        "fix the files listed above")  # fmt: skip
+    print(f"{report.root}: training can start")
+    return 0
+
+
+def _every_findings(report) -> list:
+    return [report.general, *(split.findings for split in report.splits)]
+
+
+def report_lines(report) -> list[str]:
+    """The summary table, then the problems table, of a `DataReport`."""
+    names = ", ".join(report.class_names) or "none"
+    lines = [f"{report.root}: {report.layout} layout, {len(report.class_names)} classes ({names})"]
+    if report.splits:
+        lines += _table(["", *(split.name for split in report.splits)], _summary_rows(report))
+    problems = _problem_rows(report)
+    if problems:
+        header = ["problem", "what happens", *(s.name for s in report.splits), "first places"]
+        lines += ["", *_table(header, problems, left=(0, 1, len(header) - 1))]
+    else:
+        lines.append("problems: none")
+    return lines
+
+
+def _summary_rows(report) -> list[list[str]]:
+    splits = report.splits
+    rows = [["images", *(str(split.images) for split in splits)]]
+    for mode in sorted({mode for split in splits for mode in split.modes}):
+        rows.append([f"  {mode}", *(str(split.modes[mode]) for split in splits)])
+    rows.append(["sizes (w x h)", *(_sizes(split.sizes) for split in splits)])
+    if report.layout == "masks":  # an image holds several classes: no meaningful total
+        rows.append(["images holding each class", *("" for _ in splits)])
+    else:
+        counted = "objects" if report.layout == "coco" else "images per class"
+        rows.append([counted, *(str(sum(split.class_counts)) for split in splits)])
+    for index, name in enumerate(report.class_names):
+        counts = [split.class_counts[index] if index < len(split.class_counts) else 0
+                  for split in splits]  # fmt: skip
+        rows.append([f"  {name}", *(str(count) for count in counts)])
+    return rows
+
+
+def _sizes(sizes) -> str:
+    if not sizes:
+        return "-"
+    heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
+    if len(sizes) == 1:
+        return f"{widths[0]}x{heights[0]}"
+    return f"{min(widths)}x{min(heights)}..{max(widths)}x{max(heights)}"
+
+
+def _problem_rows(report) -> list[list[str]]:
+    """One row per kind of problem, stopping ones first: counts per split, first places."""
+    kinds: dict[str, list] = {}
+    for findings in _every_findings(report):
+        for finding in findings.by_kind.values():
+            kinds.setdefault(finding.kind, []).append(finding)
+    rows = []
+    for kind, findings in sorted(kinds.items(), key=lambda item: not item[1][0].stops):
+        counts = [str(_count(report, split, kind)) for split in report.splits]
+        places = [_relative(place, report.root) for f in findings for place in f.places]
+        shown = ", ".join(places[:_PLACES_SHOWN]) + (", ..." if len(places) > _PLACES_SHOWN else "")
+        rows.append([kind, findings[0].action, *counts, shown])
+    return rows
+
+
+def _count(report, split, kind: str) -> int:
+    """Occurrences of `kind` in `split`: its own, and the general ones that name it."""
+    own, general = split.findings.by_kind.get(kind), report.general.by_kind.get(kind)
+    return (len(own.places) if own else 0) + (general.places.count(split.name) if general else 0)
+
+
+def _relative(place: str, root) -> str:
+    prefix = f"{root}/"
+    return place[len(prefix) :] if place.startswith(prefix) else place
+
+
+def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
+    """Columns padded to their widest cell; the `left` ones left-aligned, the others right."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            cell.ljust(width) if i in left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(padded).rstrip()
+
+    return [line(header), *(line(row) for row in rows)]
