@@ -67,8 +67,9 @@ def _open_session(config: Config, run_dir: Path, progress: bool) -> Session:
     prepare_run_dir(run_dir)
     _set_threads(config.train.workers)
     task = model_task(config.model.name)
-    train_set = seglab_data.build_dataset(config.data, "train", task=task, train=True)
-    val_set = seglab_data.build_dataset(config.data, "val", task=task, train=False)
+    train_set, val_set = seglab_data.build_training_datasets(
+        config.data, task=task, in_channels=int(config.model.args.get("in_channels", 3))
+    )  # every file checked before step 1; channels against the model's
     if len(train_set) == 0:
         raise UserError(f"{config.data.root}: the train split has no images")
     config = resolve_num_classes(config, list(train_set.class_names))
