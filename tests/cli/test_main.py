@@ -51,7 +51,7 @@ def test_python_dash_m_seglab_is_the_command(monkeypatch, capsys):
 
 def test_every_command_takes_quiet():
     parser = build_parser()
-    for argv in (["train", "c.yaml", "--out", "r"], ["eval", "--gt", "g", "--pred", "p"],
+    for argv in (["train", "--out", "r"], ["eval", "--gt", "g", "--pred", "p"],
                  ["predict", "m", "i", "--out", "o"], ["data", "shapes", "o"]):  # fmt: skip
         assert parser.parse_args([*argv, "--quiet"]).quiet
         assert not parser.parse_args(argv).quiet

@@ -29,8 +29,9 @@ def files(tmp_path_factory):
 
 def commands(root, data) -> dict[str, list[str]]:
     train_settings = {"model.widths": "[4]", "model.hidden": "0", "data.image_size": "32",
-                      "train.batch_size": "2", "train.max_steps": "2", "train.workers": "0",
-                      "train.device": "cpu", "data.root": str(data)}  # fmt: skip
+                      "train.batch_size": "2", "train.max_steps": "2", "train.warmup_steps": "0",
+                      "train.workers": "0", "train.device": "cpu",
+                      "data.root": str(data)}  # fmt: skip
     overrides = [arg for item in train_settings.items() for arg in ("--set", "=".join(item))]
     model = str(root / "model.safetensors")
     return {

@@ -16,6 +16,7 @@ SETTINGS = {
     "data.image_size": "32",
     "train.batch_size": "4",
     "train.max_steps": "2",
+    "train.warmup_steps": "0",
     "train.eval_every": "2",
     "train.checkpoint_every": "1",
     "train.workers": "0",
@@ -106,8 +107,88 @@ def test_out_is_a_file(shapes_root, tmp_path, capsys):
 
 def test_missing_data_root(tmp_path, capsys):
     path = write_config(tmp_path, tmp_path / "no-data")
-    line = error_of(capsys, ["train", path, "--out", str(tmp_path / "r"), *TINY])
+    line = error_of(capsys, ["train", path, "--out", str(tmp_path / "r" / "run"), *TINY])
     assert "no-data" in line
+    assert not (tmp_path / "r").exists()  # refused before the run folder was made
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("data.layout=cocoo", "data.layout must be one of coco, masks, folders"),
+        ("data.vflip=2", "data.vflip is a probability in [0, 1], not 2"),
+        ("data.elastic=true", "data.elastic: only for semantic segmentation"),
+    ],
+)
+def test_data_values_are_checked_when_the_config_is_read(
+    shapes_root, tmp_path, capsys, monkeypatch, override, expected
+):
+    monkeypatch.setattr("seglab.data.build_dataset", None)  # no data may be read first
+    path = write_config(tmp_path, shapes_root)
+    line = error_of(capsys, ["train", path, "--out", str(tmp_path / "r"), "--set", override])
+    assert f"c.yaml: {expected}" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_alone_resumes_from_the_runs_config(shapes_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "cnn_shapes", "--out", str(run), "--set", f"data.root={shapes_root}",
+                 *TINY]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--set", "train.max_steps=3", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "(step 2)" in out and "step 3;" in out
+    # what `seglab train --out RUN` alone refuses: a key that changes the recipe
+    line = error_of(capsys, ["train", "--out", str(run), "--set", "model.dropout=0.5"])
+    assert "started with model.dropout=0.1, now 0.5" in line
+    assert f"resume with `seglab train --out {run}` alone" in line
+
+
+def test_out_alone_without_a_run(tmp_path, capsys):
+    line = error_of(capsys, ["train", "--out", str(tmp_path / "new")])
+    assert f"{tmp_path / 'new'}: no config.yaml to resume from; give CONFIG" in line
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_accepts_what_changes_nothing(shapes_root, tmp_path, capsys, monkeypatch):
+    path = write_config(tmp_path, shapes_root)
+    run = tmp_path / "run"
+    assert main(["train", path, "--out", str(run), *TINY]) == 0
+    lr = yaml.safe_load((run / "config.yaml").read_text())["train"]["lr"]
+    capsys.readouterr()
+    monkeypatch.chdir(shapes_root.parent)
+    same = [f"data.root={shapes_root}/", f"train.lr={lr}", "train.max_steps=3"]
+    relative = [f"data.root=./{shapes_root.name}", "train.max_steps=4"]
+    for overrides in (same, relative):
+        argv = ["train", path, "--out", f"{run}/", *TINY]
+        assert main([*argv, *[arg for item in overrides for arg in ("--set", item)]]) == 0
+        assert "resuming" in capsys.readouterr().out
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_steps"] == 4
+
+
+def test_settings_that_cannot_do_what_was_meant_warn_in_one_line(shapes_root, tmp_path, capsys):
+    path = write_config(tmp_path, shapes_root)
+    argv = ["train", path, "--out", str(tmp_path / "r"), *TINY]
+    assert main([*argv, "--set", "train.warmup_steps=10"]) == 0
+    lr = yaml.safe_load(open(path))["train"]["lr"]  # noqa: SIM115
+    assert capsys.readouterr().err.splitlines() == [
+        "seglab train: warning: train.warmup_steps=10 >= train.max_steps=2: the learning rate "
+        f"never reaches train.lr={lr}"
+    ]
+
+
+def test_a_batch_larger_than_the_data_is_the_data_and_recorded(shapes_root, tmp_path, capsys):
+    path = write_config(tmp_path, shapes_root)
+    run = tmp_path / "r"
+    argv = ["train", path, "--out", str(run), *TINY, "--set", "train.batch_size=64"]
+    assert main(argv) == 0
+    warning = "seglab train: warning: train.batch_size=64 is larger than the 8 training images; "
+    assert capsys.readouterr().err.splitlines() == [
+        warning + "batches of 8 are used (config.yaml records it)"
+    ]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["batch_size"] == 8
+    assert main([*argv, "--set", "train.max_steps=3"]) == 0  # the same command resumes
+    assert "resuming" in capsys.readouterr().out
 
 
 def test_resume_with_a_different_config_is_refused(shapes_root, tmp_path, capsys):
@@ -134,7 +215,7 @@ def test_interrupted_run_says_how_to_resume(shapes_root, tmp_path, capsys, monke
             f"data.root={shapes_root}", *TINY]  # fmt: skip
     assert main(args) == 130
     err = capsys.readouterr().err
-    assert "rerun the same command to resume from step 1" in err
+    assert f"stopped; `seglab train --out {tmp_path / 'run'}` resumes it from step 1" in err
 
 
 def test_unknown_detector_key_is_refused_before_anything_is_built(tmp_path, capsys):

@@ -9,12 +9,14 @@ import yaml
 
 from seglab.engine.config import (
     Config,
+    config_warnings,
+    fit_batch_size,
     load_config,
     recipes_dir,
     resolve_num_classes,
     save_config,
 )
-from seglab.errors import UserError
+from seglab.errors import SeglabWarning, UserError
 
 
 def write(tmp_path, raw, name="c.yaml"):
@@ -113,6 +115,16 @@ def test_unknown_model_argument_lists_the_builder_arguments(tmp_path):
         ("data.scale_jitter=[1]", "data.scale_jitter"),
         ("data.hflip=yes", "data.hflip must be float"),
         ("train=5", "'train' is not a mapping"),
+        ("train.grad_clip=0", "train.grad_clip must be positive"),
+        ("train.momentum=1.5", r"train.momentum \(AdamW's beta1\) must be in \[0, 1\)"),
+        ("train.gamma=0", "train.gamma must be positive"),
+        # every data.* value when the config is read, before a file is read or written
+        ("data.layout=cocoo", "data.layout must be one of coco, masks, folders, not 'cocoo'"),
+        ("data.layout=masks", "data.layout 'masks' has no data for model cnn .classification."),
+        ("data.hflip=1.5", r"c.yaml: data.hflip is a probability in \[0, 1\], not 1.5"),
+        ("data.image_size=0", "c.yaml: data.image_size must be a positive number of pixels"),
+        ("data.scale_jitter=[2, 1]", "c.yaml: data.scale_jitter must be .lo, hi. with 0 < lo"),
+        ("data.weight_map=true", "c.yaml: data.weight_map: only for semantic segmentation"),
     ],
 )
 def test_bad_values_are_user_errors(tmp_path, override, message):
@@ -156,7 +168,7 @@ def test_override_without_equals_sign(tmp_path):
 def test_num_classes_auto_counts_background_except_for_the_classifier(tmp_path):
     classifier = load_config(write(tmp_path, minimal()))
     assert resolve_num_classes(classifier, ["a", "b", "c"]).model.num_classes == 3
-    unet = load_config(write(tmp_path, minimal(model={"name": "unet"})))
+    unet = load_config(write(tmp_path, minimal(model={"name": "unet"})), ["data.layout=masks"])
     assert resolve_num_classes(unet, ["a", "b", "c"]).model.num_classes == 4
 
 
@@ -182,3 +194,37 @@ def test_unknown_model_key_lists_each_builders_keys(tmp_path, name, valid):
     listed = str(error.value).split("valid keys: ")[1].split(", ")
     assert set(valid) <= set(listed) and "num_classes" not in listed
     assert len(str(error.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["train.warmup_steps=100", "train.max_steps=100"],
+         "train.warmup_steps=100 >= train.max_steps=100: the learning rate never reaches"),
+        (["train.milestones=[10]"], "the cosine schedule ignores them"),
+        (["train.schedule=step"], "without train.milestones keeps the learning rate constant"),
+        (["train.schedule=step", "train.milestones=[50, 200]", "train.max_steps=100"],
+         "train.milestones [200] are not before train.max_steps=100"),
+    ],
+)  # fmt: skip
+def test_settings_that_cannot_do_what_was_meant_are_warned(tmp_path, overrides, expected):
+    config = load_config(write(tmp_path, minimal()), overrides)
+    messages = config_warnings(config)
+    assert len(messages) == 1 and expected in messages[0]
+    assert all("\n" not in message for message in messages)
+
+
+def test_sensible_settings_give_no_warning(tmp_path):
+    assert config_warnings(load_config(write(tmp_path, minimal()))) == []
+    step = ["train.schedule=step", "train.milestones=[50, 80]", "train.max_steps=100"]
+    assert config_warnings(load_config(write(tmp_path, minimal()), step)) == []
+    assert config_warnings(load_config("cnn_shapes")) == []
+
+
+def test_a_batch_larger_than_the_train_split_is_the_whole_split(tmp_path):
+    config = load_config(write(tmp_path, minimal()), ["train.batch_size=16"])
+    with pytest.warns(SeglabWarning, match="train.batch_size=16 is larger than the 5 training"):
+        fitted = fit_batch_size(config, 5)
+    assert fitted.train.batch_size == 5
+    assert fitted == dataclasses.replace(config, train=fitted.train)  # nothing else changes
+    assert fit_batch_size(config, 16) is config

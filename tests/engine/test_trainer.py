@@ -28,7 +28,7 @@ def shapes_root(tmp_path_factory):
 def make_config(root, **train):
     train_section = {
         "batch_size": 4, "lr": 0.01, "optimizer": "adamw", "max_steps": 8, "eval_every": 4,
-        "checkpoint_every": 3, "log_every": 2, "workers": 0, "device": "cpu", "warmup_steps": 2,
+        "checkpoint_every": 3, "log_every": 2, "workers": 0, "device": "cpu", "warmup_steps": 1,
     }  # fmt: skip
     train_section.update(train)
     raw = {

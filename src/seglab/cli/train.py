@@ -1,9 +1,15 @@
-"""`seglab train CONFIG --out RUN [--set key=value ...]`: train, or resume a run."""
+"""`seglab train CONFIG --out RUN [--set key=value ...]`: train, or resume a run.
+
+`seglab train --out RUN [--set ...]` resumes RUN from its own `config.yaml`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from seglab.errors import UserError
 
 
 def add_parser(subparsers) -> None:
@@ -12,11 +18,16 @@ def add_parser(subparsers) -> None:
         help="train a model from a YAML config or a shipped recipe (resumes a run)",
         description="Train the model of CONFIG (a YAML file, or the name of a recipe in "
         "configs/ such as cnn_shapes) into RUN. If RUN has a checkpoint, training resumes "
-        "from it with the same config (only budget and bookkeeping keys may change: "
-        "train.max_steps, max_minutes, eval_every, checkpoint_every, log_every, workers, "
-        "device).",
+        "from it with the same config: leave out CONFIG to resume with RUN/config.yaml. "
+        "Only budget and bookkeeping keys may change on resume: train.max_steps, "
+        "max_minutes, eval_every, checkpoint_every, log_every, workers, device.",
     )
-    parser.add_argument("config", metavar="CONFIG", help="YAML config file or recipe name")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        metavar="CONFIG",
+        help="YAML config file or recipe name (default: RUN/config.yaml, to resume RUN)",
+    )
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder")
     parser.add_argument(
         "--set",
@@ -37,17 +48,15 @@ def run(args: argparse.Namespace) -> int:
     from seglab.engine.io import check_output_folder
     from seglab.engine.trainer import train
 
-    config = load_config(args.config, args.overrides)
     run_dir = check_output_folder(args.out)
+    config = load_config(_config_source(args.config, run_dir), args.overrides)
     step = checkpoint_step(run_dir) if run_dir.is_dir() else None
     if step is not None:
         print(f"resuming {run_dir} from {run_dir / 'checkpoint.pt'} (step {step})")
     try:
         metrics = train(config, run_dir)
     except KeyboardInterrupt:
-        step = checkpoint_step(run_dir)
-        start = f"step {step}" if step is not None else "the start (no checkpoint yet)"
-        print(f"{run_dir}: rerun the same command to resume from {start}", file=sys.stderr)
+        print(f"{run_dir}: {_how_to_resume(run_dir, checkpoint_step(run_dir))}", file=sys.stderr)
         raise
     if step is not None and metrics["step"] == step:
         print(
@@ -57,6 +66,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"{run_dir}: step {metrics.pop('step')}; {_summary(metrics)}")
     print(f"weights: {run_dir / 'model.safetensors'} (best: {run_dir / 'best.safetensors'})")
     return 0
+
+
+def _config_source(config: str | None, run_dir: Path) -> str | Path:
+    """CONFIG as given, or the run's own config.yaml to resume it."""
+    from seglab.engine.run_dir import CONFIG_NAME
+
+    if config is not None:
+        return config
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise UserError(
+            f"{run_dir}: no {CONFIG_NAME} to resume from; give CONFIG (a YAML file or a recipe "
+            "such as cnn_shapes) to start a run there"
+        )
+    return run_dir / CONFIG_NAME
+
+
+def _how_to_resume(run_dir: Path, step: int | None) -> str:
+    if step is None:
+        return "stopped before its first checkpoint; rerun the same command to start over"
+    return f"stopped; `seglab train --out {run_dir}` resumes it from step {step}"
 
 
 def _summary(metrics: dict) -> str:

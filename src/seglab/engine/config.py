@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ from typing import Any
 import yaml
 
 import seglab
+from seglab.data import LAYOUT_TASKS
 from seglab.data.config import DataConfig
+from seglab.data.transforms import build_transforms
 from seglab.engine.io import atomic_write_text
-from seglab.errors import UserError
+from seglab.errors import SeglabWarning, UserError
 from seglab.models.zoo import builder_parameters, model_task
 
 
@@ -148,6 +151,7 @@ def config_from_dict(raw: dict, *, source: str = "config") -> Config:
         train=_dataclass_from(TrainConfig, train_raw, "train", source),
     )
     _check_values(config, source)
+    _check_data(config, source)
     return config
 
 
@@ -253,6 +257,73 @@ def _check_values(config: Config, source: str) -> None:
         raise UserError(f"{source}: train.device must be auto, cpu, cuda or cuda:N")
     if config.train.workers < 0:
         raise UserError(f"{source}: train.workers must be >= 0")
+    if config.train.grad_clip is not None and config.train.grad_clip <= 0:
+        raise UserError(f"{source}: train.grad_clip must be positive (or null: no clipping)")
+    if not 0 <= config.train.momentum < 1:
+        raise UserError(f"{source}: train.momentum (AdamW's beta1) must be in [0, 1)")
+    if config.train.gamma <= 0:
+        raise UserError(f"{source}: train.gamma must be positive")
+
+
+def _check_data(config: Config, source: str) -> None:
+    """The `data:` values, when the config is read: before any file is read or written."""
+    data, task = config.data, model_task(config.model.name)
+    if data.layout not in LAYOUT_TASKS:
+        layouts = ", ".join(LAYOUT_TASKS)
+        raise UserError(f"{source}: data.layout must be one of {layouts}, not {data.layout!r}")
+    if task not in LAYOUT_TASKS[data.layout]:
+        fitting = " or ".join(layout for layout, tasks in LAYOUT_TASKS.items() if task in tasks)
+        raise UserError(
+            f"{source}: data.layout {data.layout!r} has no data for model {config.model.name} "
+            f"({task}); use {fitting}"
+        )
+    try:  # the augmentation options, checked by the code that uses them
+        build_transforms(data, task=task, train=True)
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Settings that run but cannot do what they were surely meant to: one line each."""
+    cfg, messages = config.train, []
+    if cfg.warmup_steps >= cfg.max_steps:
+        messages.append(
+            f"train.warmup_steps={cfg.warmup_steps} >= train.max_steps={cfg.max_steps}: the "
+            f"learning rate never reaches train.lr={cfg.lr}"
+        )
+    if cfg.schedule == "cosine" and cfg.milestones:
+        messages.append("train.milestones are for schedule: step; the cosine schedule ignores them")
+    if cfg.schedule == "step" and not cfg.milestones:
+        messages.append(
+            "train.schedule=step without train.milestones keeps the learning rate constant"
+        )
+    late = [milestone for milestone in cfg.milestones if milestone >= cfg.max_steps]
+    if cfg.schedule == "step" and late:
+        messages.append(
+            f"train.milestones {late} are not before train.max_steps={cfg.max_steps}: the "
+            "learning rate is never lowered there"
+        )
+    return messages
+
+
+def fit_batch_size(config: Config, train_images: int) -> Config:
+    """`train.batch_size` no larger than the train split, with a warning.
+
+    A batch then holds every training image once, as PyTorch's DataLoader gives it (rather
+    than repeating images within a batch, as detectron2's infinite sampler does); the
+    config written to the run records the size used.
+    """
+    batch_size = config.train.batch_size
+    if batch_size <= train_images:
+        return config
+    warnings.warn(
+        f"train.batch_size={batch_size} is larger than the {train_images} training images; "
+        f"batches of {train_images} are used (config.yaml records it)",
+        SeglabWarning,
+        stacklevel=3,
+    )
+    train = dataclasses.replace(config.train, batch_size=train_images)
+    return dataclasses.replace(config, train=train)
 
 
 def config_to_dict(config: Config) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,20 @@ from torch.utils.data import DataLoader
 from seglab import data as seglab_data
 from seglab import evaluation
 from seglab.engine.checkpoint import CHECKPOINT_NAME, RunState, load_checkpoint, save_checkpoint
-from seglab.engine.config import Config, config_to_dict, resolve_num_classes
+from seglab.engine.config import (
+    Config,
+    config_to_dict,
+    config_warnings,
+    fit_batch_size,
+    resolve_num_classes,
+)
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
 from seglab.engine.device import resolve_device
+from seglab.engine.io import check_output_folder
 from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
 from seglab.engine.optim import build_optimizer, build_scheduler
-from seglab.engine.run_dir import prepare_run_dir, reconcile_config
-from seglab.errors import UserError
+from seglab.engine.run_dir import check_resume, prepare_run_dir
+from seglab.errors import SeglabWarning, UserError
 from seglab.models.zoo import build_model, model_task, save_model
 from seglab.progress import progress
 
@@ -64,7 +72,9 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
 
 
 def _open_session(config: Config, run_dir: Path, progress: bool) -> Session:
-    prepare_run_dir(run_dir)
+    check_output_folder(run_dir)  # created below, once nothing has refused the run
+    for message in config_warnings(config):
+        warnings.warn(message, SeglabWarning, stacklevel=3)
     _set_threads(config.train.workers)
     task = model_task(config.model.name)
     train_set, val_set = seglab_data.build_training_datasets(
@@ -73,13 +83,15 @@ def _open_session(config: Config, run_dir: Path, progress: bool) -> Session:
     if len(train_set) == 0:
         raise UserError(f"{config.data.root}: the train split has no images")
     config = resolve_num_classes(config, list(train_set.class_names))
-    config = reconcile_config(run_dir, config)
+    config = fit_batch_size(config, len(train_set))
+    check_resume(run_dir, config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
     model = _build_model(config, train_set.class_names, device)
     model.category_ids = getattr(train_set, "category_ids", None)
     optimizer = build_optimizer(model, config.train)
     scheduler = build_scheduler(optimizer, config.train)
+    prepare_run_dir(run_dir, config)
     state = RunState()
     log = MetricsLog(run_dir / METRICS_NAME)
     if (run_dir / CHECKPOINT_NAME).is_file():
