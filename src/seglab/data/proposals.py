@@ -15,7 +15,9 @@ The cache file (`np.load`-able, no pickle) holds
 An entry stays valid while its image file has the same size and modification time, or,
 when these changed (a copied dataset), the same bytes; otherwise it is computed again. The
 file is always written whole (temporary file, then rename), also every minute of a long
-computation, so that an interrupted `seglab proposals` resumes where it was.
+computation, so that an interrupted `seglab proposals` resumes where it was. Processes that
+fill the same cache at once never corrupt it, but the last to write keeps only the entries
+it knew of: precompute with `seglab proposals` before a multi-process (DDP) run.
 """
 
 from __future__ import annotations
