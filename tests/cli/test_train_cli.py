@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 import yaml
 
 from seglab.cli.main import main
 from seglab.data.shapes import generate_shapes
+from seglab.engine.checkpoint import checkpoint_step
 from seglab.models.classification.cnn import CNNClassifier
 
 SETTINGS = {
@@ -242,3 +249,41 @@ def test_resume_from_a_checkpoint_that_does_not_fit_the_model(shapes_root, tmp_p
     assert f"{out / 'checkpoint.pt'}: does not match the model" in line
     assert f"missing keys: {first}" in line and f"unexpected keys: old.{first}" in line
     assert "delete the checkpoint" in line
+
+
+def test_ctrl_c_in_a_terminal_saves_a_checkpoint_and_out_alone_resumes(
+    shapes_root, tmp_path, capsys
+):
+    """`seglab train` as a user runs it: Ctrl-C sends SIGINT to the whole process group,
+    data-loading worker included; nothing was checkpointed before (checkpoint_every is far)."""
+    run = tmp_path / "run"
+    far = "100000"
+    settings = {**SETTINGS, "train.max_steps": far, "train.checkpoint_every": far,
+                "train.eval_every": far, "train.log_every": "1", "train.workers": "1"}  # fmt: skip
+    overrides = [arg for item in settings.items() for arg in ("--set", "=".join(item))]
+    command = [sys.executable, "-m", "seglab", "train", "cnn_shapes", "--out", str(run),
+               "--set", f"data.root={shapes_root}", *overrides, "--quiet"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)  # fmt: skip
+    try:
+        log = run / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (log.is_file() and log.read_text().count('"train"') >= 2):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    step = checkpoint_step(run)
+    assert process.returncode == 128 + signal.SIGINT
+    assert step is not None and step >= 2
+    assert err.splitlines() == [
+        f"{run}: stopped; `seglab train --out {run}` resumes it from step {step}",
+        "seglab train: stopped by SIGINT",
+    ]
+    assert main(["train", "--out", str(run), "--set", f"train.max_steps={step + 1}", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming {run} from {run / 'checkpoint.pt'} (step {step})" in out
+    assert f"step {step + 1};" in out

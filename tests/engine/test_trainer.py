@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ import seglab
 from seglab.data.shapes import generate_shapes
 from seglab.engine.checkpoint import checkpoint_step
 from seglab.engine.config import config_from_dict
+from seglab.engine.interrupt import Interrupted
 from seglab.engine.trainer import train
 from seglab.errors import UserError
 from seglab.models.classification.cnn import CNNClassifier
@@ -115,6 +118,51 @@ def test_resume_after_interruption_gives_bit_identical_weights(shapes_root, tmp_
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     steps = [(r["split"], r["step"]) for r in map(json.loads, lines)]
     assert len(steps) == len(set(steps))  # lines of the lost steps were dropped, not doubled
+
+
+def signal_during_training_step(monkeypatch, step, signal_number, times=1):
+    """Send `signal_number` to this process `times` during the `step`-th training forward,
+    as a Ctrl-C in the terminal or a `kill` would."""
+    original = CNNClassifier.forward_with_losses
+    calls = {"train": 0}
+
+    def forward_with_losses(self, images, targets):
+        if self.training:
+            calls["train"] += 1
+            if calls["train"] == step:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal_number)
+        return original(self, images, targets)
+
+    monkeypatch.setattr(CNNClassifier, "forward_with_losses", forward_with_losses)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_the_step_then_stops_and_the_run_resumes_exactly(
+    shapes_root, tmp_path, monkeypatch, signal_number
+):
+    config = make_config(shapes_root, checkpoint_every=100)  # no checkpoint before the end
+    train(config, tmp_path / "straight", progress=False)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    with monkeypatch.context() as patch:
+        signal_during_training_step(patch, 5, signal_number)
+        with pytest.raises(Interrupted) as stopped:
+            train(config, tmp_path / "resumed", progress=False)
+    assert (stopped.value.signal_number, stopped.value.step) == (signal_number, 5)
+    assert checkpoint_step(tmp_path / "resumed") == 5  # the step the signal arrived in
+    assert {number: signal.getsignal(number) for number in handlers} == handlers
+    train(config, tmp_path / "resumed", progress=False)
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_a_second_signal_stops_at_once(shapes_root, tmp_path, monkeypatch):
+    signal_during_training_step(monkeypatch, 2, signal.SIGINT, times=2)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(make_config(shapes_root, checkpoint_every=100), tmp_path / "run", progress=False)
+    assert not isinstance(stopped.value, Interrupted)  # Python's own, in the middle of step 2
+    assert checkpoint_step(tmp_path / "run") is None
 
 
 def test_resume_with_a_longer_budget_continues(shapes_root, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import signal
 import sys
 import warnings
 
@@ -93,9 +94,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"seglab {args.command}: error: {error.filename}: {error.strerror}; {remedy}",
               file=sys.stderr)  # fmt: skip
         return 2
-    except KeyboardInterrupt:
-        print(f"seglab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        # 128 + the signal's number, as a shell reports a process a signal stopped
+        number = getattr(interrupt, "signal_number", signal.SIGINT)
+        print(f"seglab {args.command}: stopped by {signal.Signals(number).name}", file=sys.stderr)
+        return 128 + number
 
 
 _FILE_SYSTEM_REMEDIES = {

@@ -20,7 +20,8 @@ def add_parser(subparsers) -> None:
         "configs/ such as cnn_shapes) into RUN. If RUN has a checkpoint, training resumes "
         "from it with the same config: leave out CONFIG to resume with RUN/config.yaml. "
         "Only budget and bookkeeping keys may change on resume: train.max_steps, "
-        "max_minutes, eval_every, checkpoint_every, log_every, workers, device.",
+        "max_minutes, eval_every, checkpoint_every, log_every, workers, device. Ctrl-C or "
+        "SIGTERM saves a checkpoint after the current step, then stops.",
     )
     parser.add_argument(
         "config",

@@ -7,7 +7,9 @@ the mean loss, learning rate and images/s to `metrics.jsonl`; every `eval_every`
 evaluates (validation loss and the task's metric, `seglab.evaluation.evaluate`), keeps
 `best.safetensors` and redraws `plots/`; every `checkpoint_every` steps it writes
 `checkpoint.pt` and `model.safetensors`. It stops at `max_steps` or when `max_minutes` of
-wall-clock time are spent (over all sessions of the run), then evaluates and saves.
+wall-clock time are spent (over all sessions of the run), then evaluates and saves. Ctrl-C
+or SIGTERM stops it after the current step with a checkpoint of that step
+(`seglab.engine.interrupt`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from seglab.engine.config import (
 )
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
 from seglab.engine.device import resolve_device
+from seglab.engine.interrupt import Interrupted, StopRequest, ignore_interrupts
 from seglab.engine.io import check_output_folder
 from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
 from seglab.engine.optim import build_optimizer, build_scheduler
@@ -135,7 +138,7 @@ def _loop(session: Session) -> None:
     started, elapsed_before = time.monotonic(), state.elapsed_s
     bar = progress(desc="train", total=cfg.max_steps, initial=state.step, unit="step",
                    enabled=session.progress)  # fmt: skip
-    with bar:
+    with bar, StopRequest() as stop:
         try:
             while not _finished(session):
                 batch = next(batches)
@@ -145,6 +148,8 @@ def _loop(session: Session) -> None:
                 window.add(losses, len(batch[0]))
                 bar.update(1)
                 _periodic(session, window, bar)
+                if stop.signal_number is not None and not _finished(session):
+                    _stop(session, stop.signal_number)
         finally:
             del batches  # stop the loader's worker processes now, also when interrupted
 
@@ -164,6 +169,14 @@ def _periodic(session: Session, window: _LossWindow, bar: Any) -> None:
         _save(session)
 
 
+def _stop(session: Session, signal_number: int) -> None:
+    """Ctrl-C or SIGTERM: checkpoint the step just finished (unless `_periodic` did), stop."""
+    step = session.state.step
+    if step % session.config.train.checkpoint_every:
+        _save(session)
+    raise Interrupted(signal_number, step)
+
+
 def _train_loader(session: Session) -> DataLoader:
     cfg = session.config.train
     return DataLoader(
@@ -171,6 +184,7 @@ def _train_loader(session: Session) -> DataLoader:
         batch_sampler=session.sampler,
         num_workers=cfg.workers,
         collate_fn=seglab_data.collate,
+        worker_init_fn=ignore_interrupts,
         pin_memory=session.device.type == "cuda",
         generator=torch.Generator().manual_seed(session.config.seed),
     )
