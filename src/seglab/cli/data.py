@@ -104,8 +104,9 @@ def _every_findings(report) -> list:
 
 def report_lines(report) -> list[str]:
     """The summary table, then the problems table, of a `DataReport`."""
-    names = ", ".join(report.class_names) or "none"
-    lines = [f"{report.root}: {report.layout} layout, {len(report.class_names)} classes ({names})"]
+    count, names = len(report.class_names), ", ".join(report.class_names) or "none"
+    classes = f"{count} class{'' if count == 1 else 'es'} ({names})"
+    lines = [f"{report.root}: {report.layout} layout, {classes}"]
     if report.splits:
         lines += _table(["", *(split.name for split in report.splits)], _summary_rows(report))
     problems = _problem_rows(report)
