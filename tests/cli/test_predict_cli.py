@@ -229,7 +229,8 @@ def save_unet(path, **arch):
     """A tiny U-Net with weights of our own (He-normal, small random biases: few exact ties),
     so that what these tests see does not hang on the U-Net's default initialisation."""
     torch.manual_seed(0)
-    model = seglab.build_model("unet", base_channels=4, depth=2, norm="none", **arch)
+    arch = {"depth": 2, **arch}
+    model = seglab.build_model("unet", base_channels=4, norm="none", **arch)
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -273,6 +274,22 @@ def test_valid_unet_tiled_class_map_equals_whole_image_prediction(tmp_path):
     top2 = probabilities.topk(2, dim=0).values
     clear = (top2[0] - top2[1] > 1e-4).numpy()  # pixels whose argmax float error cannot flip
     assert class_map.shape == (70, 90) and clear.mean() > 0.95
+    np.testing.assert_array_equal(class_map[clear], probabilities.argmax(0).numpy()[clear])
+
+
+def test_valid_unet_with_a_tile_too_small_for_its_depth(tmp_path, capsys):
+    """depth 4: --tile-size 132 is below the smallest working tile (204 px), which is used."""
+    model = save_unet(tmp_path / "unet.safetensors", padding="valid", depth=4)
+    image = random_png(tmp_path / "img.png", (30, 42))
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "unet.safetensors"), str(tmp_path / "img.png"),
+                 "--tile-size", "132", "--out", str(out), "-q"]) == 0  # fmt: skip
+    assert capsys.readouterr().err == ""
+    class_map = np.asarray(Image.open(out / "masks" / "00000_img.png"))
+    probabilities = whole_image_probabilities(model, image)
+    top2 = probabilities.topk(2, dim=0).values
+    clear = (top2[0] - top2[1] > 1e-4).numpy()
+    assert class_map.shape == (30, 42) and clear.mean() > 0.95
     np.testing.assert_array_equal(class_map[clear], probabilities.argmax(0).numpy()[clear])
 
 

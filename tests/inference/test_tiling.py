@@ -31,6 +31,44 @@ def whole_image_prediction(model: UNet, image: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=0)[:, :height, :width]
 
 
+class TileSizes(nn.Module):
+    """Wraps a U-Net and records the side of every tile it is given."""
+
+    def __init__(self, unet: UNet):
+        super().__init__()
+        self.unet, self.padding, self.depth = unet, unet.padding, unet.depth
+        self.sides: set[int] = set()
+
+    def forward(self, tiles):
+        self.sides |= {side for tile in tiles for side in tile.shape[-2:]}
+        return self.unet(tiles)
+
+
+@pytest.mark.parametrize("tile_size", [132, 188])
+def test_valid_tile_too_small_for_the_depth_uses_the_smallest_working_tile(tile_size):
+    """Depth 4: 132 px is no allowed input; 188 px is, but its 4 px output is smaller than
+    one 16 px pooling cell, so tiles could not step on the pooling grid (the stride was 0:
+    `range() arg 3 must not be zero`). The smallest working tile is 204 px (output 20)."""
+    torch.manual_seed(0)
+    unet = UNet(in_channels=3, base_channels=8, depth=4, padding="valid", norm="none")
+    model = TileSizes(unet.double().eval())
+    image = torch.rand(3, 30, 42, dtype=torch.double)
+    tiled = predict_tiled(model, image, tile_size=tile_size, batch_size=8)
+    assert model.sides == {204} and valid_output_size(204, 4) == 20
+    expected = whole_image_prediction(unet, image).float()
+    torch.testing.assert_close(tiled, expected, atol=1e-7, rtol=0)
+
+
+@pytest.mark.slow
+def test_valid_tile_too_small_on_the_reported_image():
+    """The case of the report: depth 4, base 8, tile_size=132, a 300 x 420 image (11 s on
+    one core: 19 x 27 tiles of 204 px; the test above covers the same claim in a second)."""
+    unet = UNet(in_channels=3, base_channels=8, depth=4, padding="valid", norm="none")
+    probabilities = predict_tiled(unet.eval(), torch.rand(3, 300, 420), tile_size=132)
+    assert probabilities.shape == (2, 300, 420)
+    torch.testing.assert_close(probabilities.sum(0), torch.ones(300, 420))
+
+
 def test_mirror_pad_matches_numpy_reflect_for_any_width():
     image = torch.arange(12.0).view(1, 3, 4)
     padded = mirror_pad(image, top=7, bottom=5, left=9, right=2)

@@ -38,8 +38,8 @@ def add_parser(subparsers) -> None:
         type=int,
         metavar="N",
         help="semantic models: side of the tiles each image is predicted in (default 256; a "
-        "valid-padding U-Net rounds it down to an allowed input size); a smaller image goes "
-        "whole",
+        "valid-padding U-Net rounds it down to an allowed input size, or up to the smallest "
+        "that works for its depth: 204 at depth 4); a smaller image goes whole",
     )
     parser.add_argument(
         "--overlap",

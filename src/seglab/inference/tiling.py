@@ -35,7 +35,9 @@ def predict_tiled(
         model: a U-Net (`model.padding` "valid" or "same", `model.depth`) or any semantic model
             with `forward(list of (C, h, w)) -> [{"logits": (K, h, w)}]` (treated as "same").
         image: float (C, H, W) in [0, 1].
-        tile_size: side of the input tiles (valid: rounded to an allowed input size).
+        tile_size: side of the input tiles. Valid padding: rounded down to an allowed input
+            size, or up to the smallest one whose output spans a 2**depth pooling cell
+            (depth 4: 204 px, output 20).
         overlap: pixels shared by neighbouring tiles (same padding only; valid tiles abut).
         batch_size: tiles per forward pass.
         progress: show a progress bar over the tile batches.
@@ -128,11 +130,14 @@ def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
 
 
 def _allowed_tile_size(tile_size: int, depth: int) -> int:
-    """The largest allowed valid input side <= tile_size (else the smallest allowed one)."""
-    for size in range(tile_size, 0, -1):
+    """The largest allowed valid input side <= tile_size whose output spans at least one
+    2**depth pooling cell (tiles step by whole cells, to stay on the image's pooling grid),
+    else the smallest such side: a smaller tile cannot step at all."""
+    smallest = valid_input_size(2**depth, depth)
+    for size in range(tile_size, smallest, -1):
         if valid_output_size(size, depth):
             return size
-    return valid_input_size(1, depth)
+    return smallest
 
 
 def resize_probabilities(probabilities: Tensor, size_hw) -> Tensor:
