@@ -15,6 +15,16 @@ from typing import Any
 class UserError(Exception):
     """A mistake in the user's input: the message names the file and the problem."""
 
+    def __init__(self, *args: object) -> None:
+        # torch's DataLoader raises a worker's exception again in the main process as
+        # `type("Caught UserError in DataLoader worker process N.\nOriginal Traceback ...")`:
+        # keep the worker's own one-line message, the traceback's last line.
+        text = str(args[0]) if len(args) == 1 else ""
+        if text.startswith(f"Caught {type(self).__name__} in DataLoader worker"):
+            last = text.rstrip().splitlines()[-1]
+            args = (last.removeprefix(f"{__name__}.{type(self).__name__}: "),)
+        super().__init__(*args)
+
 
 class SeglabWarning(UserWarning):
     """A setting or an input that works, but probably not as the user meant (a warmup

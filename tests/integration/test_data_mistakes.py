@@ -181,3 +181,18 @@ def test_rgb_data_on_a_one_channel_model_stops_up_front(classify_root, tmp_path,
     both = ["--set", "model.in_channels=1", "--set", "data.channels=1"]
     assert main([*args, *both]) == 0
     assert seglab.load_model(tmp_path / "run" / "model.safetensors").in_channels == 1
+
+
+def test_an_image_that_fails_to_decode_in_a_loader_worker_is_one_line(
+    classify_root, tmp_path, capsys
+):
+    """Headers are checked up front; pixels only when decoded, here in a worker process,
+    whose exception torch raises again with the worker's traceback in its message."""
+    root = _copy(classify_root, tmp_path)
+    broken = sorted((root / "train").rglob("*.png"))[0]
+    broken.write_bytes(broken.read_bytes()[:200])  # the header reads, the pixels do not
+    args = ["train", "cnn_shapes", "--out", str(tmp_path / "run"), "--set", f"data.root={root}",
+            *TINY_CNN, *short_run(steps=4), "--set", "train.workers=1"]  # fmt: skip
+    line = one_error_line(capsys, args)
+    assert line == (f"seglab train: error: {broken}: not a readable image (image file is "
+                    "truncated); remove or replace it")  # fmt: skip
