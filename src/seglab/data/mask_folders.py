@@ -105,8 +105,8 @@ class MaskFolderDataset(DecodedDataset):
             self.findings.conclude(str(mask_dir))
 
     def _pair(self, images: list[Path], mask_dir: Path) -> tuple[list[str], list[tuple]]:
-        """Keep the images whose mask exists, reads, has their size and only known values;
-        return the image modes and the stored values of each kept mask."""
+        """Keep the images whose mask exists, reads and has their size; return the image
+        modes and the stored values of each kept mask."""
         self.image_paths, self.mask_paths, modes, values = [], [], [], []
         for image_path in images:
             mask_path = mask_dir / f"{image_path.stem}.png"
