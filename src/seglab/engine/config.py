@@ -78,8 +78,9 @@ POSITIVE += ("train.log_every", "train.lr")
 
 
 def recipes_dir() -> Path:
-    """The repository's `configs/` folder, where the shipped recipes live."""
-    return Path(seglab.__file__).resolve().parents[2] / "configs"
+    """The shipped recipes: `configs/` inside the installed package (in the repository a
+    link to its top-level `configs/`)."""
+    return Path(seglab.__file__).parent / "configs"
 
 
 def load_config(path_or_recipe: str | Path, overrides: list[str] | tuple = ()) -> Config:
