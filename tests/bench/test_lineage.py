@@ -5,10 +5,12 @@ import dataclasses
 
 import PIL.Image
 import pytest
+import torch
 
 from seglab.bench import lineage
 from seglab.bench.lineage import LineageOptions
 from seglab.bench.report import bar_chart, markdown_table
+from seglab.bench.stages import STAGES, time_stages
 from seglab.data.shapes import generate_shapes
 from seglab.engine.config import load_config
 from seglab.errors import UserError
@@ -35,6 +37,16 @@ def test_a_step_budget_is_the_same_for_every_model_and_keeps_a_decay(recipe):
     config = lineage._budgeted(recipe, LineageOptions(steps=40))
     assert config.train.max_steps == 40 and config.train.max_minutes is None
     assert config.train.warmup_steps == 10  # a quarter of the run at most
+
+
+@pytest.mark.parametrize("name", list(lineage.RECIPES))
+def test_every_lineage_model_is_timed_in_every_stage(name):
+    """The parts named for the model's stages exist in its recipe's model and run."""
+    recipe = load_config(lineage.RECIPES[name], ["data.root=/data"])
+    args = {**recipe.model.args, "min_size": 64, "max_size": 64}
+    model = build_model(name, num_classes=4, **args).eval()
+    stages = time_stages(model, [torch.rand(3, 64, 80)], lineage.STAGE_PARTS[name])
+    assert all(stages[stage] > 0 for stage in STAGES), stages
 
 
 def test_step_time_is_measured_on_real_training_steps(tmp_path, monkeypatch):
