@@ -3,6 +3,8 @@ batch, checkpoint round trip, gradients reaching the backbone."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from tests.models.detection.conftest import empty_image, square_image, tiny_detector
@@ -42,11 +44,14 @@ def test_task_and_eval_output_shapes(detector_name):
             assert "masks" not in output
 
 
-def test_train_mode_returns_losses_and_empty_outputs(detector_name):
+def test_train_mode_gives_losses_and_one_output_per_image_without_detections(detector_name):
+    """The output type does not depend on the mode (one dict per image); detections are
+    made in eval mode only, so a training step pays for no post-processing."""
     model = tiny_detector(detector_name).train()
-    image, target = square_image()
-    outputs, losses = model.forward_with_losses([image], [target])
-    assert outputs == [{}]
+    batch = [square_image(), empty_image()]
+    outputs, losses = model.forward_with_losses([b[0] for b in batch], [b[1] for b in batch])
+    assert len(outputs) == len(batch)
+    assert all(not {"boxes", "labels", "scores", "masks"} & set(output) for output in outputs)
     assert set(losses) == expected_losses(detector_name)
     assert all(loss.dim() == 0 and torch.isfinite(loss) for loss in losses.values())
 
@@ -119,25 +124,40 @@ def eval_batchnorm(module: torch.nn.Module) -> None:
 
 
 def test_overfits_one_batch(detector_name):
+    """Two images, one object each: the model learns to find both, with their classes.
+
+    80 AdamW steps with the learning rate decayed to zero (cosine) so that training settles
+    instead of stopping mid-jump: training from scratch is chaotic, and a last-bit difference
+    between CPUs (kernels, thread count) takes it along another path. Over 7 such paths (seeds
+    0-3, 1 or 2 threads) the loss ended at 0.01-0.12 of its start and each image's best
+    detection at IoU 0.73-0.98 with its class, so the bounds below hold on any path that
+    learns. With 40 steps at a constant lr (before) it was 0.43 on one path.
+    """
     model = tiny_detector(detector_name).train()
     batch = [square_image(), square_image(box=(50, 10, 90, 40), label=2)]
     images, targets = [b[0] for b in batch], [b[1] for b in batch]
+    steps = 80
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))
+    )
     totals = []
-    for _ in range(40):
+    for _ in range(steps):
         _, losses = model.forward_with_losses(images, targets)
         total = sum(losses.values())
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
+        schedule.step()
         totals.append(float(total.detach()))
     assert totals[-1] < 0.3 * totals[0], totals
     model.eval()
     with torch.no_grad():
-        output = model([images[0]])[0]
-    # the best detection is the object, with its class
-    assert output["labels"][0] == 1
-    assert seglab_iou(output["boxes"][:1], targets[0]["boxes"]) > 0.5
+        outputs = model(images)
+    for output, target in zip(outputs, targets, strict=True):
+        # the best detection is the object, with its class
+        assert output["labels"][0] == target["labels"][0]
+        assert seglab_iou(output["boxes"][:1], target["boxes"]) > 0.5
 
 
 def seglab_iou(a, b):
