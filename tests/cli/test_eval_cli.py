@@ -12,6 +12,7 @@ import torch
 from pycocotools import mask as mask_utils
 from safetensors.torch import save_file
 
+import seglab
 from seglab.cli.main import main
 
 # The random COCO ground truth / predictions shared with tests/evaluation/test_coco.py.
@@ -223,3 +224,32 @@ def test_data_folder_without_a_recognisable_layout(tmp_path, capsys):
     assert "no val.json, val/images/ or val/<class>/ found" in run_bad(capsys, argv)
     argv[-1] = str(tmp_path / "missing")
     assert "data folder not found" in run_bad(capsys, argv)
+
+
+def test_evaluating_other_data_keeps_the_runs_own_metrics(tmp_path, capsys):
+    """Without --out: metrics.json for the val split of the model's training data; a file
+    named after the data and split for anything else, never over the run's own numbers."""
+    from seglab.data.shapes import generate_shapes
+
+    trained_on = generate_shapes(tmp_path / "shapes", task="classify", train=1, val=3, size=32)
+    other = generate_shapes(tmp_path / "other", task="classify", train=2, val=3, size=32, seed=1)
+    model = seglab.build_model("cnn", num_classes=3, widths=[4], hidden=0)
+    run = tmp_path / "run"
+    config = {"data": {"root": str(trained_on), "layout": "folders", "image_size": 32}}
+    seglab.save_model(model, run / "model.safetensors",
+                      class_names=["circle", "square", "triangle"], config=config)  # fmt: skip
+    evaluations = [
+        ([str(trained_on) + "/"], run / "metrics.json"),
+        ([str(other)], run / "metrics-other-val.json"),
+        ([str(trained_on), "--split", "train"], run / "metrics-shapes-train.json"),
+    ]
+    for data, written in evaluations:
+        assert main(["eval", str(run / "model.safetensors"), "--data", *data, "-q"]) == 0
+        assert f"wrote {written}\n" in capsys.readouterr().out
+    own = json.loads((run / "metrics.json").read_text())
+    assert json.loads((run / "metrics-other-val.json").read_text()) != own
+    assert sorted(p.name for p in run.glob("metrics*.json")) == [
+        "metrics-other-val.json",
+        "metrics-shapes-train.json",
+        "metrics.json",
+    ]

@@ -104,7 +104,8 @@ def test_model_eval_equals_files_eval_on_its_predictions(tmp_path, monkeypatch):
     config = {"data": {"root": "/elsewhere", "layout": "coco", "scale_jitter": [0.5, 1.5]}}
     seglab.save_model(model, run / "model.safetensors", class_names=SHAPES, config=config)
     assert main(["eval", str(run / "model.safetensors"), "--data", str(data)]) == 0
-    from_model = json.loads((run / "metrics.json").read_text())  # default --out
+    # default --out for data other than the model's (its config names /elsewhere)
+    from_model = json.loads((run / "metrics-data-val.json").read_text())
 
     dump_predictions(seglab.load_model(run / "model.safetensors"), data, tmp_path / "pred.json")
     argv = ["eval", "--gt", str(data / "val.json"), "--pred", str(tmp_path / "pred.json")]
@@ -188,4 +189,4 @@ def test_data_with_other_classes_than_the_model_is_refused(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "model.safetensors"), "--data", str(data)]) == 2
     error = capsys.readouterr().err
     assert "classes ['circle', 'square', 'triangle'] differ from the model's" in error
-    assert not (tmp_path / "metrics.json").exists()
+    assert not list(tmp_path.glob("metrics*.json"))

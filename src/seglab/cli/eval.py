@@ -45,8 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out",
         metavar="M.json",
-        help="metrics JSON to write (default: metrics.json beside the model; with --gt: "
-        "written only when given)",
+        help="metrics JSON to write (default, beside the model: metrics.json for the val "
+        "split of the data it was trained on, metrics-<DIR's name>-<split>.json for other "
+        "data or splits; with --gt: written only when given)",
     )
     parser.add_argument(
         "--plot",
@@ -60,11 +61,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from seglab.engine.device import resolve_device
     from seglab.engine.io import atomic_write_json, check_output_file
 
     files = bool(args.gt or args.pred)
     _check_arguments(args, files)
-    out = args.out if files else args.out or Path(args.model).parent / "metrics.json"
+    if not files:
+        resolve_device(args.device, option="--device")  # before the model is read
+    out = args.out if files else args.out or default_metrics_path(args.model, args.data, args.split)
     for path, option in ((out, "--out"), (args.plot, "--plot")):
         if path:
             check_output_file(path, option)
@@ -99,6 +103,26 @@ def _check_arguments(args: argparse.Namespace, files: bool) -> None:
         raise UserError(
             "--iou-type applies to --gt/--pred; a model is evaluated with its task's metrics"
         )
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+
+
+def default_metrics_path(model_path: str, data_dir: str, split: str) -> Path:
+    """Where `seglab eval MODEL --data DIR` writes without --out, beside the model.
+
+    `metrics.json` for the val split of the data the model was trained on (the run's own
+    evaluation); `metrics-<DIR's name>-<split>.json` for other data or another split, so
+    that evaluating a run elsewhere never replaces its own numbers (detectron2 likewise
+    keeps one output folder per dataset).
+    """
+    from seglab.models.zoo import read_metadata
+
+    trained_on = (read_metadata(model_path)["config"].get("data") or {}).get("root")
+    data = Path(data_dir).resolve()
+    own = split == "val" and trained_on is not None and Path(trained_on).resolve() == data
+    return Path(model_path).parent / (
+        "metrics.json" if own else f"metrics-{data.name}-{split}.json"
+    )
 
 
 def evaluate_files(gt_path: str, pred_path: str, iou_type: str | None) -> dict[str, Any]:
@@ -138,8 +162,6 @@ def evaluate_model(
     from seglab.engine.device import resolve_device
     from seglab.evaluation import evaluate
 
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size}: must be at least 1")
     device = resolve_device(device, option="--device")
     model = seglab.load_model(model_path)
     root = require_file(data_dir, "data folder")
