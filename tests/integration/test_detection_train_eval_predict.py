@@ -18,9 +18,9 @@ TINY_MODEL = {
     "max_size": 64, "fpn_channels": 16, "anchor_sizes": [8, 16, 32, 64, 128],
     "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50,
     "rpn_batch_size_per_image": 32, "box_batch_size_per_image": 32,
-    "representation_size": 32, "mask_head_channels": 16, "mask_head_convs": 1,
-    "box_score_thresh": 0.0, "detections_per_img": 20,
+    "representation_size": 32, "box_score_thresh": 0.0, "detections_per_img": 20,
 }  # fmt: skip
+TINY_MASK_BRANCH = {"mask_head_channels": 16, "mask_head_convs": 1}  # mask_rcnn only
 
 
 @pytest.mark.parametrize("name", ["faster_rcnn", "mask_rcnn"])
@@ -33,7 +33,8 @@ def test_train_eval_predict_rescore(name, tmp_path):
     shutil.copy(data / "train.json", data / "val.json")
     config = {
         "seed": 0,
-        "model": {"name": name, "num_classes": "auto", **TINY_MODEL},
+        "model": {"name": name, "num_classes": "auto", **TINY_MODEL,
+                  **(TINY_MASK_BRANCH if name == "mask_rcnn" else {})},  # fmt: skip
         "data": {"root": str(data), "layout": "coco"},
         "train": {"batch_size": 3, "lr": 0.003, "optimizer": "adamw", "max_steps": 30,
                   "eval_every": 100, "checkpoint_every": 100, "workers": 0, "device": "cpu"},

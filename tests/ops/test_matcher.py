@@ -15,7 +15,7 @@ def test_hand_thresholds_and_low_quality_matches():
         ]
     )
     strict = Matcher(0.7, 0.3, allow_low_quality_matches=False)
-    assert strict(iou).tolist() == [0, -2, -1, -1, -1]
+    assert strict(iou).tolist() == [0, Matcher.IGNORED, Matcher.BACKGROUND, -1, -1]
     lenient = Matcher(0.7, 0.3, allow_low_quality_matches=True)
     assert lenient(iou).tolist() == [0, 1, -1, -1, -1]
 
@@ -39,8 +39,20 @@ def test_equal_to_torchvision_on_random_matrices_with_ties(allow_low, seed):
     assert {-1, -2} <= set(ours.tolist())
 
 
+def test_fast_rcnn_background_range_ignores_the_easiest_negatives():
+    """Fast R-CNN §2.3: foreground IoU >= 0.5, background IoU in [0.1, 0.5), below 0.1
+    neither (ignored); the range is closed at 0.1 and open at 0.5."""
+    iou = torch.tensor([[0.0, 0.05, 0.0999, 0.1, 0.3, 0.4999, 0.5, 0.9]])
+    matched = Matcher(0.5, 0.5, background_floor=0.1)(iou)
+    ignored, background = Matcher.IGNORED, Matcher.BACKGROUND
+    assert matched.tolist() == [ignored] * 3 + [background] * 3 + [0, 0]
+    assert Matcher(0.5, 0.5)(iou).tolist() == [background] * 6 + [0, 0]  # no floor
+
+
 def test_empty_and_bad_thresholds():
     with pytest.raises(ValueError):
         Matcher(0.7, 0.3)(torch.zeros(0, 5))
     with pytest.raises(ValueError):
         Matcher(0.3, 0.7)
+    with pytest.raises(ValueError):
+        Matcher(0.5, 0.5, background_floor=0.6)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from seglab.ops.roi_pool import roi_pool, roi_pool_reference
+from seglab.ops.roi_pool import MultiScaleRoIPool, roi_pool, roi_pool_reference
 
 
 def rois_with_edge_cases(batch_size: int) -> torch.Tensor:
@@ -72,3 +72,14 @@ def test_no_rois_and_fast_path():
     assert torch.equal(
         roi_pool(features, rois, 3, 0.125), torchvision.ops.roi_pool(features, rois, (3, 3), 0.125)
     )
+
+
+def test_module_pools_the_proposals_of_each_image_from_one_map():
+    """Fast R-CNN's layer: per-image proposals in pixels, the map's stride inferred (16)."""
+    features = {"conv5": torch.randn(2, 4, 6, 8, generator=torch.Generator().manual_seed(2))}
+    proposals = [torch.tensor([[0.0, 0.0, 50.0, 40.0], [16.0, 8.0, 120.0, 90.0]]),
+                 torch.tensor([[30.0, 20.0, 70.0, 95.0]])]  # fmt: skip
+    pooled = MultiScaleRoIPool(["conv5"], 7)(features, proposals, [(96, 128), (90, 100)])
+    rois = torch.tensor([[0.0, 0, 0, 50, 40], [0, 16, 8, 120, 90], [1, 30, 20, 70, 95]])
+    expected = torchvision.ops.RoIPool((7, 7), spatial_scale=1 / 16)(features["conv5"], rois)
+    assert pooled.shape == (3, 4, 7, 7) and torch.equal(pooled, expected)

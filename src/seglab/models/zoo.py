@@ -62,8 +62,8 @@ class _LazyBuilder:
 _DETECTION = "seglab.models.detection.builders"
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "cnn": build_cnn,
-    "faster_rcnn": _LazyBuilder(_DETECTION, "build_faster_rcnn", "DetectorOptions"),
-    "mask_rcnn": _LazyBuilder(_DETECTION, "build_mask_rcnn", "DetectorOptions"),
+    "faster_rcnn": _LazyBuilder(_DETECTION, "build_faster_rcnn", "FasterRCNNOptions"),
+    "mask_rcnn": _LazyBuilder(_DETECTION, "build_mask_rcnn", "MaskRCNNOptions"),
     "unet": _LazyBuilder("seglab.models.segmentation.unet", "build_unet", "UNet"),
 }
 

@@ -8,7 +8,7 @@ from seglab.ops.anchors import AnchorGenerator
 from seglab.ops.matcher import Matcher
 from seglab.ops.nms import batched_nms, nms, nms_reference
 from seglab.ops.roi_align import MultiScaleRoIAlign, boxes_to_rois, roi_align, roi_align_reference
-from seglab.ops.roi_pool import roi_pool, roi_pool_reference
+from seglab.ops.roi_pool import MultiScaleRoIPool, roi_pool, roi_pool_reference
 from seglab.ops.sampler import BalancedPositiveNegativeSampler
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "BalancedPositiveNegativeSampler",
     "Matcher",
     "MultiScaleRoIAlign",
+    "MultiScaleRoIPool",
     "batched_nms",
     "boxes_to_rois",
     "nms",

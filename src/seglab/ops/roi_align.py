@@ -151,8 +151,8 @@ def boxes_to_rois(boxes_per_image: list[Tensor]) -> Tensor:
     return torch.cat(rois, dim=0)
 
 
-class MultiScaleRoIAlign(nn.Module):
-    """RoIAlign over an FPN: each region is pooled from the level that fits its size.
+class MultiLevelRoIPooler(nn.Module):
+    """Pool each region from the feature level that fits its size (one level: no choice).
 
     FPN paper eq. (1): a region of `w x h` pixels goes to level
     `k = floor(k0 + log2(sqrt(w h) / 224))`, clamped to the levels given, so a 224 x 224
@@ -160,12 +160,11 @@ class MultiScaleRoIAlign(nn.Module):
     The stride of each level is inferred from its size relative to the largest image, as
     a power of two (like torchvision's `MultiScaleRoIAlign`, whose results this matches;
     torchvision infers the strides once and caches them, we infer them on every call).
+    Subclasses say how one level is pooled (`_pool_level`): RoIAlign or RoI max pooling.
 
     Args:
         featmap_names: names of the feature maps to pool from, finest (largest) first.
         output_size: `out` or `(out_h, out_w)`.
-        sampling_ratio: as in `roi_align` (torchvision's detectors use 2).
-        aligned: as in `roi_align` (torchvision's detectors use False).
         canonical_scale: the 224 of eq. (1).
         canonical_level: the k0 of eq. (1).
     """
@@ -174,18 +173,18 @@ class MultiScaleRoIAlign(nn.Module):
         self,
         featmap_names: list[str],
         output_size: int | tuple[int, int],
-        sampling_ratio: int,
-        aligned: bool,
         canonical_scale: int = 224,
         canonical_level: int = 4,
     ) -> None:
         super().__init__()
         self.featmap_names = list(featmap_names)
         self.output_size = _pair(output_size)
-        self.sampling_ratio = sampling_ratio
-        self.aligned = aligned
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level
+
+    def _pool_level(self, level: Tensor, rois: Tensor, scale: float) -> Tensor:
+        """(N, C, H, W) level, (K, 5) rois in pixels -> (K, C, out_h, out_w)."""
+        raise NotImplementedError
 
     def forward(
         self,
@@ -204,16 +203,15 @@ class MultiScaleRoIAlign(nn.Module):
             (sum K_i, C, out_h, out_w), in the order of the concatenated proposals.
         """
         levels = [features[name] for name in self.featmap_names]
-        scales = [_infer_scale(level, image_sizes) for level in levels]
+        scales = [infer_scale(level, image_sizes) for level in levels]
         rois = boxes_to_rois(proposals)  # (K, 5)
+        if len(levels) == 1:
+            return self._pool_level(levels[0], rois, scales[0])
         level_of_roi = self._assign_levels(rois[:, 1:], scales)  # (K,) in 0..L-1
-
         pooled = levels[0].new_zeros((len(rois), levels[0].shape[1], *self.output_size))
         for level_index, (level, scale) in enumerate(zip(levels, scales, strict=True)):
             in_level = torch.where(level_of_roi == level_index)[0]
-            pooled[in_level] = roi_align(
-                level, rois[in_level], self.output_size, scale, self.sampling_ratio, self.aligned
-            ).to(pooled.dtype)
+            pooled[in_level] = self._pool_level(level, rois[in_level], scale).to(pooled.dtype)
         return pooled
 
     def _assign_levels(self, boxes: Tensor, scales: list[float]) -> Tensor:
@@ -229,6 +227,32 @@ class MultiScaleRoIAlign(nn.Module):
         level = level.clamp(min=finest_level, max=coarsest_level)
         return level.to(torch.int64) - finest_level
 
+
+class MultiScaleRoIAlign(MultiLevelRoIPooler):
+    """RoIAlign (Mask R-CNN §3) over one feature map or an FPN (FPN paper eq. 1).
+
+    Args:
+        featmap_names, output_size, canonical_scale, canonical_level: as `MultiLevelRoIPooler`.
+        sampling_ratio: as in `roi_align` (torchvision's detectors use 2).
+        aligned: as in `roi_align` (torchvision's detectors use False).
+    """
+
+    def __init__(
+        self,
+        featmap_names: list[str],
+        output_size: int | tuple[int, int],
+        sampling_ratio: int,
+        aligned: bool,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+    ) -> None:
+        super().__init__(featmap_names, output_size, canonical_scale, canonical_level)
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def _pool_level(self, level: Tensor, rois: Tensor, scale: float) -> Tensor:
+        return roi_align(level, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
+
     def extra_repr(self) -> str:
         return (
             f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
@@ -236,7 +260,7 @@ class MultiScaleRoIAlign(nn.Module):
         )
 
 
-def _infer_scale(feature: Tensor, image_sizes: list[tuple[int, int]]) -> float:
+def infer_scale(feature: Tensor, image_sizes: list[tuple[int, int]]) -> float:
     """Feature cells per pixel of a level: (its height / the largest image height) rounded
     to a power of two (the images are padded up to a multiple of the coarsest stride)."""
     max_height = max(height for height, _ in image_sizes)

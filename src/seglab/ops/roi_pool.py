@@ -9,6 +9,10 @@ out the same computation in plain PyTorch, with the kernel's exact quantisation:
 corners are rounded to the nearest cell (halves away from zero), the region spans
 `round(x1) - round(x0) + 1` cells (at least 1), sub-window i covers cells
 `[floor(i * h / H), ceil((i + 1) * h / H))`, clipped to the map; an empty sub-window gives 0.
+
+`MultiScaleRoIPool` is the layer of Fast R-CNN's network (§2.2: "the last max pooling layer
+is replaced by a RoI pooling layer ... H = W = 7 for VGG16"), taking the proposals of a
+batch of images; on an FPN it picks each region's level as `MultiScaleRoIAlign` does.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import torch
 import torchvision
 from torch import Tensor
 from torch.nn.modules.utils import _pair
+
+from seglab.ops.roi_align import MultiLevelRoIPooler
 
 
 def roi_pool(
@@ -72,6 +78,7 @@ def _pool_one_roi(
     cells = [
         _max_of_window(feature, rows, columns) for rows in row_windows for columns in column_windows
     ]
+    # (C, out_h * out_w) row-major cells -> (C, out_h, out_w)
     return torch.stack(cells, dim=1).reshape(feature.shape[0], out_h, out_w)
 
 
@@ -94,7 +101,7 @@ def _max_of_window(feature: Tensor, rows: tuple[int, int], columns: tuple[int, i
     window = feature[:, rows[0] : rows[1], columns[0] : columns[1]]  # (C, h, w)
     if window.numel() == 0:
         return feature.new_zeros(feature.shape[0])
-    flat = window.reshape(feature.shape[0], -1)  # (C, h*w), row-major like the kernel's loop
+    flat = window.reshape(feature.shape[0], -1)  # (C, h, w) -> (C, h*w), row-major as the kernel
     first_max = flat.argmax(dim=1, keepdim=True)  # argmax returns the first maximum
     return flat.gather(1, first_max).squeeze(1)
 
@@ -102,3 +109,18 @@ def _max_of_window(feature: Tensor, rows: tuple[int, int], columns: tuple[int, i
 def _round_half_away(value: Tensor) -> int:
     """C's `round`: halves go away from zero (torch.round would round them to even)."""
     return int(math.copysign(math.floor(abs(float(value)) + 0.5), float(value)))
+
+
+class MultiScaleRoIPool(MultiLevelRoIPooler):
+    """RoI max pooling (Fast R-CNN §2.1) of per-image proposals from one map or an FPN.
+
+    Args:
+        featmap_names: the feature maps to pool from, finest first (one name: Fast R-CNN).
+        output_size: the H x W grid (7 x 7 in Fast R-CNN with VGG16).
+    """
+
+    def _pool_level(self, level: Tensor, rois: Tensor, scale: float) -> Tensor:
+        return roi_pool(level, rois, self.output_size, scale)
+
+    def extra_repr(self) -> str:
+        return f"featmap_names={self.featmap_names}, output_size={self.output_size}"

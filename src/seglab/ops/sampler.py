@@ -1,9 +1,10 @@
 """Balanced sampling of positive and negative examples per image.
 
-Faster R-CNN §3.1.3 trains the RPN on 256 anchors per image with up to half positives;
-Fast R-CNN §2.3 trains the head on 128 RoIs per image with 25% foreground. When there are
-too few positives, negatives fill the batch. Same draws as torchvision's
-`BalancedPositiveNegativeSampler` under the same torch seed.
+Faster R-CNN §3.1.3 trains the RPN on 256 anchors per image with up to half positives.
+Fast R-CNN §2.3 trains its head on mini-batches of R = 128 RoIs from N = 2 images, 64 RoIs
+per image, 25% of them foreground ("hierarchical sampling"); torchvision's Faster and Mask
+R-CNN take 512 per image. When there are too few positives, negatives fill the batch. Same
+draws as torchvision's `BalancedPositiveNegativeSampler` under the same torch seed.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def clip_boxes(boxes: Tensor, image_size_hw: tuple[int, int]) -> Tensor:
     height, width = image_size_hw
     x = boxes[..., 0::2].clamp(min=0, max=width)  # (..., 2) x0, x1
     y = boxes[..., 1::2].clamp(min=0, max=height)  # (..., 2) y0, y1
-    return torch.stack((x, y), dim=-1).reshape(boxes.shape)  # interleave back to x0 y0 x1 y1
+    # (..., 2, 2) [x0 y0; x1 y1] -> (..., 4) x0 y0 x1 y1
+    return torch.stack((x, y), dim=-1).reshape(boxes.shape)
 
 
 def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
@@ -146,7 +147,7 @@ class BoxCoder:
             ),
             dim=2,
         )  # (N, K, 4)
-        return boxes.reshape(deltas.shape)
+        return boxes.reshape(deltas.shape)  # (N, K, 4) -> (N, 4 * K) or (N, K, 4) or (N, 4)
 
 
 def _size_and_centre(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -23,14 +23,17 @@ TINY_ARGS = {
     "rpn_batch_size_per_image": 64,
     "box_batch_size_per_image": 32,
     "representation_size": 64,
-    "mask_head_channels": 32,
     "box_score_thresh": 0.0,
 }
+TINY_MASK_ARGS = {"mask_head_channels": 32}  # Mask R-CNN only: the others have no mask branch
 
 
 def tiny_detector(name: str, num_classes: int = 3, **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
-    return seglab.build_model(name, num_classes=num_classes, **{**TINY_ARGS, **overrides})
+    mask_args = TINY_MASK_ARGS if name == "mask_rcnn" else {}
+    return seglab.build_model(
+        name, num_classes=num_classes, **{**TINY_ARGS, **mask_args, **overrides}
+    )
 
 
 def square_image(size: int = 96, box=(20, 24, 60, 72), label: int = 1):

@@ -14,11 +14,11 @@ def test_renames_every_kind_of_torchvision_key():
         "backbone.body.layer1.0.conv1.weight": "backbone.body.layer1.0.conv1.weight",
         "backbone.fpn.inner_blocks.2.0.bias": "backbone.fpn.lateral_convs.2.0.bias",
         "backbone.fpn.layer_blocks.0.1.running_var": "backbone.fpn.output_convs.0.1.running_var",
-        "rpn.head.conv.0.0.weight": "rpn.head.convs.0.weight",
-        "rpn.head.conv.1.0.bias": "rpn.head.convs.1.bias",
-        "rpn.head.conv.weight": "rpn.head.convs.0.weight",  # torchvision < 0.13
-        "rpn.head.cls_logits.weight": "rpn.head.objectness.weight",
-        "rpn.head.bbox_pred.bias": "rpn.head.box_deltas.bias",
+        "rpn.head.conv.0.0.weight": "proposal_generator.head.convs.0.weight",
+        "rpn.head.conv.1.0.bias": "proposal_generator.head.convs.1.bias",
+        "rpn.head.conv.weight": "proposal_generator.head.convs.0.weight",  # torchvision < 0.13
+        "rpn.head.cls_logits.weight": "proposal_generator.head.objectness.weight",
+        "rpn.head.bbox_pred.bias": "proposal_generator.head.box_deltas.bias",
         "roi_heads.box_head.fc6.weight": "roi_heads.box_head.fc6.weight",
         "roi_heads.box_head.3.1.running_mean": "roi_heads.box_head.convs.3.1.running_mean",
         "roi_heads.box_head.5.weight": "roi_heads.box_head.fc.weight",
@@ -42,7 +42,8 @@ def test_class_names_of_converted_models():
 
 def test_single_level_backbone_without_fpn():
     model = tiny_detector("faster_rcnn", fpn=False, anchor_sizes=[16, 32, 64])
-    assert model.rpn.head.objectness.out_channels == 9  # 3 sizes x 3 ratios on one level
+    # 3 sizes x 3 ratios on one level
+    assert model.proposal_generator.head.objectness.out_channels == 9
     image, target = square_image()
     _, losses = model.train().forward_with_losses([image], [target])
     assert all(torch.isfinite(loss) for loss in losses.values())

@@ -1,4 +1,6 @@
-"""ResNet backbones (He et al. 2016) returning the stage outputs C2..C5 for an FPN.
+"""ResNet backbones (He et al. 2016) returning the stage outputs C2..C5 for an FPN, or
+C2..C4 for a single feature map at stride 16 (the "C4" detectors: Faster R-CNN with ResNet,
+He et al. 2016 appendix A, pools its RoIs from C4).
 
 The layers are torchvision's (`torchvision.models.resnet18` ... `resnet101`, built with
 `weights=None`), and the parameter names are kept (`conv1`, `bn1`, `layer1`..`layer4`), so a
@@ -94,9 +96,11 @@ class ResNetBackbone(nn.Module):
             (3 = layer2..layer4, torchvision's default; 5 = everything).
         in_channels: image channels (3 for RGB, 1 for grey).
         norm: "frozen_bn", "bn" or "gn"; overrides `frozen_bn`.
+        last_stage: 5 (C2..C5) or 4 (C2..C4: `layer4` is not built; `trainable_stages`
+            still counts it, so 3 trains layer2 and layer3, detectron2's C4 default).
 
     Attributes:
-        out_channels: channels of C2, C3, C4, C5.
+        out_channels: channels of C2 .. C<last_stage>.
     """
 
     def __init__(
@@ -107,8 +111,11 @@ class ResNetBackbone(nn.Module):
         trainable_stages: int = 3,
         in_channels: int = 3,
         norm: str | None = None,
+        last_stage: int = 5,
     ) -> None:
         super().__init__()
+        if last_stage not in (4, 5):
+            raise UserError(f"last_stage={last_stage}: a ResNet backbone ends at C4 or C5")
         if depth not in _RESNETS:
             raise UserError(f"resnet{depth}: unknown ResNet depth; use one of {sorted(_RESNETS)}")
         if not 0 <= trainable_stages <= 5:
@@ -118,7 +125,7 @@ class ResNetBackbone(nn.Module):
             )
         self.norm = norm if norm is not None else ("frozen_bn" if frozen_bn else "bn")
         build, out_channels = _RESNETS[depth]
-        self.out_channels = list(out_channels)
+        self.out_channels = list(out_channels[: last_stage - 1])
         resnet = build(weights=None, norm_layer=norm_layer(self.norm))
         if in_channels != 3:
             resnet.conv1 = nn.Conv2d(
@@ -134,7 +141,7 @@ class ResNetBackbone(nn.Module):
         self.layer1 = resnet.layer1
         self.layer2 = resnet.layer2
         self.layer3 = resnet.layer3
-        self.layer4 = resnet.layer4
+        self.layer4 = resnet.layer4 if last_stage == 5 else None
         self.trainable_stages = trainable_stages
         self._freeze_early_stages(trainable_stages)
 
@@ -148,13 +155,14 @@ class ResNetBackbone(nn.Module):
                 parameter.requires_grad_(False)
 
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
-        """(N, in_channels, H, W) -> OrderedDict c2 (stride 4), c3 (8), c4 (16), c5 (32)."""
+        """(N, in_channels, H, W) -> OrderedDict c2 (stride 4), c3 (8), c4 (16)[, c5 (32)]."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        c2 = self.layer1(x)
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        c5 = self.layer4(c4)
-        return OrderedDict([("c2", c2), ("c3", c3), ("c4", c4), ("c5", c5)])
+        stages = OrderedDict(c2=self.layer1(x))
+        stages["c3"] = self.layer2(stages["c2"])
+        stages["c4"] = self.layer3(stages["c3"])
+        if self.layer4 is not None:
+            stages["c5"] = self.layer4(stages["c4"])
+        return stages
 
 
 def set_frozen_bn_eps(module: nn.Module, eps: float) -> None:

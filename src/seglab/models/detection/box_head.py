@@ -1,6 +1,10 @@
 """The box branch of Fast R-CNN (§2): pooled RoI features -> two FC layers -> class scores
-and class-specific box deltas; its loss (§2.3, eq. 1) and its post-processing (§2.4 and
-Faster R-CNN §3: per-class NMS of the refined boxes).
+and class-specific box deltas; its loss (§2.3, eq. 1), its post-processing (§2.4 and
+Faster R-CNN §3: per-class NMS of the refined boxes), and truncated SVD of the two FC
+layers at test time (§3.1).
+
+The same branch serves R-CNN, whose class-specific box regression (appendix C) uses the
+same parameterisation (`structures/boxes.BoxCoder`).
 """
 
 from __future__ import annotations
@@ -17,16 +21,62 @@ class TwoMLPHead(nn.Module):
     """fc6 and fc7 (Fast R-CNN's two fully connected layers after RoI pooling).
 
     (K, C, S, S) pooled features -> (K, representation_size).
+
+    Args:
+        in_channels: C * S * S.
+        representation_size: width of fc6 and fc7.
+        svd_ranks: (t6, t7): in eval mode, replace fc6 and fc7 by their rank-t truncated
+            SVD (Fast R-CNN §3.1, which keeps 1024 of fc6's and 256 of fc7's singular
+            values with VGG16); None uses the dense layers. Training always uses them.
     """
 
-    def __init__(self, in_channels: int, representation_size: int):
+    def __init__(
+        self,
+        in_channels: int,
+        representation_size: int,
+        *,
+        svd_ranks: tuple[int, int] | None = None,
+    ):
         super().__init__()
         self.fc6 = nn.Linear(in_channels, representation_size)
         self.fc7 = nn.Linear(representation_size, representation_size)
+        if svd_ranks is not None and min(svd_ranks) < 1:
+            raise ValueError(f"svd_ranks {svd_ranks}: ranks must be >= 1")
+        self.svd_ranks = tuple(svd_ranks) if svd_ranks is not None else None
+        self._truncated: tuple[tuple, list[tuple[Tensor, Tensor, Tensor]]] | None = None
 
     def forward(self, pooled: Tensor) -> Tensor:
-        hidden = F.relu(self.fc6(pooled.flatten(start_dim=1)))  # (K, C*S*S) -> (K, R)
-        return F.relu(self.fc7(hidden))
+        hidden = pooled.flatten(start_dim=1)  # (K, C, S, S) -> (K, C*S*S)
+        if self.training or self.svd_ranks is None:
+            return F.relu(self.fc7(F.relu(self.fc6(hidden))))  # (K, R)
+        for first, second, bias in self._truncated_layers():
+            # x W^T ~ (x (Sigma_t V_t^T)^T) U_t^T: two thin layers, no non-linearity between
+            hidden = F.relu(F.linear(F.linear(hidden, first), second, bias))
+        return hidden
+
+    def _truncated_layers(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """(Sigma_t V_t^T, U_t, bias) of fc6 and fc7, recomputed when their weights change."""
+        layers = (self.fc6, self.fc7)
+        key = tuple((p.data_ptr(), p._version) for layer in layers for p in layer.parameters())
+        if self._truncated is None or self._truncated[0] != key:
+            factors = [
+                (*truncated_svd(layer.weight.detach(), rank), layer.bias.detach())
+                for layer, rank in zip(layers, self.svd_ranks, strict=True)
+            ]
+            self._truncated = (key, factors)
+        return self._truncated[1]
+
+
+def truncated_svd(weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+    """Fast R-CNN §3.1: W (u, v) ~ U_t Sigma_t V_t^T, as two thinner weight matrices.
+
+    Returns:
+        (Sigma_t V_t^T (t, v), U_t (u, t)), t = min(rank, u, v): the first layer (no bias)
+        and the second (which takes W's bias). u*v parameters become t*(u+v).
+    """
+    left, singular_values, right_t = torch.linalg.svd(weight, full_matrices=False)
+    rank = min(rank, singular_values.numel())
+    return singular_values[:rank, None] * right_t[:rank], left[:, :rank]
 
 
 class ConvFCHead(nn.Module):
@@ -53,7 +103,7 @@ class ConvFCHead(nn.Module):
     def forward(self, pooled: Tensor) -> Tensor:
         for block in self.convs:
             pooled = F.relu(block(pooled))
-        return F.relu(self.fc(pooled.flatten(start_dim=1)))  # (K, C*S*S) -> (K, R)
+        return F.relu(self.fc(pooled.flatten(start_dim=1)))  # (K, C, S, S) -> (K, C*S*S)
 
 
 def conv_norm_block(in_channels: int, out_channels: int, norm: str | None) -> nn.Sequential:
@@ -81,31 +131,41 @@ class BoxPredictor(nn.Module):
         self.box_deltas = nn.Linear(in_channels, num_classes * 4)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        features = features.flatten(start_dim=1)
+        features = features.flatten(start_dim=1)  # (K, R, ...) -> (K, R * ...), as torchvision
         return self.class_logits(features), self.box_deltas(features)
 
 
 def fast_rcnn_loss(
-    class_logits: Tensor, box_deltas: Tensor, labels: Tensor, regression_targets: Tensor
+    class_logits: Tensor,
+    box_deltas: Tensor,
+    labels: Tensor,
+    regression_targets: Tensor,
+    *,
+    beta: float = 1 / 9,
 ) -> dict[str, Tensor]:
-    """Fast R-CNN eq. (1): cross-entropy + smooth L1 on the deltas of the true class.
+    """Fast R-CNN eq. (1): cross-entropy + smooth L1 on the deltas of the true class, the
+    box term summed over foreground RoIs and divided by all RoIs (lambda = 1, [u >= 1]).
 
     Args:
         class_logits: (K, num_classes); box_deltas: (K, num_classes*4).
         labels: (K,) int64, 0 background; regression_targets: (K, 4) encoded gt boxes.
+        beta: where smooth L1 turns from quadratic to linear. Fast R-CNN eq. (3) has 1;
+            the default 1/9 is torchvision's (`roi_heads.fastrcnn_loss`), kept for its
+            Faster and Mask R-CNN.
     """
     classification_loss = F.cross_entropy(class_logits, labels)
     positive = torch.where(labels > 0)[0]
-    deltas = box_deltas.reshape(box_deltas.shape[0], -1, 4)  # (K, num_classes, 4)
+    deltas = box_deltas.reshape(box_deltas.shape[0], -1, 4)  # (K, C*4) -> (K, num_classes, 4)
     box_loss = F.smooth_l1_loss(
         deltas[positive, labels[positive]], regression_targets[positive],
-        beta=1 / 9, reduction="sum",
+        beta=beta, reduction="sum",
     ) / max(labels.numel(), 1)  # fmt: skip
     return {"loss_classifier": classification_loss, "loss_box_reg": box_loss}
 
 
 def decode_per_class(box_coder: BoxCoder, box_deltas: Tensor, proposals: Tensor) -> Tensor:
     """Class-specific deltas (K, C*4) applied to proposals (K, 4) -> boxes (K, C, 4)."""
+    # (K, C*4) decoded -> (K, C, 4)
     return box_coder.decode(box_deltas, proposals).reshape(box_deltas.shape[0], -1, 4)
 
 
@@ -129,7 +189,8 @@ def postprocess_boxes(
     boxes = decode_per_class(box_coder, box_deltas, proposals)  # (K, num_classes, 4)
     scores = F.softmax(class_logits, dim=-1)  # (K, num_classes)
     labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
-    # drop the background column, then one candidate per (proposal, class)
+    # drop the background column, then one candidate per (proposal, class):
+    # (K, num_classes - 1, 4) -> (K * (num_classes - 1), 4); scores, labels likewise
     boxes = clip_boxes(boxes[:, 1:].reshape(-1, 4), image_size)
     scores = scores[:, 1:].reshape(-1)
     labels = labels[:, 1:].reshape(-1)

@@ -2,8 +2,8 @@
 
 A torchvision state dict is renamed key by key onto our modules (the table below is the
 whole difference between the two namings) and loaded strictly: every tensor must find its
-place and every place must get a tensor. torchvision's v1 detectors pool with
-`aligned=False`, so the converted model is built with `roi_aligned=False`.
+place and every place must get a tensor. torchvision's v1 detectors pool with RoIAlign's
+`aligned=False`, so the converted model is built with `roi_align_half_pixel=False`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from seglab.models.zoo import build_model
 # torchvision's v1 detectors: RoIAlign without the half-pixel offset, and FrozenBatchNorm
 # with eps=0 in its pretrained COCO checkpoints (a randomly initialised torchvision model
 # has eps=1e-5: convert it with `--set frozen_bn_eps=1e-5`).
-_V1 = {"roi_aligned": False, "frozen_bn_eps": 0.0}
+_V1 = {"roi_align_half_pixel": False, "frozen_bn_eps": 0.0}
 # torchvision's v2 detectors (Li et al., "Benchmarking detection transfer learning with
 # vision transformers", 2021): BatchNorm in the backbone, FPN and heads, two RPN convs, a
 # 4-conv + 1-fc box head.
 _V2 = {
-    "roi_aligned": False, "norm": "bn", "fpn_norm": "bn", "rpn_head_convs": 2,
+    "roi_align_half_pixel": False, "norm": "bn", "fpn_norm": "bn", "rpn_head_convs": 2,
     "box_head": "conv", "head_norm": "bn",
 }  # fmt: skip
 
@@ -42,10 +42,10 @@ TORCHVISION_ARCHS: dict[str, tuple[str, dict]] = {
 # Heads: (torchvision key pattern, our key), first match wins; other keys keep their name.
 # The backbone and FPN keys are renamed by `rename_torchvision_backbone_key`.
 RENAMES: list[tuple[str, str | Callable[[re.Match], str]]] = [
-    (r"^rpn\.head\.conv\.(\d)\.0\.", r"rpn.head.convs.\1."),
-    (r"^rpn\.head\.conv\.", "rpn.head.convs.0."),  # torchvision < 0.13
-    (r"^rpn\.head\.cls_logits\.", "rpn.head.objectness."),
-    (r"^rpn\.head\.bbox_pred\.", "rpn.head.box_deltas."),
+    (r"^rpn\.head\.conv\.(\d)\.0\.", r"proposal_generator.head.convs.\1."),
+    (r"^rpn\.head\.conv\.", "proposal_generator.head.convs.0."),  # torchvision < 0.13
+    (r"^rpn\.head\.cls_logits\.", "proposal_generator.head.objectness."),
+    (r"^rpn\.head\.bbox_pred\.", "proposal_generator.head.box_deltas."),
     (r"^roi_heads\.box_head\.(\d)\.([01])\.", r"roi_heads.box_head.convs.\1.\2."),  # v2
     (r"^roi_heads\.box_head\.5\.", "roi_heads.box_head.fc."),  # v2 (4 is the flatten)
     (r"^roi_heads\.box_predictor\.cls_score\.", "roi_heads.box_predictor.class_logits."),

@@ -1,7 +1,8 @@
 """Mask R-CNN (He et al., 2017): Faster R-CNN plus a mask branch in parallel with the box
 branch (§3), on RoIAlign features (§3, "RoIAlign"). The branch itself lives in
-`mask_head.py` and is wired into the RoI heads by `builders.py`; this class adds the last
-step of inference (§3.1): each 28x28 mask is resized to its box and pasted into the image.
+`mask_head.py` and is wired into the RoI heads by `builders.build_mask_rcnn`; this class
+adds the last step of inference (§3.1): each 28x28 mask is resized to its box and pasted
+into the image.
 """
 
 from __future__ import annotations

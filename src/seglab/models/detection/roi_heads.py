@@ -1,10 +1,14 @@
 """Second stage of the two-stage detectors: per-RoI classification, box refinement and,
 for Mask R-CNN, masks.
 
-Training RoIs (Fast R-CNN §2.3): the proposals plus the ground-truth boxes, labelled by
-IoU (>= 0.5 object, else background) and sampled 512 per image with 25% foreground. Losses
-are computed whenever targets are given, with the same sampling in train and eval mode, so
-a validation loss exists; detections are produced in eval mode from all proposals.
+Training RoIs: the proposals plus the ground-truth boxes, labelled by their best IoU with
+the ground truth and sampled per image with a set share of foreground. Fast R-CNN §2.3
+takes 64 RoIs per image (2 images per mini-batch), 25% foreground (IoU >= 0.5), background
+with IoU in [0.1, 0.5); R-CNN's fine-tuning (§2.3) 25% foreground (IoU >= 0.5), the rest
+background; torchvision's Faster and Mask R-CNN 512 per image, 25% foreground, background
+IoU < 0.5 (the builders set these). An image without objects has only background RoIs.
+Losses are computed whenever targets are given, with the same sampling in train and eval
+mode, so a validation loss exists; detections are produced in eval mode from all proposals.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ class RoIHeads(nn.Module):
         box_head: (K, C, S, S) -> (K, R); box_predictor: (K, R) -> logits, deltas.
         mask_roi_pool, mask_head, mask_predictor: the mask branch (all three, or none).
         fg_iou_thresh, bg_iou_thresh: RoI labelling thresholds (0.5, 0.5).
+        bg_iou_floor: RoIs below this IoU are not sampled as background (Fast R-CNN: 0.1).
         batch_size_per_image, positive_fraction: RoI sampling (512, 0.25).
+        box_loss_beta: smooth L1 beta of the box loss (1/9, torchvision's; Fast R-CNN: 1).
         box_coder_weights: scaling of the deltas (10, 10, 5, 5).
         score_thresh, nms_thresh, detections_per_img: post-processing.
         mask_target_aligned: half-pixel offset when cropping gt masks to targets.
@@ -56,8 +62,10 @@ class RoIHeads(nn.Module):
         mask_predictor: nn.Module | None = None,
         fg_iou_thresh: float = 0.5,
         bg_iou_thresh: float = 0.5,
+        bg_iou_floor: float = 0.0,
         batch_size_per_image: int = 512,
         positive_fraction: float = 0.25,
+        box_loss_beta: float = 1 / 9,
         box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
@@ -71,7 +79,11 @@ class RoIHeads(nn.Module):
         self.mask_roi_pool = mask_roi_pool
         self.mask_head = mask_head
         self.mask_predictor = mask_predictor
-        self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
+        self.matcher = Matcher(
+            fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False,
+            background_floor=bg_iou_floor,
+        )  # fmt: skip
+        self.box_loss_beta = box_loss_beta
         self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
         self.box_coder = BoxCoder(weights=tuple(box_coder_weights))
         self.score_thresh = score_thresh
@@ -107,8 +119,10 @@ class RoIHeads(nn.Module):
     def sample_rois(self, proposals: list[Tensor], targets: list[dict]) -> SampledRoIs:
         """Add gt boxes to the proposals, label them by IoU, sample a balanced batch."""
         labelled = [
-            self._label_rois(torch.cat([proposals_, target["boxes"].to(proposals_)]), target)
-            for proposals_, target in zip(proposals, targets, strict=True)
+            self._label_rois(
+                torch.cat([image_proposals, target["boxes"].to(image_proposals)]), target
+            )  # fmt: skip
+            for image_proposals, target in zip(proposals, targets, strict=True)
         ]  # the gt boxes are RoIs too (they give the first positives of training)
         positive, negative = self.sampler([labels for _, labels, _, _ in labelled])
         rois = SampledRoIs([], [], [], [])
@@ -136,8 +150,8 @@ class RoIHeads(nn.Module):
         matched = self.matcher(box_iou(gt_boxes, rois))
         gt_index = matched.clamp(min=0)
         labels = gt_labels[gt_index].to(torch.int64)
-        labels[matched == Matcher.BELOW_LOW_THRESHOLD] = 0
-        labels[matched == Matcher.BETWEEN_THRESHOLDS] = -1
+        labels[matched == Matcher.BACKGROUND] = 0
+        labels[matched == Matcher.IGNORED] = -1
         return rois, labels, gt_index, gt_boxes
 
     def _box_outputs(self, features, proposals, image_sizes) -> tuple[Tensor, Tensor]:
@@ -148,25 +162,30 @@ class RoIHeads(nn.Module):
         class_logits, box_deltas = self._box_outputs(features, rois.proposals, image_sizes)
         labels = torch.cat(rois.labels)
         regression_targets = torch.cat(rois.regression_targets)
-        return fast_rcnn_loss(class_logits, box_deltas, labels, regression_targets)
+        return fast_rcnn_loss(
+            class_logits, box_deltas, labels, regression_targets, beta=self.box_loss_beta
+        )
 
     def _mask_losses(
         self, features, rois: SampledRoIs, targets: list[dict], image_sizes
     ) -> dict[str, Tensor]:
         """Mask loss on the positive training RoIs only (Mask R-CNN §3)."""
-        positive_rois, positive_labels, crops = [], [], []
-        for proposals, labels, gt_index, target in zip(
-            rois.proposals, rois.labels, rois.matched_gt_index, targets, strict=True
+        positive_rois, positive_labels, positive_gt_index = [], [], []
+        for proposals, labels, gt_index in zip(
+            rois.proposals, rois.labels, rois.matched_gt_index, strict=True
         ):
             positive = torch.where(labels > 0)[0]
             positive_rois.append(proposals[positive])
             positive_labels.append(labels[positive])
-            crops.append((target["masks"], proposals[positive], gt_index[positive]))
+            positive_gt_index.append(gt_index[positive])
         mask_logits = self._mask_logits(features, positive_rois, image_sizes)
         size = mask_logits.shape[-1]
-        mask_target = torch.cat(
-            [mask_targets(m, p, i, size, aligned=self.mask_target_aligned) for m, p, i in crops]
-        )
+        mask_target = torch.cat([
+            mask_targets(target["masks"], boxes, gt_index, size, aligned=self.mask_target_aligned)
+            for target, boxes, gt_index in zip(
+                targets, positive_rois, positive_gt_index, strict=True
+            )
+        ])  # fmt: skip
         return {"loss_mask": mask_loss(mask_logits, torch.cat(positive_labels), mask_target)}
 
     def _mask_logits(self, features, boxes: list[Tensor], image_sizes) -> Tensor:
@@ -176,14 +195,14 @@ class RoIHeads(nn.Module):
     def _forward_box(self, features, proposals: list[Tensor], image_sizes) -> list[dict]:
         """Eval mode: score every proposal, refine its box per class, keep the best."""
         class_logits, box_deltas = self._box_outputs(features, proposals, image_sizes)
-        counts = [p.shape[0] for p in proposals]
+        counts = [len(image_proposals) for image_proposals in proposals]
         detections = []
-        for logits, deltas, proposals_, size in zip(
+        for logits, deltas, image_proposals, size in zip(
             class_logits.split(counts), box_deltas.split(counts), proposals, image_sizes,
             strict=True,
         ):  # fmt: skip
             boxes, scores, labels = postprocess_boxes(
-                logits, deltas, proposals_, size, box_coder=self.box_coder,
+                logits, deltas, image_proposals, size, box_coder=self.box_coder,
                 score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
                 detections_per_img=self.detections_per_img,
             )  # fmt: skip
@@ -197,6 +216,8 @@ class RoIHeads(nn.Module):
         labels = torch.cat([d["labels"] for d in detections])
         probabilities = mask_probabilities(mask_logits, labels)  # (N, 1, 28, 28)
         for detection, masks in zip(
-            detections, probabilities.split([b.shape[0] for b in boxes]), strict=True
+            detections,
+            probabilities.split([len(image_boxes) for image_boxes in boxes]),
+            strict=True,
         ):
             detection["masks"] = masks

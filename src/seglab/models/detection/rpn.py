@@ -66,6 +66,8 @@ def flatten_per_anchor(per_level: list[Tensor], values_per_anchor: int) -> Tenso
 class RegionProposalNetwork(nn.Module):
     """Proposals from anchors, and the RPN losses when targets are given (any mode).
 
+    The proposal generator of Faster and Mask R-CNN (`TwoStageDetector`).
+
     Args:
         anchor_generator: anchors per level (sizes x aspect ratios).
         head: the `RPNHead`.
@@ -111,10 +113,11 @@ class RegionProposalNetwork(nn.Module):
         feature_list = list(features.values())
         objectness_per_level, deltas_per_level = self.head(feature_list)
         anchors = self.anchor_generator(batch.image_sizes, batch.padded_size, feature_list)
-        anchors_per_level = [o[0].numel() for o in objectness_per_level]  # A*H*W per level
+        anchors_per_level = [level[0].numel() for level in objectness_per_level]  # A*H*W each
         objectness = flatten_per_anchor(objectness_per_level, 1)[..., 0]  # (B, sum A*H*W)
         deltas = flatten_per_anchor(deltas_per_level, 4)  # (B, sum A*H*W, 4)
         all_anchors = torch.stack(anchors)  # (B, sum A*H*W, 4)
+        # (B, sum A*H*W, 4) -> (B * sum A*H*W, 4) -> decode -> back to (B, sum A*H*W, 4)
         proposals = self.box_coder.decode(
             deltas.detach().reshape(-1, 4), all_anchors.reshape(-1, 4)
         ).view_as(all_anchors)
@@ -142,12 +145,12 @@ class RegionProposalNetwork(nn.Module):
         proposals = proposals[image_index, top_index]  # (B, k, 4)
         scores = torch.sigmoid(objectness[image_index, top_index])  # (B, k)
         kept = []
-        for boxes, scores_, image_size in zip(proposals, scores, image_sizes, strict=True):
+        for boxes, image_scores, image_size in zip(proposals, scores, image_sizes, strict=True):
             boxes = clip_boxes(boxes, image_size)
             keep = remove_small_boxes(boxes, self.min_box_size)
-            keep = keep[scores_[keep] >= self.score_thresh]
-            boxes, scores_, levels_ = boxes[keep], scores_[keep], levels[keep]
-            keep = batched_nms(boxes, scores_, levels_, self.nms_thresh)
+            keep = keep[image_scores[keep] >= self.score_thresh]
+            boxes, image_scores, box_levels = boxes[keep], image_scores[keep], levels[keep]
+            keep = batched_nms(boxes, image_scores, box_levels, self.nms_thresh)
             kept.append(boxes[keep[: self.post_nms_top_n[self._mode()]]])
         return kept
 
@@ -176,14 +179,17 @@ class RegionProposalNetwork(nn.Module):
         positive, negative = self.sampler(labels)
         positive = torch.where(torch.cat(positive))[0]
         sampled = torch.cat([positive, torch.where(torch.cat(negative))[0]])
-        labels = torch.cat(labels)
+        labels = torch.cat(labels)  # (B * sum A*H*W,), images one after the other
         regression_targets = torch.cat(regression_targets)
+        # beta 1/9: the official py-faster-rcnn RPN loss (sigma 3, beta = 1 / sigma^2), as in
+        # torchvision's rpn.py (Fast R-CNN's head uses beta 1, its eq. 3)
         box_loss = F.smooth_l1_loss(
-            deltas.reshape(-1, 4)[positive], regression_targets[positive],
-            beta=1 / 9, reduction="sum",
+            deltas.reshape(-1, 4)[positive],  # (B, sum A*H*W, 4) -> (B * sum A*H*W, 4)
+            regression_targets[positive], beta=1 / 9, reduction="sum",
         ) / max(sampled.numel(), 1)  # fmt: skip
         objectness_loss = F.binary_cross_entropy_with_logits(
-            objectness.reshape(-1)[sampled], labels[sampled].to(objectness.dtype)
+            objectness.reshape(-1)[sampled],  # (B, sum A*H*W) -> (B * sum A*H*W,)
+            labels[sampled].to(objectness.dtype),
         )
         return {"loss_objectness": objectness_loss, "loss_rpn_box_reg": box_loss}
 
@@ -193,5 +199,5 @@ class RegionProposalNetwork(nn.Module):
             return anchors.new_zeros(anchors.shape[0]), torch.zeros_like(anchors)
         matched = self.matcher(box_iou(gt_boxes, anchors))
         labels = (matched >= 0).to(anchors.dtype)
-        labels[matched == Matcher.BETWEEN_THRESHOLDS] = -1.0
+        labels[matched == Matcher.IGNORED] = -1.0
         return labels, gt_boxes[matched.clamp(min=0)]

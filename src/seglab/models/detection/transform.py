@@ -20,22 +20,39 @@ from torch import Tensor, nn
 
 from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 
+# Target entries that are xyxy boxes in the image's pixels, resized with it: the ground
+# truth, and the given proposals of R-CNN and Fast R-CNN (selective search, from the data).
+BOX_KEYS = frozenset({"boxes", "proposals"})
+
 
 @dataclass
 class ImageBatch:
-    """Resized, normalised, zero-padded images and the size of each before padding.
+    """Resized, normalised, zero-padded images, the size of each before padding, and the
+    images as given (what selective search reads: it segments the pixels of the original
+    image, not the network's normalised input).
 
     Attributes:
         tensors: (B, C, H_pad, W_pad) float, H_pad and W_pad multiples of `size_divisible`.
         image_sizes: per image (h, w) after resizing, before padding.
+        original_images: per image the (C, h0, w0) float input in [0, 1], before resizing.
     """
 
     tensors: Tensor
     image_sizes: list[tuple[int, int]]
+    original_images: list[Tensor]
 
     @property
     def padded_size(self) -> tuple[int, int]:
         return int(self.tensors.shape[-2]), int(self.tensors.shape[-1])
+
+    @property
+    def original_sizes(self) -> list[tuple[int, int]]:
+        """Per image (h0, w0) of the input, the frame detections are returned in."""
+        return [(int(image.shape[-2]), int(image.shape[-1])) for image in self.original_images]
+
+    def to_resized_frame(self, boxes: Tensor, index: int) -> Tensor:
+        """(N, 4) xyxy boxes in the pixels of original image `index` -> its resized frame."""
+        return resize_boxes(boxes, self.original_sizes[index], self.image_sizes[index])
 
 
 class DetectionTransform(nn.Module):
@@ -83,7 +100,7 @@ class DetectionTransform(nn.Module):
             resized_images.append(image)
             resized_targets.append(target)
         image_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in resized_images]
-        batch = ImageBatch(self._pad_and_stack(resized_images), image_sizes)
+        batch = ImageBatch(self._pad_and_stack(resized_images), image_sizes, list(images))
         return batch, (resized_targets if targets is not None else None)
 
     def _normalise(self, image: Tensor) -> Tensor:
@@ -111,7 +128,8 @@ class DetectionTransform(nn.Module):
         if target is None:
             return image, None
         target = {key: _plain(value) for key, value in target.items()}
-        target["boxes"] = resize_boxes(target["boxes"].to(image.device), (height, width),
+        for key in BOX_KEYS.intersection(target):
+            target[key] = resize_boxes(target[key].to(image.device), (height, width),
                                        image.shape[-2:])  # fmt: skip
         target["labels"] = target["labels"].to(image.device)
         if self.resize_masks and "masks" in target:

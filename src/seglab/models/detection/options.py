@@ -1,0 +1,129 @@
+"""The detector builders' keyword arguments: one frozen dataclass per detector.
+
+Every detector takes the options of the parts it has. All share the backbone, the input
+transform and the box branch (`DetectorOptions`); Faster R-CNN adds the RPN
+(`FasterRCNNOptions`), Mask R-CNN the mask branch (`MaskRCNNOptions`). Defaults are
+torchvision's for Faster and Mask R-CNN (so that converted checkpoints reproduce it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seglab.errors import UserError
+from seglab.models.backbones.vgg import VGG_NORMS, VGG_STAGES
+from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD
+
+RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
+BACKBONES = (*RESNET_DEPTHS, *VGG_STAGES)
+ROI_POOLS = ("align", "max")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectorOptions:
+    """What every detector has: a backbone, the input transform and the box branch.
+
+    The backbone gives an FPN (`fpn`, ResNet only) or a single feature map: a ResNet's C4
+    (stride 16) or C5 (stride 32) by `feature_stage`, or a VGG's conv5 (stride 16).
+    """
+
+    num_classes: int
+    # backbone
+    backbone: str = "resnet50"
+    fpn: bool = True
+    fpn_channels: int = 256
+    fpn_norm: str | None = None  # None (the paper, torchvision v1) | bn | gn
+    feature_stage: str = "c4"  # without FPN, the ResNet stage pooled from: c4 | c5
+    norm: str | None = None  # None: the backbone's own (ResNet frozen_bn, VGG none) | bn | gn
+    frozen_bn_eps: float = 1e-5  # torchvision's pretrained COCO detectors use 0.0
+    trainable_stages: int = 3
+    in_channels: int = 3
+    # input: resize the short side to min_size (a tuple: one at random per training image)
+    min_size: int | tuple[int, ...] = 800
+    max_size: int = 1333
+    image_mean: tuple[float, ...] = IMAGENET_MEAN
+    image_std: tuple[float, ...] = IMAGENET_STD
+    # RoI features: align (RoIAlign, Mask R-CNN §3) | max (RoI max pooling, Fast R-CNN §2.1)
+    roi_pool: str = "align"
+    roi_align_half_pixel: bool = True  # RoIAlign's aligned=True; torchvision's v1: False
+    sampling_ratio: int = 2
+    box_roi_size: int = 7
+    # box branch
+    box_head: str = "mlp"  # mlp: fc6 + fc7 (Fast R-CNN) | conv: 4 convs + 1 fc (v2)
+    representation_size: int = 1024
+    head_norm: str | None = None  # None | bn: BatchNorm in the conv box head and mask head
+    fc_svd_ranks: tuple[int, int] | None = None  # truncated SVD of fc6, fc7 at test (§3.1)
+    # training RoIs: foreground IoU >= fg, background IoU in [bg_floor, bg)
+    box_fg_iou_thresh: float = 0.5
+    box_bg_iou_thresh: float = 0.5
+    box_bg_iou_floor: float = 0.0
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
+    box_loss_beta: float = 1 / 9  # smooth L1 beta; torchvision's 1/9, Fast R-CNN eq. 3: 1
+    # detections
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+    def __post_init__(self):
+        _check_choice("backbone", self.backbone, BACKBONES)
+        _check_choice("box_head", self.box_head, ("mlp", "conv"))
+        _check_choice("head_norm", self.head_norm, (None, "bn"))
+        _check_choice("roi_pool", self.roi_pool, ROI_POOLS)
+        _check_choice("feature_stage", self.feature_stage, ("c4", "c5"))
+        if self.backbone in VGG_STAGES:
+            _check_choice("norm (VGG)", self.norm, VGG_NORMS)
+            if self.fpn:
+                raise UserError(f"fpn: needs a ResNet backbone, not {self.backbone}; "
+                                "set fpn: false")  # fmt: skip
+        else:
+            _check_choice("norm", self.norm, (None, "frozen_bn", "bn", "gn"))
+        if self.num_classes < 2:
+            raise UserError(f"num_classes={self.num_classes}: detectors count the background, "
+                            "so K object classes need num_classes=K+1 >= 2")  # fmt: skip
+        if self.fc_svd_ranks is not None and (
+            len(self.fc_svd_ranks) != 2 or min(self.fc_svd_ranks) < 1
+        ):
+            raise UserError(f"fc_svd_ranks {self.fc_svd_ranks}: give two ranks >= 1 (fc6, fc7)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FasterRCNNOptions(DetectorOptions):
+    """Faster R-CNN: the detector's options and the RPN's (torchvision's defaults)."""
+
+    # None: one size per FPN level (32..512, FPN §4.1); without FPN 128, 256, 512 (§3.1.1)
+    anchor_sizes: tuple[int, ...] | None = None
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_nms_thresh: float = 0.7
+    rpn_fg_iou_thresh: float = 0.7
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_score_thresh: float = 0.0
+    rpn_head_convs: int = 1  # torchvision's v2 detectors: 2
+
+    @property
+    def anchor_sizes_per_level(self) -> tuple[tuple[int, ...], ...]:
+        """FPN: one size per level; a single map carries all sizes (3 scales x 3 ratios)."""
+        if self.fpn:
+            return tuple((size,) for size in (self.anchor_sizes or (32, 64, 128, 256, 512)))
+        return (tuple(self.anchor_sizes or (128, 256, 512)),)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskRCNNOptions(FasterRCNNOptions):
+    """Mask R-CNN: Faster R-CNN's options and the mask branch's."""
+
+    mask_roi_size: int = 14
+    mask_head_channels: int = 256
+    mask_head_convs: int = 4
+
+
+def _check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        shown = ", ".join("unset" if choice is None else str(choice) for choice in choices)
+        raise UserError(f"{name} {value!r}: unknown; use one of {shown}")
