@@ -253,3 +253,27 @@ def test_evaluating_other_data_keeps_the_runs_own_metrics(tmp_path, capsys):
         "metrics-shapes-train.json",
         "metrics.json",
     ]
+
+
+@pytest.mark.parametrize("loss, independent", [("ce", True), ("ce+dice", False)])
+def test_validation_loss_and_the_batch_size(tmp_path, capsys, loss, independent):
+    """docs/conventions.md: batches are weighted by their images, so a loss that is a mean
+    over images (cross-entropy, images of one size) does not depend on --batch-size; U-Net's
+    Dice, one soft Dice over all pixels of a batch, does."""
+    from seglab.data.shapes import generate_shapes
+
+    data = generate_shapes(tmp_path / "d", task="semantic", train=1, val=8, size=48, seed=0)
+    torch.manual_seed(0)
+    model = seglab.build_model("unet", num_classes=4, base_channels=4, depth=2, loss=loss)
+    config = {"data": {"root": str(data), "layout": "masks", "image_size": 48}}
+    seglab.save_model(model, tmp_path / "unet.safetensors", config=config,
+                      class_names=["circle", "square", "triangle"])  # fmt: skip
+    losses = []
+    for batch_size in (1, 3, 8):
+        out = tmp_path / f"m{batch_size}.json"
+        argv = ["eval", str(tmp_path / "unet.safetensors"), "--data", str(data), "-q"]
+        assert main([*argv, "--batch-size", str(batch_size), "--out", str(out)]) == 0
+        losses.append(json.loads(out.read_text())["loss"])
+    spread = max(losses) - min(losses)
+    # float32 sums of 48 x 48 pixel losses per image: a few 1e-7 relative apart at most
+    assert (spread < 1e-5 * losses[0]) == independent, losses

@@ -68,7 +68,8 @@ def evaluate(
                 images = [image.to(device) for image in images]
                 targets = [_to_device(target, device) for target in targets]
                 outputs, losses = model.forward_with_losses(images, targets)
-                # Weighted by the batch's size: the same loss whatever the batch size.
+                # Weighted by the batch's size: the mean over images of a loss that is a mean
+                # over its images (a batch-wide Dice is not: docs/conventions.md, Evaluation).
                 loss_sum += float(sum(loss.float() for loss in losses.values())) * len(images)
                 images_seen += len(images)
                 accumulator.update(images, targets, outputs)
