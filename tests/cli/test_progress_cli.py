@@ -58,6 +58,13 @@ def test_progress_lines_in_a_log_and_none_with_quiet(files, capsys, command, tmp
     assert len(quiet.out.splitlines()) == len(shown.out.splitlines())  # the report is unchanged
 
 
-def test_data_commands_take_quiet(tmp_path, capsys):
+def test_data_commands_show_progress_in_a_log_and_none_with_quiet(files, tmp_path, capsys):
     assert main(["data", "shapes", str(tmp_path / "s"), "--train", "1", "--val", "1", "-q"]) == 0
     assert capsys.readouterr().err == ""
+    _, data = files
+    assert main(["data", "check", str(data)]) == 0
+    shown = capsys.readouterr()
+    assert any(line.startswith("check: ") and "(100%)" in line for line in shown.err.splitlines())
+    assert main(["data", "check", str(data), "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert "check: " not in quiet.err and quiet.out == shown.out
