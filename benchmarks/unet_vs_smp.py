@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader
 
 from seglab.data import DataConfig, build_dataset, collate
 from seglab.data.shapes import generate_shapes
-from seglab.engine.io import atomic_write_json
 from seglab.evaluation import evaluate
+from seglab.files import atomic_write_json
 from seglab.models.inputs import Normalize
 from seglab.models.segmentation.losses import segmentation_losses
 from seglab.models.segmentation.unet import UNet

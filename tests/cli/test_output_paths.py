@@ -26,8 +26,8 @@ import seglab
 from seglab.cli import eval as eval_cli
 from seglab.cli.main import main
 from seglab.data.shapes import generate_shapes
-from seglab.engine.io import check_output_file, check_output_folder
 from seglab.errors import UserError
+from seglab.files import check_output_file, check_output_folder
 from seglab.inference import predictor
 
 NOBODY = 65534

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from seglab.engine.io import atomic_write
+from seglab.files import atomic_write
 
 NAMES = {
     "rcnn": "R-CNN",

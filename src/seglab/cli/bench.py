@@ -75,7 +75,7 @@ def _add_lineage(benchmarks: argparse._SubParsersAction) -> None:
 
 def run_lineage_command(args: argparse.Namespace) -> int:
     from seglab.bench.lineage import RECIPES
-    from seglab.engine.io import check_output_folder
+    from seglab.files import check_output_folder
 
     if args.minutes is not None and args.steps is not None:
         raise UserError("--minutes and --steps are two budgets; give one")
@@ -119,7 +119,7 @@ def _given(value, default):
 
 def _check_out(out: str | None) -> None:
     """Fail before minutes of work, not after, when --out cannot be written."""
-    from seglab.engine.io import check_output_file
+    from seglab.files import check_output_file
 
     if out is None:
         return
@@ -130,7 +130,7 @@ def _check_out(out: str | None) -> None:
 
 def _write_report(report: dict, table: str, out: Path) -> None:
     from seglab.bench.report import bar_chart
-    from seglab.engine.io import atomic_write_json, atomic_write_text
+    from seglab.files import atomic_write_json, atomic_write_text
 
     atomic_write_json(out, report)
     atomic_write_text(out.with_suffix(".md"), table)

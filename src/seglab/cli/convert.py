@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seglab.engine.io import check_output_file
+    from seglab.files import check_output_file
     from seglab.models.detection.convert import convert_torchvision, read_torchvision_state_dict
     from seglab.models.zoo import save_model
 

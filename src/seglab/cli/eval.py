@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seglab.engine.device import resolve_device
-    from seglab.engine.io import atomic_write_json, check_output_file
+    from seglab.files import atomic_write_json, check_output_file
 
     files = bool(args.gt or args.pred)
     _check_arguments(args, files)

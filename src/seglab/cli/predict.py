@@ -60,8 +60,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seglab.engine.device import resolve_device
-    from seglab.engine.io import check_output_folder
     from seglab.errors import UserError
+    from seglab.files import check_output_folder
     from seglab.inference.predictor import collect_inputs, gt_image_ids, predict_files
     from seglab.models.zoo import load_model
 

@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seglab.data.proposals import ProposalSettings, proposal_recall, read_split, update_cache
-    from seglab.engine.io import check_output_folder
+    from seglab.files import check_output_folder
 
     root = Path(args.data)
     if not root.is_dir():

@@ -46,8 +46,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from seglab.engine.checkpoint import checkpoint_step
     from seglab.engine.config import load_config
-    from seglab.engine.io import check_output_folder
     from seglab.engine.trainer import train
+    from seglab.files import check_output_folder
 
     run_dir = check_output_folder(args.out)
     config = load_config(_config_source(args.config, run_dir), args.overrides)

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from seglab.data.images import channels_for_modes, load_image, read_header
-from seglab.engine.io import atomic_write
 from seglab.errors import SeglabWarning, UserError, read_json
+from seglab.files import atomic_write
 from seglab.ops.selective_search import MODES, selective_search_array
 from seglab.progress import progress as progress_display
 from seglab.structures.boxes import box_iou

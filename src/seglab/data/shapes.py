@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab.engine.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from seglab.errors import UserError
+from seglab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from seglab.structures.masks import mask_to_rle
 
 CLASS_NAMES = ("circle", "square", "triangle")

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from seglab.engine.io import atomic_torch_save
 from seglab.errors import UserError
+from seglab.files import atomic_torch_save
 from seglab.models.zoo import load_weights
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -22,8 +22,8 @@ import seglab
 from seglab.data import LAYOUT_TASKS
 from seglab.data.config import DataConfig
 from seglab.data.transforms import build_transforms
-from seglab.engine.io import atomic_write_text
 from seglab.errors import SeglabWarning, UserError
+from seglab.files import atomic_write_text
 from seglab.models.zoo import builder_parameters, model_task
 
 

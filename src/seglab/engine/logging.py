@@ -13,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from seglab.engine.io import atomic_write, atomic_write_text
+from seglab.files import atomic_write, atomic_write_text
 
 METRICS_NAME = "metrics.jsonl"
 

@@ -15,8 +15,8 @@ import yaml
 
 from seglab.engine.checkpoint import CHECKPOINT_NAME
 from seglab.engine.config import Config, config_to_dict, save_config
-from seglab.engine.io import check_output_folder
 from seglab.errors import UserError
+from seglab.files import check_output_folder
 
 CONFIG_NAME = "config.yaml"
 CHANGEABLE_ON_RESUME = (

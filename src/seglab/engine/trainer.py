@@ -39,11 +39,11 @@ from seglab.engine.config import (
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
 from seglab.engine.device import resolve_device
 from seglab.engine.interrupt import Interrupted, StopRequest, ignore_interrupts
-from seglab.engine.io import check_output_folder
 from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
 from seglab.engine.optim import build_optimizer, build_scheduler
 from seglab.engine.run_dir import check_resume, prepare_run_dir
 from seglab.errors import SeglabWarning, UserError
+from seglab.files import check_output_folder
 from seglab.models.zoo import build_model, model_task, save_model
 from seglab.progress import progress
 

@@ -42,8 +42,8 @@ from torchvision.transforms.v2 import functional as TF
 from seglab.data.config import DataConfig
 from seglab.data.images import IMAGE_SUFFIXES, load_image
 from seglab.data.transforms import ResizeShortSide, build_transforms
-from seglab.engine.io import atomic_write_json
 from seglab.errors import UserError, read_json
+from seglab.files import atomic_write_json
 from seglab.progress import progress
 
 DEFAULT_TILE_SIZE = 256  # semantic models: side of the tiles (`predict_tiled`'s default)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from seglab.engine.io import atomic_write
+from seglab.files import atomic_write
 
 # Matplotlib's "tab10" colours, then a few more; class k > len uses a seeded random colour.
 _PALETTE = [

@@ -20,8 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from seglab.engine.io import atomic_write
 from seglab.errors import UserError, require_file
+from seglab.files import atomic_write
 from seglab.models.classification.cnn import build_cnn
 
 

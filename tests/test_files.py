@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from seglab.engine.io import atomic_write, atomic_write_json
+from seglab.files import atomic_write, atomic_write_json
 
 
 def test_atomic_write_json_round_trip_and_usual_mode(tmp_path):
