@@ -19,7 +19,6 @@ Last step everywhere: uint8 image -> float32 in [0, 1].
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
 from seglab.data.config import DataConfig
+from seglab.data.elastic import ElasticDeformation
 from seglab.errors import UserError
 
 
@@ -139,15 +139,6 @@ def _resize(transform: v2.Transform, inpt: Any, size_hw: tuple[int, int]) -> Any
     return transform._call_kernel(F.resize, inpt, size=list(size_hw), antialias=True)
 
 
-def _unet_hook(module_name: str, attribute: str, option: str):
-    """Build a transform the U-Net engineer provides (data.elastic / data.weight_map)."""
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attribute)()
-    except (ImportError, AttributeError):
-        raise UserError(f"data.{option}: not available ({module_name}.{attribute})") from None
-
-
 def _geometric_and_photometric(cfg: DataConfig) -> list:
     steps: list = []
     if cfg.hflip > 0:
@@ -181,7 +172,7 @@ def _semantic_steps(cfg: DataConfig, train: bool) -> list:
     steps = [RandomScaleCrop(scale_range, output_size=size, short_side=cfg.image_size)]
     steps += _geometric_and_photometric(cfg)
     if cfg.elastic:
-        steps.append(_unet_hook("seglab.data.elastic", "ElasticDeformation", "elastic"))
+        steps.append(ElasticDeformation())
     return steps
 
 
@@ -221,9 +212,9 @@ def build_transforms(cfg: DataConfig, *, task: str, train: bool) -> v2.Compose:
     _check_options(cfg, task)
     steps: list = []
     if cfg.weight_map:  # first: computed (and cached) once per image, then augmented with it
-        steps.append(
-            _unet_hook("seglab.models.segmentation.weight_map", "AddWeightMap", "weight_map")
-        )
+        from seglab.data.weight_map import AddWeightMap  # scipy: imported only when asked for
+
+        steps.append(AddWeightMap())
     steps += _STEPS[task](cfg, train)
     steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
     return v2.Compose(steps)

@@ -1,7 +1,7 @@
 """Segmentation losses: the paper's weighted pixel-wise cross-entropy, soft Dice, CE + Dice.
 
 U-Net paper eq. (1): E = sum_x w(x) log p_l(x)(x), a cross-entropy whose pixels are weighted
-by a precomputed weight map w (eq. 2, `seglab.models.segmentation.weight_map`) that balances
+by a precomputed weight map w (eq. 2, `seglab.data.weight_map`) that balances
 class frequencies and makes the thin background borders between touching objects count.
 Pixels labelled `IGNORE_INDEX` (255) take no part in any loss.
 """

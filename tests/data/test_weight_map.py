@@ -11,7 +11,7 @@ from torchvision import tv_tensors
 
 from seglab.data import DataConfig, build_dataset
 from seglab.data.shapes import generate_shapes
-from seglab.models.segmentation.weight_map import (
+from seglab.data.weight_map import (
     AddWeightMap,
     border_weight_map,
     class_frequency_weights,
