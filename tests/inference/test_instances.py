@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from seglab.cli.main import main
+from seglab.data.coco_results import to_coco_results
 from seglab.errors import UserError
-from seglab.evaluation.coco import evaluate_coco, to_coco_results
+from seglab.evaluation.coco import evaluate_coco
 from seglab.inference.instances import (
     coco_instance_results,
     instances_from_probabilities,

@@ -18,8 +18,8 @@ from torch import nn
 import seglab
 from seglab.cli.main import main
 from seglab.data import DataConfig, build_dataset
+from seglab.data.coco_results import to_coco_results
 from seglab.data.shapes import generate_shapes
-from seglab.evaluation.coco import to_coco_results
 from seglab.models import zoo
 
 SHAPES = ["circle", "square", "triangle"]  # the class names of seglab.data.shapes

@@ -15,9 +15,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from seglab.data import collate
+from seglab.data.coco_results import to_coco_results
 from seglab.errors import UserError
 from seglab.evaluation.classification import classification_metrics
-from seglab.evaluation.coco import check_coco_gt, evaluate_coco, to_coco_results
+from seglab.evaluation.coco import check_coco_gt, evaluate_coco
 from seglab.evaluation.confusion import ConfusionMatrix
 from seglab.evaluation.semantic import semantic_metrics
 from seglab.progress import progress as progress_display

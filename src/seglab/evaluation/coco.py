@@ -4,21 +4,15 @@ pycocotools' `COCOeval` is the reference every paper reports, so we call it rath
 re-implement it: `evaluate_coco` gives the numbers `COCOeval.summarize()` prints (its
 `stats[0:6]`), as fractions in [0, 1]. An AP that COCO leaves undefined (no ground truth of
 that size, or no ground truth at all) is -1, as in `COCOeval.stats`; see docs/conventions.md.
-
-`to_coco_results` turns model outputs (boxes xyxy, labels 1..K, mask probabilities) into the
-COCO results format (`bbox` xywh, original `category_id`, RLE `segmentation`).
+Model outputs become COCO results in `seglab.data.coco_results`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-import torch
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -80,64 +74,6 @@ def _load_results(coco_gt: COCO, results: list[dict]) -> COCO:
     }
     coco_dt.createIndex()
     return coco_dt
-
-
-def to_coco_results(
-    outputs: Sequence[dict[str, torch.Tensor]],
-    image_ids: Sequence[int],
-    category_ids: Sequence[int],
-    *,
-    mask_threshold: float = 0.5,
-) -> list[dict[str, Any]]:
-    """Model outputs -> COCO results, one dict per detection.
-
-    Args:
-        outputs: per image, `boxes` (N, 4) xyxy in the image's pixels, `labels` (N,) int64 in
-            1..K, `scores` (N,), optionally `masks` (N, 1, H, W) probabilities in [0, 1].
-        image_ids: the COCO image id of each output.
-        category_ids: label k in 1..K -> COCO category id `category_ids[k - 1]`.
-        mask_threshold: a pixel is in the mask when its probability is above this
-            (torchvision's reference evaluation: `masks > 0.5`).
-
-    Returns:
-        dicts with `image_id`, `category_id`, `score`, `bbox` [x, y, w, h] and, when the
-        outputs have masks, `segmentation` (compressed RLE whose `counts` is a str).
-    """
-    if len(outputs) != len(image_ids):
-        raise ValueError(f"{len(outputs)} outputs but {len(image_ids)} image ids")
-    results = []
-    for output, image_id in zip(outputs, image_ids, strict=True):
-        results.extend(_image_results(output, int(image_id), category_ids, mask_threshold))
-    return results
-
-
-def _image_results(
-    output: dict[str, torch.Tensor], image_id: int, category_ids: Sequence[int], threshold: float
-) -> list[dict[str, Any]]:
-    boxes = output["boxes"].detach().float().cpu()
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-    labels = output["labels"].detach().cpu().tolist()
-    scores = output["scores"].detach().float().cpu().tolist()
-    if any(label < 1 or label > len(category_ids) for label in labels):
-        raise ValueError(f"labels must be in 1..{len(category_ids)}, got {sorted(set(labels))}")
-    results = [
-        {"image_id": image_id, "category_id": int(category_ids[label - 1]), "bbox": box, "score": s}
-        for box, label, s in zip(xywh, labels, scores, strict=True)
-    ]
-    if "masks" in output:
-        for result, rle in zip(results, masks_to_rle(output["masks"], threshold), strict=True):
-            result["segmentation"] = rle
-    return results
-
-
-def masks_to_rle(masks: torch.Tensor, threshold: float = 0.5) -> list[dict[str, Any]]:
-    """(N, 1, H, W) probabilities -> N compressed RLEs {"size": [H, W], "counts": str}."""
-    binary = (masks.detach().cpu()[:, 0] > threshold).numpy().astype(np.uint8)  # (N, H, W)
-    if len(binary) == 0:
-        return []
-    # pycocotools wants (H, W, N) in Fortran order.
-    encoded = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
-    return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in encoded]
 
 
 def check_coco_gt(gt: Any, source: str, *, need_masks: bool = False) -> None:

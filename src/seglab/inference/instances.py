@@ -7,7 +7,7 @@ A semantic model gives a class per pixel, not objects. Objects are recovered as
   objects of one class, the case the paper's border weight map trains the U-Net for.
 
 The result has the detectors' output format (`boxes`, `labels`, `scores`, `masks`), so
-`seglab.evaluation.coco.to_coco_results` turns it into COCO results (RLE masks) and
+`seglab.data.coco_results.to_coco_results` turns it into COCO results (RLE masks) and
 `seglab eval --gt GT.json --pred PRED.json --iou-type segm` scores a U-Net and a Mask R-CNN on
 the same instance AP.
 """
@@ -151,7 +151,7 @@ def coco_instance_results(model: nn.Module, dataset, **options) -> list[dict]:
     `predict_instances`. Score with `seglab.evaluation.coco.evaluate_coco(dataset.coco_gt,
     results, "segm")` or save as JSON for `seglab eval --gt --pred`.
     """
-    from seglab.evaluation.coco import to_coco_results
+    from seglab.data.coco_results import to_coco_results
 
     sizes = {info["id"]: (info["height"], info["width"]) for info in dataset.coco_gt["images"]}
     results: list[dict] = []

@@ -274,7 +274,7 @@ def _detections(
     model: nn.Module, image: Tensor, output: dict[str, Tensor], job: Job, noun: str = "detections"
 ) -> Prediction:
     """COCO results, overlay and line of detector-style `output` (a detector's or instances)."""
-    from seglab.evaluation.coco import to_coco_results
+    from seglab.data.coco_results import to_coco_results
     from seglab.inference.visualize import draw_detections, save_image
 
     results = to_coco_results([output], [job.image_id], _category_ids(model))
