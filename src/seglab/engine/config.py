@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-import seglab
 from seglab.data import LAYOUT_TASKS
 from seglab.data.config import DataConfig
 from seglab.data.transforms import build_transforms
@@ -80,7 +79,7 @@ POSITIVE += ("train.log_every", "train.lr")
 def recipes_dir() -> Path:
     """The shipped recipes: `configs/` inside the installed package (in the repository a
     link to its top-level `configs/`)."""
-    return Path(seglab.__file__).parent / "configs"
+    return Path(__file__).parents[1] / "configs"  # seglab/engine/config.py -> seglab/configs
 
 
 def load_config(path_or_recipe: str | Path, overrides: list[str] | tuple = ()) -> Config:
