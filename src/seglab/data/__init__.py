@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset
 
 from seglab.data.cache import MemoryCache
@@ -156,9 +157,30 @@ def collate(batch: list[tuple]) -> tuple[list, list[dict]]:
     return list(images), list(targets)
 
 
+def batch_to_device(
+    batch: tuple[list, list[dict]], device: str | torch.device
+) -> tuple[list, list[dict]]:
+    """A collated batch with its images and every tensor of its targets on `device`.
+
+    The copies are `non_blocking`: from the pinned memory of a training loader, the copy
+    overlaps the computation; elsewhere it is an ordinary copy (none on the CPU).
+    """
+    images, targets = batch
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [
+        {
+            key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for key, value in target.items()
+        }
+        for target in targets
+    ]
+    return images, targets
+
+
 __all__ = [
     "DataConfig",
     "Findings",
+    "batch_to_device",
     "build_dataset",
     "build_training_datasets",
     "collate",

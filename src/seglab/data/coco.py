@@ -22,6 +22,7 @@ from seglab.data.coco_annotations import clean_annotations
 from seglab.data.findings import Findings
 from seglab.data.images import channels_for_modes, load_image, read_header
 from seglab.errors import UserError, read_json
+from seglab.structures.boxes import xywh_to_xyxy
 from seglab.structures.masks import IGNORE_INDEX, segmentation_to_mask
 
 
@@ -160,8 +161,8 @@ class CocoDataset(DecodedDataset):
 
     def _instance_target(self, annotations: list[dict], height: int, width: int) -> dict:
         kept = [a for a in annotations if not a.get("iscrowd", 0)]
-        boxes = torch.tensor([a["bbox"] for a in kept], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+        xywh = torch.tensor([a["bbox"] for a in kept], dtype=torch.float32).reshape(-1, 4)
+        boxes = xywh_to_xyxy(xywh)  # (N, 4): COCO's [x, y, w, h] -> [x0, y0, x1, y1]
         masks = np.zeros((len(kept), height, width), dtype=np.uint8)
         for index, annotation in enumerate(kept):
             masks[index] = self._mask(annotation, height, width)

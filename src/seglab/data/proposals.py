@@ -44,7 +44,7 @@ from seglab.errors import SeglabWarning, UserError, read_json
 from seglab.files import atomic_write
 from seglab.ops.selective_search import MODES, selective_search_array
 from seglab.progress import progress as progress_display
-from seglab.structures.boxes import box_iou
+from seglab.structures.boxes import box_iou, xywh_to_xyxy
 
 CACHE_FORMAT = 1
 _FLUSH_EVERY_S = 60.0  # a long computation writes what it has this often
@@ -152,9 +152,8 @@ def read_split(root: str | Path, split: str) -> SplitFiles:
 
 
 def _xywh_to_xyxy(boxes: list) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    array[:, 2:] += array[:, :2]
-    return array
+    """COCO `bbox` lists [x, y, w, h] -> (N, 4) float32 xyxy."""
+    return xywh_to_xyxy(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)).numpy()
 
 
 def load_proposals(

@@ -7,7 +7,7 @@ earlier object keeps at least half of its area visible), come in small, medium a
 sizes (COCO's 32^2 / 96^2 area limits at 256 px), random colours, on flat, gradient and
 noisy backgrounds; some scenes are empty (negatives).
 
-Layouts written (see DESIGN.md): `instance` -> COCO (`train.json` written last, so an
+Layouts written: `instance` -> COCO (`train.json` written last, so an
 interrupted run is never taken as complete); `semantic` -> mask folders plus `classes.txt`;
 `classify` -> image folders of single-object crops. Mask and image folders are built in a
 hidden `.<split>.partial` folder and renamed into place when complete.

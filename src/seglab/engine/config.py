@@ -1,6 +1,6 @@
 """Recipes: frozen dataclasses read from YAML, with `--set a.b=value` overrides.
 
-A recipe has four sections (DESIGN.md): `seed`, `model` (its `name`, `num_classes` and the
+A recipe has four sections: `seed`, `model` (its `name`, `num_classes` and the
 builder's keyword arguments), `data` (`seglab.data.config.DataConfig`) and `train`. Every
 key is checked: an unknown key, a value of the wrong type or an unknown model argument is a
 `UserError` that names the key and the valid ones.

@@ -192,7 +192,7 @@ def _train_loader(session: Session) -> DataLoader:
 
 def _train_step(session: Session, batch: tuple[list[Tensor], list[dict]]) -> dict[str, float]:
     cfg, model, optimizer = session.config.train, session.model, session.optimizer
-    images, targets = _to_device(batch, session.device)
+    images, targets = seglab_data.batch_to_device(batch, session.device)
     autocast = (
         torch.autocast(session.device.type, dtype=torch.bfloat16)
         if cfg.amp == "bf16"
@@ -213,18 +213,6 @@ def _train_step(session: Session, batch: tuple[list[Tensor], list[dict]]) -> dic
     optimizer.step()
     session.scheduler.step()
     return {"loss": loss.item(), **{name: value.item() for name, value in losses.items()}}
-
-
-def _to_device(batch, device: torch.device):
-    images, targets = batch
-    if device.type == "cpu":
-        return images, targets
-    images = [image.to(device, non_blocking=True) for image in images]
-    targets = [
-        {key: value.to(device) if isinstance(value, Tensor) else value for key, value in t.items()}
-        for t in targets
-    ]
-    return images, targets
 
 
 class _LossWindow:

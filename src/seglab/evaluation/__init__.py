@@ -14,13 +14,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from seglab.data import collate
+from seglab.data import batch_to_device, collate
 from seglab.data.coco_results import to_coco_results
 from seglab.errors import UserError
 from seglab.evaluation.classification import classification_metrics
 from seglab.evaluation.coco import check_coco_gt, evaluate_coco
 from seglab.evaluation.confusion import ConfusionMatrix
 from seglab.evaluation.semantic import semantic_metrics
+from seglab.models.segmentation.unet import center_crop
 from seglab.progress import progress as progress_display
 from seglab.structures.masks import IGNORE_INDEX
 
@@ -63,11 +64,8 @@ def evaluate(
     loss_sum, images_seen = 0.0, 0
     try:
         with torch.no_grad():
-            for images, targets in progress_display(
-                loader, desc="eval", unit="batch", enabled=progress
-            ):
-                images = [image.to(device) for image in images]
-                targets = [_to_device(target, device) for target in targets]
+            for batch in progress_display(loader, desc="eval", unit="batch", enabled=progress):
+                images, targets = batch_to_device(batch, device)
                 outputs, losses = model.forward_with_losses(images, targets)
                 # Weighted by the batch's size: the mean over images of a loss that is a mean
                 # over its images (a batch-wide Dice is not: docs/conventions.md, Evaluation).
@@ -86,13 +84,6 @@ def primary_metric(metrics: dict[str, Any], task: str) -> tuple[str, float]:
     for key in name.split("."):
         value = value[key]
     return name, float(value)
-
-
-def _to_device(target: dict[str, Any], device: str | torch.device) -> dict[str, Any]:
-    return {
-        key: value.to(device) if isinstance(value, torch.Tensor) else value
-        for key, value in target.items()
-    }
 
 
 class _CocoAccumulator:
@@ -142,7 +133,7 @@ class _SemanticAccumulator:
             logits = output["logits"]  # (C, H', W')
             if self.confusion is None:
                 self.confusion = ConfusionMatrix(logits.shape[0], ignore_index=IGNORE_INDEX)
-            mask = _center_crop(target["semantic_mask"], logits.shape[-2:])
+            mask = center_crop(target["semantic_mask"], logits.shape[-2:])
             self.confusion.update(logits.argmax(dim=0), mask)
 
     def compute(self) -> dict[str, Any]:
@@ -165,17 +156,6 @@ class _ClassificationAccumulator:
 
     def compute(self) -> dict[str, Any]:
         return classification_metrics(self.confusion.matrix, self.class_names)
-
-
-def _center_crop(mask: torch.Tensor, size_hw: torch.Size) -> torch.Tensor:
-    height, width = mask.shape[-2:]
-    out_height, out_width = size_hw
-    if (out_height, out_width) == (height, width):
-        return mask
-    if out_height > height or out_width > width:
-        raise ValueError(f"logits {tuple(size_hw)} larger than the mask {(height, width)}")
-    top, left = (height - out_height) // 2, (width - out_width) // 2
-    return mask[..., top : top + out_height, left : left + out_width]
 
 
 _ACCUMULATORS = {

@@ -1,11 +1,11 @@
-"""The convolutional neural network classifier of the study text (seed, "CNN").
+"""The convolutional neural network (CNN) classifier, as textbooks present it.
 
-The study text names four parts, and each is one piece of this file:
+A CNN has four kinds of parts, and each is one piece of this file:
 
 1. convolutional layers that apply learned filters (edges, textures, then more complex
    patterns) while keeping the spatial relations between pixels: `ConvBlock.conv`;
 2. pooling layers that downsample the feature maps, cutting computation and parameters:
-   `ConvBlock.pool` (2x2 max-pooling) and the global average pooling before the head;
+   `ConvBlock.pool` (2x2 max-pooling) and the global pooling (max or average) before the head;
 3. activation functions that make the model non-linear: `ConvBlock.activation`;
 4. fully connected layers that make the prediction from the learned features:
    `ClassifierHead`.

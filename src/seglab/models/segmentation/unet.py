@@ -85,8 +85,14 @@ class ExpansiveLevel(nn.Module):
 
 
 def center_crop(tensor: Tensor, size_hw: tuple[int, int] | torch.Size) -> Tensor:
-    """The central `size_hw` window of the last two dimensions (floor of odd margins)."""
+    """The central `size_hw` window of the last two dimensions (floor of odd margins).
+
+    A `valid` U-Net's output is smaller than its input: its skip features, its targets and
+    the masks it is scored on are cropped to the output's size (paper Fig. 1).
+    """
     height, width = tensor.shape[-2:]
+    if size_hw[0] > height or size_hw[1] > width:
+        raise ValueError(f"cannot crop {(height, width)} to the larger {tuple(size_hw)}")
     top, left = (height - size_hw[0]) // 2, (width - size_hw[1]) // 2
     return tensor[..., top : top + size_hw[0], left : left + size_hw[1]]
 
