@@ -79,7 +79,9 @@ def test_16_bit_grayscale_png_is_predicted_as_its_8_bit_copy(tmp_path, capsys):
         args = ["predict", str(tmp_path / "model.safetensors"), str(tmp_path / f"{name}.png")]
         assert main([*args, "--out", str(out), "--score-threshold", "0"]) == 0
         results[name] = json.loads((out / "predictions.json").read_text())
-        assert np.asarray(Image.open(next((out / "overlays").glob("*.png")))).mean() < 200
+        overlay = np.asarray(Image.open(next((out / "overlays").glob("*.png"))))
+        if name != "white":  # the gray images are mostly black; read as all white before
+            assert overlay.mean() < 200
     assert results["gray8"] and results["gray16"] == results["gray8"]
     assert results["white"] != results["gray16"]
 
