@@ -55,3 +55,31 @@ def test_every_command_takes_quiet():
                  ["predict", "m", "i", "--out", "o"], ["data", "shapes", "o"]):  # fmt: skip
         assert parser.parse_args([*argv, "--quiet"]).quiet
         assert not parser.parse_args(argv).quiet
+
+
+def test_a_file_system_error_while_working_is_one_line(monkeypatch, tmp_path, capsys):
+    """What the up-front path checks cannot foresee (a disk that fills up while writing)."""
+    import errno
+
+    import seglab.data.shapes
+
+    def disk_full(out, **_):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "shapes" / "a.png"))
+
+    monkeypatch.setattr(seglab.data.shapes, "generate_shapes_summary", disk_full)
+    assert main(["data", "shapes", str(tmp_path / "shapes")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"seglab data: error: {tmp_path}/shapes/a.png: No space left on device; "
+                   "free some disk space or choose another path")  # fmt: skip
+
+
+def test_an_unforeseen_os_error_keeps_its_traceback(monkeypatch, tmp_path):
+    """A file-system error without a path is a bug to report, not a user mistake."""
+    import seglab.data.shapes
+
+    def broken(out, **_):
+        raise OSError("bad file descriptor")
+
+    monkeypatch.setattr(seglab.data.shapes, "generate_shapes_summary", broken)
+    with pytest.raises(OSError, match="bad file descriptor"):
+        main(["data", "shapes", str(tmp_path / "shapes")])

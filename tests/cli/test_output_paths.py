@@ -87,6 +87,7 @@ def test_a_file_where_an_output_folder_should_be(inputs, tmp_path, capsys, no_wo
         "eval --plot": ["eval", model, "--data", data, "--plot", f"{file}/sub/c.png"],
         "predict": ["predict", model, image, "--out", f"{file}/sub"],
         "train": ["train", "cnn_shapes", "--out", f"{file}/run", "--set", f"data.root={data}"],
+        "data": ["data", "shapes", f"{file}/sub", "--train", "1", "--val", "1"],
         "convert": [
             "convert",
             "torchvision",
@@ -99,10 +100,6 @@ def test_a_file_where_an_output_folder_should_be(inputs, tmp_path, capsys, no_wo
     for name, argv in cases.items():
         line = one_line_error(capsys, argv)
         assert f"{file} is a file, not a folder" in line, (name, line)
-    # data shapes creates OUT first thing: the file system's refusal, as one line
-    line = one_line_error(capsys, ["data", "shapes", f"{file}/sub", "--train", "1", "--val", "1"])
-    assert line.endswith(f"{file}/sub: Not a directory; a file stands where a folder is needed; "
-                         "choose another path")  # fmt: skip
     assert file.read_text() == ""
 
 

@@ -42,9 +42,15 @@ def _add_shapes(actions) -> None:
 
 def run_shapes(args: argparse.Namespace) -> int:
     from seglab.data.shapes import generate_shapes_summary
+    from seglab.files import check_output_folder
 
     summary = generate_shapes_summary(
-        args.out, task=args.task, train=args.train, val=args.val, size=args.size, seed=args.seed
+        check_output_folder(args.out),
+        task=args.task,
+        train=args.train,
+        val=args.val,
+        size=args.size,
+        seed=args.seed,
     )
     print(
         f"wrote {summary.out_dir} ({args.task}): {summary.images} images "
@@ -58,14 +64,17 @@ def _add_check(actions) -> None:
     check = actions.add_parser(
         "check",
         help="read every image, mask and annotation of a dataset; exit 2 on problems",
-        description="Read every image, mask and annotation of every split of ROOT once, as "
+        description="Read every image, mask and annotation of every split of ROOT (or of the "
+        "data: section of a training CONFIG, for COCO files anywhere) once, as "
         "training reads them, and print the images, objects per class, image sizes and bit "
         "depths of each split, and the problems found by kind with their first files. "
         "Exit 2 when training would fail or learn nothing, 0 otherwise (problems that "
         "training handles, such as boxes clipped to their image, are listed with what is "
         "done about them).",
     )
-    check.add_argument("root", metavar="ROOT", help="data folder (data.root)")
+    check.add_argument(
+        "root", metavar="ROOT|CONFIG", help="data folder (data.root), or a YAML training config"
+    )
     check.add_argument(
         "--layout",
         choices=("coco", "masks", "folders"),
@@ -86,7 +95,10 @@ def run_check(args: argparse.Namespace) -> int:
     from seglab.data.check import check_data
 
     mask_values = tuple(args.mask_values) if args.mask_values else None
-    report = check_data(args.root, args.layout, mask_values=mask_values)
+    if _is_config(args.root):
+        report = _check_config_file(args)
+    else:
+        report = check_data(args.root, args.layout, mask_values=mask_values)
     for line in report_lines(report):
         print(line)
     stopping = [f for findings in _every_findings(report) for f in findings.stopping()]
@@ -98,6 +110,22 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_config(path: str) -> bool:
+    return path.endswith((".yaml", ".yml"))
+
+
+def _check_config_file(args: argparse.Namespace):
+    """The data a training config names, checked as `seglab train` would read it."""
+    from seglab.data.check import check_config
+    from seglab.engine.config import load_config
+
+    for option, value in (("--layout", args.layout), ("--mask-values", args.mask_values)):
+        if value is not None:
+            raise UserError(f"{option}: with a CONFIG, set data.{option[2:].replace('-', '_')} "
+                            "in it")  # fmt: skip
+    return check_config(load_config(args.root).data)
+
+
 def _every_findings(report) -> list:
     return [report.general, *(split.findings for split in report.splits)]
 
@@ -107,6 +135,9 @@ def report_lines(report) -> list[str]:
     count, names = len(report.class_names), ", ".join(report.class_names) or "none"
     classes = f"{count} class{'' if count == 1 else 'es'} ({names})"
     lines = [f"{report.root}: {report.layout} layout, {classes}"]
+    if report.intensity_range is not None:
+        low, high = report.intensity_range
+        lines.append(f"intensity: stored values {low:g}..{high:g} read as 0..1")
     if report.splits:
         lines += _table(["", *(split.name for split in report.splits)], _summary_rows(report))
     problems = _problem_rows(report)
