@@ -104,8 +104,12 @@ def test_mask_values_option_and_missing_split(shapes, tmp_path, capsys):
     assert "mask value that is no class" in capsys.readouterr().out
     assert main(["data", "check", str(root), "--mask-values", "0", "60", "120", "180"]) == 0
     capsys.readouterr()
-    shutil.rmtree(root / "val")
-    assert main(["data", "check", str(root), "--mask-values", "0", "60", "120", "180"]) == 2
+    shutil.rmtree(root / "val")  # no val split: training runs without validation
+    assert main(["data", "check", str(root), "--mask-values", "0", "60", "120", "180"]) == 0
+    assert "no val split: training runs without validation" in capsys.readouterr().out
+    shutil.rmtree(root / "train")
+    (root / "val").mkdir()
+    assert main(["data", "check", str(root), "--layout", "masks"]) == 2
     assert "missing split" in capsys.readouterr().out
 
 

@@ -199,7 +199,8 @@ def test_bad_model_arguments(tmp_path, capsys):
 
     missing = tmp_path / "missing.safetensors"
     assert "model file not found" in run_bad(capsys, ["eval", str(missing), "--data", "."])
-    assert "give MODEL --data DIR" in run_bad(capsys, ["eval", str(missing)])
+    assert "model file not found" in run_bad(capsys, ["eval", str(missing)])  # --data: its own
+    assert "give MODEL [--data DIR]" in run_bad(capsys, ["eval"])
     gt_path, pred_path = write_files(tmp_path, 0, masks=False)
     argv = ["eval", str(missing), "--gt", str(gt_path), "--pred", str(pred_path)]
     assert "not both" in run_bad(capsys, argv)

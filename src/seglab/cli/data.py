@@ -141,6 +141,7 @@ def report_lines(report) -> list[str]:
     if report.splits:
         lines += _table(["", *(split.name for split in report.splits)], _summary_rows(report))
     problems = _problem_rows(report)
+    lines += report.notes
     if problems:
         header = ["problem", "what happens", *(s.name for s in report.splits), "first places"]
         lines += ["", *_table(header, problems, left=(0, 1, len(header) - 1))]

@@ -1,6 +1,6 @@
 """`seglab eval`: metrics of a trained model on a dataset, or of COCO predictions.
 
-seglab eval RUN/model.safetensors --data DIR [--split val] [--out M.json]
+seglab eval RUN/model.safetensors [--data DIR] [--split val] [--out M.json]
 seglab eval --gt GT.json --pred PRED.json [--iou-type bbox|segm] [--out M.json]
 """
 
@@ -32,7 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "with pycocotools. Prints a table and writes the metrics JSON.",
     )
     parser.add_argument("model", nargs="?", help="a model written by seglab (model.safetensors)")
-    parser.add_argument("--data", metavar="DIR", help="dataset root, with the model")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="dataset root (default: the data the model was trained with, as its config "
+        "names it, e.g. data.val_json)",
+    )
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
     parser.add_argument("--gt", metavar="GT.json", help="COCO ground truth, with --pred")
     parser.add_argument("--pred", metavar="PRED.json", help="COCO results (a JSON list)")
@@ -97,8 +102,8 @@ def _check_arguments(args: argparse.Namespace, files: bool) -> None:
         if not (args.gt and args.pred):
             raise UserError("--gt and --pred go together; give both files")
         return
-    if not (args.model and args.data):
-        raise UserError("give MODEL --data DIR, or --gt GT.json --pred PRED.json")
+    if not args.model:
+        raise UserError("give MODEL [--data DIR], or --gt GT.json --pred PRED.json")
     if args.iou_type:
         raise UserError(
             "--iou-type applies to --gt/--pred; a model is evaluated with its task's metrics"
@@ -107,8 +112,8 @@ def _check_arguments(args: argparse.Namespace, files: bool) -> None:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
 
 
-def default_metrics_path(model_path: str, data_dir: str, split: str) -> Path:
-    """Where `seglab eval MODEL --data DIR` writes without --out, beside the model.
+def default_metrics_path(model_path: str, data_dir: str | None, split: str) -> Path:
+    """Where `seglab eval MODEL [--data DIR]` writes without --out, beside the model.
 
     `metrics.json` for the val split of the data the model was trained on (the run's own
     evaluation); `metrics-<DIR's name>-<split>.json` for other data or another split, so
@@ -117,6 +122,9 @@ def default_metrics_path(model_path: str, data_dir: str, split: str) -> Path:
     """
     from seglab.models.zoo import read_metadata
 
+    if data_dir is None:  # the data the model was trained with
+        return Path(model_path).parent / ("metrics.json" if split == "val" else
+                                          f"metrics-{split}.json")  # fmt: skip
     trained_on = (read_metadata(model_path)["config"].get("data") or {}).get("root")
     data = Path(data_dir).resolve()
     own = split == "val" and trained_on is not None and Path(trained_on).resolve() == data
@@ -154,37 +162,49 @@ def evaluate_files(gt_path: str, pred_path: str, iou_type: str | None) -> dict[s
 
 
 def evaluate_model(
-    model_path: str, data_dir: str, split: str, batch_size: int, device: str
+    model_path: str, data_dir: str | None, split: str, batch_size: int, device: str
 ) -> dict[str, Any]:
-    """The task metrics of the model at `model_path` on `split` of `data_dir`."""
+    """The task metrics of the model at `model_path` on `split` of `data_dir` (None: of the
+    data its training config names)."""
     import seglab
     from seglab.data import build_dataset
+    from seglab.data.splits import data_name
     from seglab.engine.device import resolve_device
     from seglab.evaluation import evaluate
 
     device = resolve_device(device, option="--device")
     model = seglab.load_model(model_path)
-    root = require_file(data_dir, "data folder")
-    data_config = _data_config(getattr(model, "config", {}) or {}, root, split)
+    root = require_file(data_dir, "data folder") if data_dir is not None else None
+    data_config = _data_config(getattr(model, "config", {}) or {}, root, split, model_path)
     dataset = build_dataset(data_config, split, task=model.task, train=False)
     if model.class_names and list(dataset.class_names) != list(model.class_names):
         raise UserError(
-            f"{root}: classes {list(dataset.class_names)} differ from the model's "
+            f"{data_name(data_config)}: classes {list(dataset.class_names)} differ from the "
+            f"model's "
             f"{list(model.class_names)}; evaluate on data with the model's classes"
         )
     return evaluate(model, dataset, batch_size=batch_size, device=device, progress=True)
 
 
-def _data_config(run_config: dict, root: Path, split: str):
-    """The run's data section with `root` replaced; the layout is inferred when absent."""
+def _data_config(run_config: dict, root: Path | None, split: str, model_path: str):
+    """The run's data section (its intensity range, channels, ...) reading `root` instead of
+    the data it names; the layout is inferred when absent. `root` None: the run's own data."""
     from seglab.data.config import DataConfig
+    from seglab.data.splits import FILE_KEYS
 
     known = {field.name for field in dataclasses.fields(DataConfig)}
     saved = {
-        key: value for key, value in dict(run_config.get("data") or {}).items() if key in known
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in dict(run_config.get("data") or {}).items()
+        if key in known
     }
-    if isinstance(saved.get("scale_jitter"), list):
-        saved["scale_jitter"] = tuple(saved["scale_jitter"])
+    if root is None:
+        if not (saved.get("root") or saved.get("train_json")):
+            raise UserError(f"{model_path}: no training data recorded in the model (converted "
+                            "weights?); give --data DIR")  # fmt: skip
+        return DataConfig(**saved)
+    for key in (key for keys in FILE_KEYS.values() for key in keys):
+        saved.pop(key, None)  # DIR replaces every split
     saved["root"] = str(root)
     saved.setdefault("layout", infer_layout(root, split))
     return DataConfig(**saved)

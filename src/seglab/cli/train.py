@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
             f"{run_dir}: already finished (train.max_steps or train.max_minutes reached); "
             f"raise them with --set to train longer"
         )
-    print(f"{run_dir}: step {metrics.pop('step')}; {_summary(metrics)}")
-    print(f"weights: {run_dir / 'model.safetensors'} (best: {run_dir / 'best.safetensors'})")
+    print(f"{run_dir}: step {metrics.pop('step')}; {_summary(metrics) or 'no validation'}")
+    best = run_dir / "best.safetensors"
+    print(f"weights: {run_dir / 'model.safetensors'} " + (f"(best: {best})" if best.is_file()
+          else "(no val split: no best.safetensors)"))  # fmt: skip
     return 0
 
 

@@ -18,7 +18,16 @@ from seglab.data.coco import CocoDataset
 from seglab.data.config import DataConfig
 from seglab.data.findings import Findings
 from seglab.data.image_folders import ImageFolderDataset
+from seglab.data.intensity import check_intensity, measure_intensity_range
 from seglab.data.mask_folders import MaskFolderDataset
+from seglab.data.splits import (
+    check_locations,
+    coco_split,
+    data_name,
+    given_files,
+    split_exists,
+    split_place,
+)
 from seglab.data.transforms import build_transforms
 from seglab.errors import UserError
 
@@ -34,7 +43,8 @@ LAYOUT_TASKS = {
 def build_dataset(
     cfg: DataConfig, split: str, *, task: str, train: bool, findings: Findings | None = None
 ) -> Dataset:
-    """The `split` of the data under `cfg.root`, with train or eval transforms for `task`.
+    """The `split` of the data (`seglab.data.splits` says where it is), with train or eval
+    transforms for `task`, read with `cfg.intensity_range` when set.
 
     Returns a Dataset of `(image, target)` (see docs/conventions.md) with `.class_names`,
     `.class_counts`, `.task`, `.in_channels` and `.image_path(index)`; COCO datasets also
@@ -44,27 +54,30 @@ def build_dataset(
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    root = Path(cfg.root)
+    where = data_name(cfg)
     if cfg.layout not in LAYOUT_TASKS:
         raise UserError(
-            f"{root}: unknown data.layout {cfg.layout!r}; choose one of {', '.join(LAYOUT_TASKS)}"
+            f"{where}: unknown data.layout {cfg.layout!r}; choose one of {', '.join(LAYOUT_TASKS)}"
         )
     if task not in LAYOUT_TASKS[cfg.layout]:
         raise UserError(
-            f"{root}: layout {cfg.layout!r} has no data for a {task} model; use "
+            f"{where}: layout {cfg.layout!r} has no data for a {task} model; use "
             f"{' or '.join(k for k, v in LAYOUT_TASKS.items() if task in v)}"
         )
-    if not root.is_dir():
-        raise UserError(f"{root}: data root not found")
     _check_options(cfg)
+    root = Path(cfg.root) if cfg.root is not None else None
+    if given_files(cfg, split) is None and root is not None and not root.is_dir():
+        raise UserError(f"{root}: data root not found")
     transforms = build_transforms(cfg, task=task, train=train)
     common = {"transforms": transforms, "channels": cfg.channels, "findings": findings}
     if cfg.layout == "coco":
-        dataset = CocoDataset(root, split, task=task, **common)
+        files = coco_split(cfg, split)
+        dataset = CocoDataset(files.json_path, files.image_dir, split, task=task, **common)
     elif cfg.layout == "masks":
         dataset = MaskFolderDataset(root, split, mask_values=cfg.mask_values, **common)
     else:
         dataset = ImageFolderDataset(root, split, **common)
+    dataset.intensity = cfg.intensity_range
     if cfg.cache_mb:
         dataset.cache = MemoryCache(int(cfg.cache_mb * 2**20))
     return dataset
@@ -77,22 +90,39 @@ def _check_options(cfg: DataConfig) -> None:
         raise UserError(f"data.channels must be 1, 3 or null (from the images), not {cfg.channels}")
     if cfg.mask_values is not None and cfg.layout != "masks":
         raise UserError(f"data.mask_values: only for the masks layout, not {cfg.layout!r}")
+    check_locations(cfg)
+    check_intensity(cfg)
 
 
 def build_training_datasets(
     cfg: DataConfig, *, task: str, in_channels: int
-) -> tuple[Dataset, Dataset]:
+) -> tuple[Dataset, Dataset | None]:
     """The train and val datasets of a run, checked before its first step: every file as in
     `build_dataset`, the images' channels against the model's `in_channels`, and that the
-    train split has something to learn."""
+    train split has something to learn.
+
+    The val dataset is None when the data has no val split (`seglab.data.splits`). With
+    `cfg.intensity_percentiles` and no `cfg.intensity_range`, the range is measured on the
+    train split and set on both datasets (`.intensity`), for the run to record it.
+    """
     train_set = build_dataset(cfg, "train", task=task, train=True)
-    val_set = build_dataset(cfg, "val", task=task, train=False)
-    for split, dataset in (("train", train_set), ("val", val_set)):
-        _check_channels(cfg, Path(cfg.root) / split, dataset.in_channels, in_channels)
-    if problem := learning_problem(train_set, Path(cfg.root) / "train"):
+    val_set = None
+    if split_exists(cfg, "val"):
+        val_set = build_dataset(cfg, "val", task=task, train=False)
+    datasets = {"train": train_set, "val": val_set}
+    for split, dataset in datasets.items():
+        if dataset is not None:
+            _check_channels(cfg, split_place(cfg, split), dataset.in_channels, in_channels)
+    if problem := learning_problem(train_set, split_place(cfg, "train")):
         raise UserError(problem)
-    if problem := classes_problem(train_set, "val", val_set, Path(cfg.root)):
-        raise UserError(problem)
+    if val_set is not None:
+        if problem := classes_problem(train_set, "val", val_set, data_name(cfg)):
+            raise UserError(problem)
+    if cfg.intensity_percentiles is not None and cfg.intensity_range is None:
+        measured = measure_intensity_range(train_set, cfg.intensity_percentiles, seed=0)
+        for dataset in datasets.values():
+            if dataset is not None:
+                dataset.intensity = measured
     return train_set, val_set
 
 
@@ -141,12 +171,15 @@ def learning_problem(dataset: Dataset, where: Path) -> str | None:
     return f"{where}: no object annotations in the train split, so there is nothing to learn"
 
 
-def classes_problem(train_set: Dataset, split: str, dataset: Dataset, root: Path) -> str | None:
-    """Why `split` (`dataset`) cannot be scored by a model trained on `train_set`, or None."""
+def classes_problem(
+    train_set: Dataset, split: str, dataset: Dataset, where: str | Path
+) -> str | None:
+    """Why `split` (`dataset`) cannot be scored by a model trained on `train_set`, or None
+    (`where` names the data in the message)."""
     if list(dataset.class_names) == list(train_set.class_names):
         return None
     return (
-        f"{root}: the {split} split's classes {list(dataset.class_names)} differ from "
+        f"{where}: the {split} split's classes {list(dataset.class_names)} differ from "
         f"train's {list(train_set.class_names)}; give every split the same classes"
     )
 

@@ -63,6 +63,9 @@ class DecodedDataset(Dataset):
 
     transforms: Callable | None = None
     cache: MemoryCache | None = None
+    # (lo, hi) stored values read as 0..1 for every image (`data.intensity_range`); None:
+    # each file's own scale (`seglab.data.images.load_image`)
+    intensity: tuple[float, float] | None = None
 
     def load(self, index: int) -> tuple[Any, dict]:
         raise NotImplementedError

@@ -17,11 +17,12 @@ from pathlib import Path
 from seglab.data import LAYOUT_TASKS, DataConfig, build_dataset, classes_problem, learning_problem
 from seglab.data.findings import Findings
 from seglab.data.images import describe_mode, read_header
+from seglab.data.intensity import measure_intensity_range
+from seglab.data.splits import data_name, split_exists, split_place
 from seglab.errors import UserError
 from seglab.progress import progress
 
 SPLITS = ("train", "val", "test")
-NEEDED_SPLITS = ("train", "val")  # what `seglab train` reads
 # the task each layout is checked for: COCO polygons as Mask R-CNN uses them
 CHECKED_AS = {"coco": "instance", "masks": "semantic", "folders": "classification"}
 
@@ -47,6 +48,8 @@ class DataReport:
     class_names: list[str] = field(default_factory=list)
     splits: list[SplitReport] = field(default_factory=list)
     general: Findings = field(default_factory=Findings)  # not tied to one split
+    intensity_range: tuple[float, float] | None = None  # stored values read as 0..1
+    notes: list[str] = field(default_factory=list)  # what is fine but worth knowing
 
     @property
     def stops(self) -> bool:
@@ -70,12 +73,6 @@ def detect_layout(root: Path) -> str:
     )
 
 
-def _split_exists(root: Path, layout: str, split: str) -> bool:
-    if layout == "coco":
-        return (root / f"{split}.json").is_file()
-    return (root / split / ("images" if layout == "masks" else "")).is_dir()
-
-
 def check_data(
     root: str | Path, layout: str | None = None, *, mask_values: tuple[int, ...] | None = None
 ) -> DataReport:
@@ -87,18 +84,19 @@ def check_data(
     layout = layout or detect_layout(root)
     if layout not in LAYOUT_TASKS:
         raise UserError(f"--layout {layout}: choose one of {', '.join(LAYOUT_TASKS)}")
-    report = DataReport(root, layout)
-    cfg = DataConfig(root=str(root), layout=layout, mask_values=mask_values)
-    task = CHECKED_AS[layout]
+    return check_config(DataConfig(root=str(root), layout=layout, mask_values=mask_values))
+
+
+def check_config(cfg: DataConfig) -> DataReport:
+    """Check every split of the data `cfg` names (`seglab.data.splits`): train and val,
+    and ROOT's test split when there is one. A missing val split is a note (training runs
+    without validation); a missing train split stops."""
+    report = DataReport(Path(data_name(cfg)), cfg.layout)
+    task = CHECKED_AS[cfg.layout]
     datasets = {}
     for split in SPLITS:
-        if not _split_exists(root, layout, split):
-            if split in NEEDED_SPLITS:
-                report.general.add(
-                    "missing split",
-                    split,
-                    f"{root}: no {split} split; seglab train reads train and val",
-                )
+        if not split_exists(cfg, split):
+            _note_missing(report, split)
             continue
         split_report = SplitReport(split)
         report.splits.append(split_report)
@@ -108,9 +106,37 @@ def check_data(
             )
         except UserError as error:
             split_report.findings.add("split that cannot be read", split, str(error))
+    _set_intensity(datasets, report, cfg)
     _decode_every_item(datasets, report)
-    _check_training(datasets, report)
+    _check_training(datasets, report, cfg)
     return report
+
+
+def _set_intensity(datasets: dict, report: DataReport, cfg: DataConfig) -> None:
+    """The range every split is read with: `data.intensity_range`, or the one training
+    would measure from `data.intensity_percentiles` on the train split."""
+    report.intensity_range = cfg.intensity_range
+    if cfg.intensity_percentiles is None or cfg.intensity_range is not None:
+        return
+    if "train" not in datasets:
+        return
+    try:
+        report.intensity_range = measure_intensity_range(
+            datasets["train"], cfg.intensity_percentiles
+        )
+    except UserError as error:
+        report.general.add("intensity percentiles not measured", "train", str(error))
+        return
+    for dataset in datasets.values():
+        dataset.intensity = report.intensity_range
+
+
+def _note_missing(report: DataReport, split: str) -> None:
+    where = f"{report.root}: no {split} split"
+    if split == "train":
+        report.general.add("missing split", split, f"{where}; seglab train needs one")
+    elif split == "val":
+        report.notes.append(f"{where}: training runs without validation (no best model)")
 
 
 def _decode_every_item(datasets: dict, report: DataReport) -> None:
@@ -143,10 +169,10 @@ def _decode_item(dataset, index: int, split_report: SplitReport) -> None:
     split_report.modes[describe_mode(mode)] += 1
 
 
-def _check_training(datasets: dict, report: DataReport) -> None:
+def _check_training(datasets: dict, report: DataReport, cfg: DataConfig) -> None:
     """What only the whole split shows: something to learn, the same classes in each split."""
     train = datasets.get("train")
-    if train is not None and (problem := learning_problem(train, report.root / "train")):
+    if train is not None and (problem := learning_problem(train, split_place(cfg, "train"))):
         report.general.add("nothing to learn", "train", problem)
     for split, dataset in datasets.items():
         if train is not None and (problem := classes_problem(train, split, dataset, report.root)):

@@ -1,4 +1,5 @@
-"""COCO layout: `ROOT/<split>.json` plus images in `ROOT/<split>/`.
+"""COCO data: a split's annotation file plus the folder its images' `file_name`s are
+relative to (`ROOT/<split>.json` and `ROOT/<split>/` by default, `seglab.data.splits`).
 
 Category ids are remapped to labels 1..K in the order of their ids (`category_ids[k - 1]` is
 the COCO id of label k). Images without annotations are kept (negatives). Building the
@@ -28,7 +29,7 @@ from seglab.structures.masks import IGNORE_INDEX, segmentation_to_mask
 
 def _load_json(path: Path) -> dict:
     if not path.is_file():
-        raise UserError(f"{path}: COCO annotation file not found; expected ROOT/<split>.json")
+        raise UserError(f"{path}: COCO annotation file not found")
     coco = read_json(path, "COCO annotation file")
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
         raise UserError(f"{path}: not a COCO file (no 'images' list)")
@@ -57,6 +58,8 @@ class CocoDataset(DecodedDataset):
     """COCO detection / instance segmentation data (or semantic, rasterised).
 
     Attributes:
+        json_path, image_dir: the annotation file, the folder of its images.
+        split: the split's name (`train`, `val`, ...).
         task: `detection`, `instance` or `semantic`.
         class_names: names of labels 1..K (background excluded).
         category_ids: COCO category id of each label 1..K.
@@ -70,7 +73,8 @@ class CocoDataset(DecodedDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        json_path: str | Path,
+        image_dir: str | Path,
         split: str,
         *,
         task: str,
@@ -78,11 +82,12 @@ class CocoDataset(DecodedDataset):
         channels: int | None = None,
         findings: Findings | None = None,
     ):
-        self.root, self.split, self.task, self.transforms = Path(root), split, task, transforms
+        self.split, self.task, self.transforms = split, task, transforms
+        self.json_path, self.image_dir = Path(json_path), Path(image_dir)
         self.findings = Findings() if findings is None else findings
-        self.json_path = self.root / f"{split}.json"
-        self.image_dir = self.root / split
         self.coco_gt = _load_json(self.json_path)
+        if not self.image_dir.is_dir():
+            raise UserError(f"{self.image_dir}: image folder of {self.json_path} not found")
         categories = sorted(self.coco_gt.get("categories", []), key=lambda c: c["id"])
         self.category_ids = [c["id"] for c in categories]
         self.class_names = [str(c.get("name", c["id"])) for c in categories]
@@ -147,7 +152,7 @@ class CocoDataset(DecodedDataset):
 
     def load(self, index: int):
         info, path = self.images[index], self.image_path(index)
-        image = load_image(path, self.in_channels)
+        image = load_image(path, self.in_channels, self.intensity)
         height, width = image.shape[-2:]
         if problem := _size_problem(path, info, (height, width)):  # changed since it was built
             raise UserError(problem)

@@ -10,9 +10,13 @@ class DataConfig:
     """Where the data lives and how it is augmented.
 
     Attributes:
-        root: folder holding the `train` and `val` splits.
+        root: folder holding the `train` and (optional) `val` splits.
         layout: `coco` (train.json + train/), `masks` (train/images, train/masks) or
             `folders` (train/<class>/*).
+        train_json, train_images, val_json, val_images: coco layout: a split's COCO file
+            and the folder its `file_name`s are relative to, anywhere; a split given so
+            replaces ROOT's (`seglab.data.splits`). Without `root`, `train_*` are required
+            and the val split is the one given, if any.
         image_size: classification: every image is resized to `S x S`; semantic: training
             images are resized (shortest side) and cropped to `S x S`, validation images are
             resized so their shortest side is `S`; detection/instance: unused (the model
@@ -30,9 +34,14 @@ class DataConfig:
         mask_values: masks layout: the stored value of the background and of each class
             1..K, e.g. `[0, 255]` for binary masks; null: the values are class indices
             (`seglab.data.mask_values`).
+        intensity_range: `[lo, hi]` in the files' stored values (0..255 for 8-bit images,
+            0..65535 for 16-bit, as stored for float): lo..hi becomes 0..1, clipped, for
+            every image alike; null: each file's own scale (`seglab.data.images`).
+        intensity_percentiles: `[p_lo, p_hi]` percent: `intensity_range` measured once on
+            the train split's pixels (`seglab.data.intensity`); the run records the range.
     """
 
-    root: str
+    root: str | None = None
     layout: str = "coco"
     image_size: int = 256
     hflip: float = 0.5
@@ -45,3 +54,9 @@ class DataConfig:
     cache_mb: float = 0
     channels: int | None = None
     mask_values: tuple[int, ...] | None = None
+    train_json: str | None = None
+    train_images: str | None = None
+    val_json: str | None = None
+    val_images: str | None = None
+    intensity_range: tuple[float, float] | None = None
+    intensity_percentiles: tuple[float, float] | None = None

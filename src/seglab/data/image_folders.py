@@ -94,5 +94,5 @@ class ImageFolderDataset(DecodedDataset):
 
     def load(self, index: int):
         path, label = self.samples[index]
-        image = load_image(path, self.in_channels)
+        image = load_image(path, self.in_channels, self.intensity)
         return image, {"labels": torch.tensor(label, dtype=torch.int64), "image_id": index}

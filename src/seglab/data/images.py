@@ -9,6 +9,11 @@ The rule (docs/conventions.md, "Image files"):
   scale for every image (torchvision's `decode_png` + `to_dtype(scale=True)`; no per-image
   stretch, no precision lost). Float images (mode `F`) must hold values in [0, 1]; any
   other range is an error naming the file.
+- One range for a dataset (`data.intensity_range: [lo, hi]`, in stored values): every
+  image of the dataset, whatever its type, maps lo..hi to [0, 1], clipped; microscopy and
+  medical images whose useful values fill a small part of 0..65535, or float images in
+  physical units. Never a per-image min-max stretch, which would give the same tissue
+  another value in each image.
 - Channels: grayscale modes (`1`, `L`, `LA`, `I;16*`, `I`, `F`) have 1 channel; every other
   mode becomes RGB through Pillow (alpha dropped, palette looked up, CMYK/YCbCr converted).
   Asked for another number of channels, a grayscale image is copied into 3 equal channels
@@ -106,34 +111,46 @@ def _decoded(image: PIL.Image.Image) -> PIL.Image.Image:
     return image if method is None else image.transpose(method)
 
 
-def _gray_values(path: Path, image: PIL.Image.Image) -> np.ndarray:
-    """(H, W) uint8, or float32 in [0, 1] for 16-bit and float images."""
+def _stored_gray(path: Path, image: PIL.Image.Image) -> np.ndarray:
+    """(H, W) values as stored: uint8 for 8-bit modes, float32 for 16-bit, 32-bit integer
+    and float images (a float image's values must be finite)."""
     if image.mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(image)
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise UserError(
-                f"{path}: {image.mode} image with values {values.min()}..{values.max()}"
-                "; seglab reads integer images as 16-bit (0..65535): save it as a "
-                "16-bit or 8-bit image"
-            )
-        return values.astype(np.float32) / 65535.0
+        return np.asarray(image).astype(np.float32)
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min(initial=0)), float(values.max(initial=0))
-        if not (np.isfinite(values).all() and 0 <= low <= high <= 1):
-            raise UserError(
-                f"{path}: float image with values {low:g}..{high:g}"
-                "; seglab reads float images as intensities in [0, 1]: rescale it "
-                "to [0, 1] (or save it as a 16-bit image)"
-            )
+        if not np.isfinite(values).all():
+            raise UserError(f"{path}: float image with NaN or infinite values; replace them")
         return values
     return np.asarray(image.convert("L"))
 
 
-def _pixels(path: Path, image: PIL.Image.Image, channels: int) -> np.ndarray:
-    """(H, W, channels) array following the module's rule."""
+def _file_scale(path: Path, mode: str, values: np.ndarray) -> np.ndarray:
+    """Stored values on the file's own scale: 16-bit 0..65535 -> [0, 1]; float values
+    must already be in [0, 1]; 8-bit values stay uint8."""
+    if mode in _SIXTEEN_BIT_MODES:
+        low, high = float(values.min(initial=0)), float(values.max(initial=0))
+        if low < 0 or high > 65535:
+            raise UserError(
+                f"{path}: {mode} image with values {low:g}..{high:g}; seglab reads integer "
+                "images as 16-bit (0..65535): save it as a 16-bit or 8-bit image, or set "
+                "data.intensity_range"
+            )
+        return values / 65535.0
+    if mode == "F":
+        low, high = float(values.min(initial=0)), float(values.max(initial=0))
+        if not 0 <= low <= high <= 1:
+            raise UserError(
+                f"{path}: float image with values {low:g}..{high:g}; seglab reads float "
+                "images as intensities in [0, 1]: set data.intensity_range (or "
+                "data.intensity_percentiles) for the dataset, or rescale it to [0, 1]"
+            )
+    return values
+
+
+def _stored_pixels(path: Path, image: PIL.Image.Image, channels: int) -> np.ndarray:
+    """(H, W, channels) values as stored (see `_stored_gray`), converted to `channels`."""
     if is_grayscale(image.mode):
-        values = _gray_values(path, image)[:, :, None]
+        values = _stored_gray(path, image)[:, :, None]
         return values if channels == 1 else np.repeat(values, 3, axis=2)
     if image.mode in ("P", "PA") and "transparency" in image.info:
         image = image.convert("RGBA")  # what Pillow asks for palette transparency
@@ -143,14 +160,45 @@ def _pixels(path: Path, image: PIL.Image.Image, channels: int) -> np.ndarray:
     )
 
 
-def load_image(path: Path, channels: int = 3) -> tv_tensors.Image:
-    """Decode `path` into a `tv_tensors.Image` of shape (channels, H, W): uint8 for 8-bit
-    files, float32 in [0, 1] for 16-bit and float ones (see the module's rule)."""
+def rescale_intensity(values: np.ndarray, intensity: tuple[float, float]) -> np.ndarray:
+    """Stored values `lo..hi` -> float32 `0..1`, clipped (one range for a whole dataset)."""
+    low, high = intensity
+    scaled = (values.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(scaled, 0.0, 1.0)
+
+
+def _decode(path: Path, what) -> np.ndarray:
+    """Open, orient and decode `path`; `what(path, image)` -> (H, W, C) array."""
     try:
         with PIL.Image.open(path) as image:
-            array = _pixels(path, _decoded(image), channels)
+            return what(path, _decoded(image))
     except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise _unreadable(path, error) from None
+
+
+def stored_pixels(path: Path, channels: int = 3) -> np.ndarray:
+    """(H, W, channels) values of `path` as stored (uint8, or float32 for 16-bit, 32-bit
+    integer and float files), before any scaling: what `data.intensity_range` is in."""
+    return _decode(path, lambda p, image: _stored_pixels(p, image, channels))
+
+
+def load_image(
+    path: Path, channels: int = 3, intensity: tuple[float, float] | None = None
+) -> tv_tensors.Image:
+    """Decode `path` into a `tv_tensors.Image` of shape (channels, H, W).
+
+    Without `intensity`: uint8 for 8-bit files, float32 in [0, 1] for 16-bit and float
+    ones (the module's rule). With `intensity = (lo, hi)`, in stored values: float32
+    `(value - lo) / (hi - lo)` clipped to [0, 1], whatever the file's type.
+    """
+
+    def pixels(path: Path, image: PIL.Image.Image) -> np.ndarray:
+        values = _stored_pixels(path, image, channels)
+        if intensity is not None:
+            return rescale_intensity(values, intensity)
+        return _file_scale(path, image.mode, values)
+
+    array = _decode(path, pixels)
     array = np.require(array, requirements=("C_CONTIGUOUS", "WRITEABLE"))  # torch needs both
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))  # (H, W, C) -> (C, H, W)
 

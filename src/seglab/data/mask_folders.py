@@ -182,7 +182,7 @@ class MaskFolderDataset(DecodedDataset):
         return len(self.image_paths)
 
     def load(self, index: int):
-        image = load_image(self.image_paths[index], self.in_channels)
+        image = load_image(self.image_paths[index], self.in_channels, self.intensity)
         mask_path = self.mask_paths[index]
         class_map = self.mask_classes.to_classes(mask_path, load_index_mask(mask_path))
         return image, {

@@ -20,6 +20,8 @@ import yaml
 
 from seglab.data import LAYOUT_TASKS
 from seglab.data.config import DataConfig
+from seglab.data.intensity import check_intensity
+from seglab.data.splits import check_locations, data_name
 from seglab.data.transforms import build_transforms
 from seglab.errors import SeglabWarning, UserError
 from seglab.files import atomic_write_text
@@ -277,8 +279,10 @@ def _check_data(config: Config, source: str) -> None:
             f"{source}: data.layout {data.layout!r} has no data for model {config.model.name} "
             f"({task}); use {fitting}"
         )
-    try:  # the augmentation options, checked by the code that uses them
+    try:  # the data options, checked by the code that uses them
         build_transforms(data, task=task, train=True)
+        check_locations(data)
+        check_intensity(data)
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
 
@@ -354,6 +358,14 @@ def save_config(config: Config, path: str | Path) -> Path:
     return atomic_write_text(path, text)
 
 
+def with_intensity_range(config: Config, intensity_range: tuple[float, float] | None) -> Config:
+    """The config with `data.intensity_range` set (the range measured from
+    `data.intensity_percentiles`, recorded so that evaluation and predict read alike)."""
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, intensity_range=intensity_range)
+    )
+
+
 def with_num_classes(config: Config, num_classes: int) -> Config:
     return dataclasses.replace(
         config, model=dataclasses.replace(config.model, num_classes=num_classes)
@@ -367,7 +379,7 @@ def resolve_num_classes(config: Config, class_names: list[str]) -> Config:
         return with_num_classes(config, expected)
     if config.model.num_classes != expected:
         raise UserError(
-            f"{config.data.root}: the data has {len(class_names)} classes, so "
+            f"{data_name(config.data)}: the data has {len(class_names)} classes, so "
             f"model.num_classes must be {expected}, not {config.model.num_classes}; "
             f"use num_classes: auto"
         )

@@ -28,7 +28,13 @@ CHANGEABLE_ON_RESUME = (
     "train.workers",
     "train.device",
 )
-PATH_KEYS = ("data.root",)  # `/tmp/x/`, `/tmp/x` and `x` from /tmp are one folder
+PATH_KEYS = (  # `/tmp/x/`, `/tmp/x` and `x` from /tmp are one folder
+    "data.root",
+    "data.train_json",
+    "data.train_images",
+    "data.val_json",
+    "data.val_images",
+)
 
 
 def prepare_run_dir(run_dir: Path, config: Config) -> Path:

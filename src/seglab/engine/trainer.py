@@ -9,7 +9,8 @@ evaluates (validation loss and the task's metric, `seglab.evaluation.evaluate`),
 `checkpoint.pt` and `model.safetensors`. It stops at `max_steps` or when `max_minutes` of
 wall-clock time are spent (over all sessions of the run), then evaluates and saves. Ctrl-C
 or SIGTERM stops it after the current step with a checkpoint of that step
-(`seglab.engine.interrupt`).
+(`seglab.engine.interrupt`). Data without a val split trains all the same, with one warning:
+no evaluation, no `best.safetensors`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from seglab import data as seglab_data
 from seglab import evaluation
+from seglab.data.splits import data_name
 from seglab.engine.checkpoint import CHECKPOINT_NAME, RunState, load_checkpoint, save_checkpoint
 from seglab.engine.config import (
     Config,
@@ -35,6 +37,7 @@ from seglab.engine.config import (
     config_warnings,
     fit_batch_size,
     resolve_num_classes,
+    with_intensity_range,
 )
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
 from seglab.engine.device import resolve_device
@@ -46,6 +49,11 @@ from seglab.errors import SeglabWarning, UserError
 from seglab.files import check_output_folder
 from seglab.models.zoo import build_model, model_task, save_model
 from seglab.progress import progress
+
+_NO_VALIDATION = (
+    "no val split (data.val_json, or val.json / val/ under data.root): training runs "
+    "without validation, so no evaluation and no best-model selection (no best.safetensors)"
+)
 
 
 @dataclass
@@ -84,7 +92,10 @@ def _open_session(config: Config, run_dir: Path, progress: bool) -> Session:
         config.data, task=task, in_channels=int(config.model.args.get("in_channels", 3))
     )  # every file checked before step 1; channels against the model's
     if len(train_set) == 0:
-        raise UserError(f"{config.data.root}: the train split has no images")
+        raise UserError(f"{data_name(config.data)}: the train split has no images")
+    if val_set is None:
+        warnings.warn(_NO_VALIDATION, SeglabWarning, stacklevel=3)
+    config = with_intensity_range(config, train_set.intensity)  # measured from percentiles
     config = resolve_num_classes(config, list(train_set.class_names))
     config = fit_batch_size(config, len(train_set))
     check_resume(run_dir, config)
@@ -163,7 +174,9 @@ def _periodic(session: Session, window: _LossWindow, bar: Any) -> None:
         record["elapsed_s"] = round(session.state.elapsed_s, 3)
         session.log.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}")
-    if step % cfg.eval_every == 0 or last:
+    if (step % cfg.eval_every == 0 or last) and session.val_set is None:
+        write_plots(session.log.read(), session.run_dir / "plots")
+    elif step % cfg.eval_every == 0 or last:
         _evaluate(session)
     if step % cfg.checkpoint_every == 0 or last:
         _save(session)
@@ -284,7 +297,7 @@ def _data_order(session: Session) -> dict[str, int]:
 def _finish(session: Session) -> dict[str, Any]:
     """A run that was already finished: make sure the final evaluation and files exist."""
     state = session.state
-    if state.last_eval_step != state.step:
+    if session.val_set is not None and state.last_eval_step != state.step:
         _evaluate(session)
         _save(session)
     return {"step": state.step, **state.last_metrics}

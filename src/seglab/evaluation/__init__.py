@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,9 +90,7 @@ class _CocoAccumulator:
 
     def __init__(self, dataset: Dataset, iou_types: tuple[str, ...]) -> None:
         # Check the ground truth before the pass over the data, not after it.
-        source = "ground truth"
-        if hasattr(dataset, "root") and hasattr(dataset, "split"):
-            source = str(Path(dataset.root) / f"{dataset.split}.json")
+        source = str(getattr(dataset, "json_path", "ground truth"))
         check_coco_gt(dataset.coco_gt, source, need_masks="segm" in iou_types)
         self.coco_gt = dataset.coco_gt
         self.category_ids = dataset.category_ids

@@ -126,12 +126,15 @@ def _gt_images(gt_path: str | Path) -> list[dict]:
     return entries
 
 
-def read_image(path: Path, channels: int, inputs: Inputs) -> Tensor | None:
+def read_image(
+    path: Path, channels: int, inputs: Inputs, intensity: tuple[float, float] | None = None
+) -> Tensor | None:
     """The image as datasets load it (`seglab.data.images`: EXIF orientation, 16-bit and
-    float values to [0, 1], converted to the model's `channels`), (C, H, W) uint8 or
-    float32; None (noted as skipped) for a broken file found in a folder."""
+    float values to [0, 1], or the training data's `intensity` range, converted to the
+    model's `channels`), (C, H, W) uint8 or float32; None (noted as skipped) for a broken
+    file found in a folder."""
     try:
-        return load_image(path, channels)
+        return load_image(path, channels, intensity)
     except UserError:  # load_image names the file and the problem
         if path in inputs.explicit:
             raise
@@ -210,11 +213,12 @@ def predict_files(
     image_ids = image_ids if image_ids is not None else list(range(len(inputs.images)))
     model = model.to(device).eval()
     channels = int(getattr(model, "arch_args", {}).get("in_channels", 3))
+    intensity = _training_intensity(model)  # the training data's range, if it had one
     predict_one, prepare = _PREDICTORS[model.task], preprocessor(model)
     predictions = []
     with torch.no_grad():
         for index, path in enumerate(progress(inputs.images, desc="predict", unit="image")):
-            image = read_image(path, channels, inputs)
+            image = read_image(path, channels, inputs, intensity)
             if image is not None:
                 job = Job(path, index, image_ids[index], out_dir, top_k, score_threshold,
                           tile_size, overlap, instances)  # fmt: skip
@@ -343,6 +347,14 @@ def _write_summary(predictions: list[Prediction], out_dir: Path, *, coco: bool) 
 def _training_data(model: nn.Module) -> dict | None:
     """The `data:` section the model was trained with; None for converted weights."""
     return (getattr(model, "config", None) or {}).get("data")
+
+
+def _training_intensity(model: nn.Module) -> tuple[float, float] | None:
+    """The stored-value range the training images were read with (`data.intensity_range`,
+    or the one measured from `data.intensity_percentiles`), or None."""
+    data = _training_data(model)
+    value = data.get("intensity_range") if data else None
+    return tuple(value) if value is not None else None
 
 
 def _training_short_side(model: nn.Module) -> int | None:
