@@ -139,3 +139,19 @@ def test_training_pipeline_keeps_targets_consistent(shapes_coco, task):
         widths = target["boxes"][:, 2:] - target["boxes"][:, :2]
         assert (widths >= 1).all()
         assert (target["boxes"][:, :2] >= 0).all() and (target["boxes"][:, 2:] <= 96).all()
+
+
+@pytest.mark.parametrize("task", ["detection", "instance"])
+def test_flips_and_rotations_move_masks_with_their_boxes(shapes_coco, task):
+    """Quarter turns and flips are exact: each mask's tight box is its box after them.
+
+    (Scale jitter resamples the masks, so there a box and its mask's box differ by up to a
+    few pixels; without it they must agree to the pixel.)
+    """
+    cfg = DataConfig(root=str(shapes_coco), hflip=0.5, vflip=0.5, rot90=True, photometric=True)
+    dataset = build_dataset(cfg, "train", task=task, train=True)
+    torch.manual_seed(0)
+    for index in range(8):
+        _, target = dataset[index]
+        boxes = target["boxes"].as_subclass(torch.Tensor)
+        assert torch.equal(masks_to_boxes(target["masks"]), boxes), index

@@ -39,19 +39,25 @@ def parts():
     return model, optimizer, scheduler
 
 
-def test_checkpoint_restores_model_optimizer_scheduler_and_state(tmp_path):
+def test_checkpoint_restores_model_optimizer_scheduler_state_and_random_draws(tmp_path):
     model, optimizer, scheduler = parts()
     model(torch.rand(4, 3)).sum().backward()
     optimizer.step()
     scheduler.step()
     state = RunState(step=7, elapsed_s=1.5, best_value=0.9, last_metrics={"accuracy": 0.9})
     path = tmp_path / "checkpoint.pt"
+    random.gauss(0, 1)  # leaves a cached gaussian in python's state
     save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, state=state,
                     data_order={"seed": 0, "epoch": 1, "position": 2})  # fmt: skip
-    restored_model, restored_optimizer, restored_scheduler = parts()
+    expected_draws = draws()  # what a run that went on without stopping draws next
+    restored_model, restored_optimizer, restored_scheduler = parts()  # draws initial weights
+    random.seed(123)  # the generators of a new process, before the checkpoint is loaded
+    np.random.seed(123)
+    torch.manual_seed(123)
     restored = load_checkpoint(
         path, model=restored_model, optimizer=restored_optimizer, scheduler=restored_scheduler
     )
+    assert draws() == expected_draws
     assert restored == state
     assert checkpoint_step(tmp_path) == 7
     torch.testing.assert_close(restored_model.weight, model.weight, rtol=0, atol=0)

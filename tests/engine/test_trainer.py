@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from torch.nn.modules.module import register_module_forward_hook
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import seglab
 from seglab.data.shapes import generate_shapes
@@ -183,13 +185,44 @@ def test_out_pointing_to_a_file_is_refused(shapes_root, tmp_path):
         train(make_config(shapes_root), tmp_path / "file", progress=False)
 
 
-def test_sgd_step_schedule_clipping_and_bf16(shapes_root, tmp_path):
+@pytest.fixture
+def steps_seen():
+    """What each optimizer step applies (the learning rate, the gradients' total norm) and
+    the dtype of every convolution's output in a training forward, over one `train` call."""
+    seen = {"lr": [], "grad_norm": [], "conv_dtypes": set()}
+
+    def before_step(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        norms = torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
+        seen["grad_norm"].append(torch.linalg.vector_norm(norms).item())
+        seen["lr"].append(optimizer.param_groups[0]["lr"])
+
+    def after_forward(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d) and module.training:
+            seen["conv_dtypes"].add(output.dtype)
+
+    hooks = [
+        register_optimizer_step_pre_hook(before_step),
+        register_module_forward_hook(after_forward),
+    ]
+    yield seen
+    for hook in hooks:
+        hook.remove()
+
+
+def test_sgd_step_schedule_clipping_and_bf16(shapes_root, tmp_path, steps_seen):
     config = make_config(
-        shapes_root, optimizer="sgd", schedule="step", milestones=[1], grad_clip=0.5,
-        amp="bf16", max_steps=2, eval_every=2,
+        shapes_root, optimizer="sgd", lr=0.01, schedule="step", milestones=[2], gamma=0.1,
+        warmup_steps=0, grad_clip=1e-3, amp="bf16", max_steps=4, eval_every=4,
     )  # fmt: skip
     metrics = train(config, tmp_path / "run", progress=False)
-    assert metrics["step"] == 2 and torch.isfinite(torch.tensor(metrics["loss"]))
+    assert metrics["step"] == 4 and torch.isfinite(torch.tensor(metrics["loss"]))
+    # Step k uses the factor after k - 1 scheduler steps: 1 before milestone 2, gamma after
+    # (a cosine schedule would give 1, 0.85, 0.5, 0.15; no schedule 1, 1, 1, 1).
+    assert steps_seen["lr"] == pytest.approx([0.01, 0.01, 0.001, 0.001], rel=1e-6)
+    # Every step's gradient is clipped to norm 1e-3 (without clipping: norms 0.9 to 3.4).
+    assert steps_seen["grad_norm"] == pytest.approx([1e-3] * 4, rel=1e-4)
+    assert steps_seen["conv_dtypes"] == {torch.bfloat16}  # the forwards ran under autocast
 
 
 def test_diverging_loss_is_reported(shapes_root, tmp_path, monkeypatch):

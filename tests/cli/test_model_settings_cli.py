@@ -1,4 +1,4 @@
-"""A bad backbone setting in a recipe reaches the user as one line and exit code 2."""
+"""A bad model setting in a recipe (here the backbone's) reaches the user as one line, exit 2."""
 
 from seglab.cli.main import main
 
