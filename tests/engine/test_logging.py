@@ -7,7 +7,7 @@ import json
 import pytest
 
 from seglab.engine import logging as run_logging
-from seglab.engine.logging import MetricsLog, lookup, write_plots
+from seglab.engine.logging import MetricsLog, write_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -84,11 +84,3 @@ def test_no_evaluation_yet_gives_the_loss_plot_only_and_a_linear_scale_for_a_zer
     assert [path.name for path in written] == ["loss.png"]
     assert figures["loss.png"].axes[0].get_yscale() == "linear"  # log(0) cannot be drawn
 
-
-@pytest.mark.parametrize(
-    "dotted,expected",
-    [("segm.AP", 0.4), ("loss", 0.8), ("bbox.AP", None), ("segm.AP.x", None), ("name", None)],
-)
-def test_lookup_of_a_dotted_metric(dotted, expected):
-    metrics = {"loss": 0.8, "segm": {"AP": 0.4}, "name": "mask_rcnn"}
-    assert lookup(metrics, dotted) == expected

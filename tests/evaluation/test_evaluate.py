@@ -10,7 +10,7 @@ from synthetic_coco import make_gt, make_predictions, pycocotools_stats, write_j
 from torch import nn
 
 from seglab.errors import UserError
-from seglab.evaluation import evaluate, primary_metric
+from seglab.evaluation import evaluate, metric_value, primary_metric
 from seglab.evaluation.classification import classification_metrics
 from seglab.evaluation.confusion import ConfusionMatrix
 from seglab.evaluation.semantic import semantic_metrics
@@ -178,6 +178,15 @@ def test_instance_ground_truth_without_area_is_refused_before_the_pass():
 def test_empty_dataset_is_a_user_error():
     with pytest.raises(UserError, match="no images to evaluate"):
         evaluate(FakeModel("semantic", {}), ListDataset([], ["a"]))
+
+
+@pytest.mark.parametrize(
+    "dotted,expected",
+    [("segm.AP", 0.4), ("loss", 0.8), ("bbox.AP", None), ("segm.AP.x", None), ("name", None)],
+)
+def test_metric_value_of_a_dotted_name(dotted, expected):
+    metrics = {"loss": 0.8, "segm": {"AP": 0.4}, "name": "mask_rcnn"}
+    assert metric_value(metrics, dotted) == expected
 
 
 def test_primary_metric_of_each_task():

@@ -13,6 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from seglab.evaluation import metric_value
 from seglab.files import atomic_write, atomic_write_text
 
 METRICS_NAME = "metrics.jsonl"
@@ -74,7 +75,7 @@ def _plot_losses(train: list[dict], val: list[dict], path: Path) -> Path:
 
 
 def _plot_metric(val: list[dict], primary: str, path: Path) -> Path:
-    points = [(r["step"], lookup(r, primary)) for r in val]
+    points = [(r["step"], metric_value(r, primary)) for r in val]
     points = [(step, value) for step, value in points if value is not None]
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
@@ -87,13 +88,3 @@ def _plot_metric(val: list[dict], primary: str, path: Path) -> Path:
 def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     return atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
-
-
-def lookup(metrics: dict[str, Any], dotted: str) -> float | None:
-    """`lookup(m, "segm.AP")` -> m["segm"]["AP"] (None when absent)."""
-    value: Any = metrics
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return float(value) if isinstance(value, int | float) else None

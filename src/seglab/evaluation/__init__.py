@@ -24,7 +24,7 @@ from seglab.models.segmentation.unet import center_crop
 from seglab.progress import progress as progress_display
 from seglab.structures.masks import IGNORE_INDEX
 
-__all__ = ["PRIMARY_METRICS", "evaluate", "primary_metric"]
+__all__ = ["PRIMARY_METRICS", "evaluate", "metric_value", "primary_metric"]
 
 # task -> the metric that ranks models (higher is better); "a.b" is metrics["a"]["b"].
 PRIMARY_METRICS = {
@@ -79,10 +79,20 @@ def evaluate(
 def primary_metric(metrics: dict[str, Any], task: str) -> tuple[str, float]:
     """The (name, value) that ranks models of `task`, e.g. ("segm.AP", 0.41)."""
     name = PRIMARY_METRICS[task]
+    value = metric_value(metrics, name)
+    if value is None:
+        raise KeyError(f"the metrics of a {task} model have no number {name!r}")
+    return name, value
+
+
+def metric_value(metrics: dict[str, Any], dotted: str) -> float | None:
+    """`metric_value(m, "segm.AP")` -> m["segm"]["AP"] as a float; None when absent."""
     value: Any = metrics
-    for key in name.split("."):
-        value = value[key]
-    return name, float(value)
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return float(value) if isinstance(value, int | float) else None
 
 
 class _CocoAccumulator:
