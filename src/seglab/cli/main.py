@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "convert": "seglab.cli.convert",
     "proposals": "seglab.cli.proposals",
     "bench": "seglab.cli.bench",
+    "explain": "seglab.cli.explain",
 }
 
 

@@ -1,0 +1,182 @@
+"""Small models trained for seconds, for a page made without `--model`.
+
+Each recipe is a real seglab model (`seglab.build_model`), narrowed and fed small images
+so that a few dozen optimizer steps take seconds on a CPU. A detector learns nothing useful
+from data in so few steps, but it can learn one scene: on the page's own generated scene it
+trains on that scene alone (it memorises it, and the figures show the mechanism at work);
+otherwise, and for the classifier, on scenes or crops of the built-in shapes generator
+(`seglab.data.shapes.render_scene`), made in memory. A model trained with `seglab train`
+(`seglab explain --model RUN/model.safetensors`) shows what training on data gives.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import seglab
+from seglab.data.shapes import CLASS_NAMES, render_scene
+from seglab.structures.masks import masks_to_boxes
+
+DETECTOR_SIZE = 128  # the short side the small detectors resize images to
+
+
+@dataclass(frozen=True)
+class QuickRecipe:
+    """A small model and how long to train it (optimizer steps of `batch_size` samples)."""
+
+    arch: str
+    label: str  # how the page names it
+    kwargs: dict = field(default_factory=dict)
+    steps: int = 20
+    batch_size: int = 2
+    lr: float = 2e-3
+    crops: bool = False  # classifier: single-object crops instead of scenes
+
+
+_SMALL_DETECTOR = dict(
+    num_classes=len(CLASS_NAMES) + 1, backbone="resnet18", norm="bn", trainable_stages=5,
+    min_size=DETECTOR_SIZE, max_size=DETECTOR_SIZE, representation_size=256,
+)  # fmt: skip
+_SELECTIVE_SEARCH = dict(proposal_mode="fast", max_proposals=200, fpn=False, feature_stage="c4")
+
+QUICK_RECIPES = {
+    "cnn": QuickRecipe(
+        "cnn",
+        "a small CNN classifier",
+        dict(num_classes=len(CLASS_NAMES), widths=(16, 32, 64, 64), hidden=64, dropout=0.1),
+        steps=100,
+        batch_size=32,
+        lr=3e-3,
+        crops=True,
+    ),  # fmt: skip
+    "mask_rcnn": QuickRecipe(
+        "mask_rcnn",
+        "a small Mask R-CNN (ResNet-18 + FPN)",
+        dict(
+            _SMALL_DETECTOR,
+            fpn_channels=64,
+            anchor_sizes=(16, 32, 64, 128, 256),
+            rpn_pre_nms_top_n_train=600,
+            rpn_post_nms_top_n_train=300,
+            rpn_pre_nms_top_n_test=300,
+            rpn_post_nms_top_n_test=100,
+            rpn_batch_size_per_image=128,
+            box_batch_size_per_image=128,
+            box_positive_fraction=0.5,
+            sampling_ratio=2,
+            mask_head_channels=64,
+            mask_head_convs=2,
+            detections_per_img=30,
+        ),
+        steps=40,
+        batch_size=1,
+    ),  # fmt: skip
+    "fast_rcnn": QuickRecipe(
+        "fast_rcnn",
+        "a small Fast R-CNN (ResNet-18 C4)",
+        dict(
+            _SMALL_DETECTOR,
+            **_SELECTIVE_SEARCH,
+            box_batch_size_per_image=32,
+            min_size=256,
+            max_size=256,
+        ),
+        steps=20,
+        batch_size=1,
+    ),  # fmt: skip
+    "rcnn": QuickRecipe(
+        "rcnn",
+        "a small R-CNN (ResNet-18 C4 on 64 px warps)",
+        dict(
+            _SMALL_DETECTOR,
+            **_SELECTIVE_SEARCH,
+            warp_size=64,
+            context_padding=8,
+            box_roi_size=2,
+            representation_size=128,
+            box_batch_size_per_image=16,
+        ),
+        steps=20,
+        batch_size=1,
+    ),  # fmt: skip
+}
+
+
+def shapes_scene(seed: int, size: int, count: int = 4) -> tuple[Tensor, dict]:
+    """A generated scene: float (3, H, W) image in [0, 1] and its detection target
+    (`boxes` (N, 4) xyxy of the visible parts, `labels` (N,) 1..3, `masks` (N, H, W) uint8)."""
+    rgb, shapes = render_scene(size, np.random.default_rng([seed, size]), count=count)
+    image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255  # (H, W, 3) -> (3, H, W)
+    masks = torch.from_numpy(np.stack([shape.visible_mask for shape in shapes])).to(torch.uint8)
+    labels = torch.tensor([shape.label for shape in shapes], dtype=torch.int64)
+    return image, {"boxes": masks_to_boxes(masks), "labels": labels, "masks": masks}
+
+
+def shapes_crop(seed: int, size: int) -> tuple[Tensor, dict]:
+    """One object filling most of a (3, size, size) image; `labels` 0..2 (no background)."""
+    rng = np.random.default_rng([seed, size, 1])
+    rgb, shapes = render_scene(
+        size, rng, count=1, radius_fn=lambda side, r: float(r.uniform(side / 5, side / 2.6)),
+        margin=1.2,
+    )  # fmt: skip
+    image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    return image, {"labels": torch.tensor(shapes[0].label - 1)}
+
+
+def build_quick_model(name: str, *, seed: int) -> nn.Module:
+    """The untrained model of recipe `name`, initialised from `seed`."""
+    recipe = QUICK_RECIPES[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = seglab.build_model(recipe.arch, **recipe.kwargs)
+    model.class_names = list(CLASS_NAMES)
+    return model.eval()
+
+
+def train_quick_model(model: nn.Module, name: str, *, seed: int, samples: list | None = None):
+    """Train `model` (from `build_quick_model(name)`) for its recipe's steps, in place.
+
+    Args:
+        samples: (image, target) pairs to train on; None: generated ones.
+
+    Returns:
+        seconds spent.
+    """
+    recipe = QUICK_RECIPES[name]
+    samples = samples or _training_samples(recipe, seed)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _train(model, samples, recipe)
+    return time.perf_counter() - start
+
+
+def _training_samples(recipe: QuickRecipe, seed: int) -> list[tuple[Tensor, dict]]:
+    if recipe.crops:
+        return [shapes_crop(seed * 1000 + index, 48) for index in range(512)]
+    return [shapes_scene(seed * 1000 + index, 192) for index in range(32)]
+
+
+def _train(model: nn.Module, samples: list, recipe: QuickRecipe) -> None:
+    """AdamW with a linear warmup over the first quarter of the steps, gradients clipped."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=1e-4)
+    warmup = max(1, recipe.steps // 4)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    model.train()
+    for _ in range(recipe.steps):
+        chosen = torch.randperm(len(samples))[: recipe.batch_size].tolist()
+        images = [samples[index][0] for index in chosen]
+        targets = [samples[index][1] for index in chosen]
+        _, losses = model.forward_with_losses(images, targets)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+        optimizer.step()
+        schedule.step()
+    model.eval()

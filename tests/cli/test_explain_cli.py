@@ -1,0 +1,48 @@
+"""`seglab explain`: --list, a quick --only subset written as a self-contained page, and
+user mistakes as one line with exit code 2."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from seglab.cli.main import main
+from seglab.explain.page import FIGURES
+
+
+def test_list_names_every_figure_in_the_study_texts_order(capsys):
+    assert main(["explain", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == [spec.name for spec in FIGURES]
+    assert [int(line.split()[0]) for line in lines] == list(range(1, len(FIGURES) + 1))
+
+
+def test_only_writes_those_figures_embedded_and_beside_the_page(tmp_path, capsys):
+    out = tmp_path / "page"
+    assert main(["explain", "--only", "anchors,roi-align", "--only", "unet", "--out",
+                 str(out), "-q"]) == 0  # fmt: skip
+    page = (out / "index.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert re.findall(r'<figure id="([^"]+)"', page) == ["anchors", "roi-align", "unet"]
+    assert not re.search(r"<script|<link|https?://|@import|url\(", page)  # nothing to fetch
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        "ancoras.png", "interpolacao.png", "unet.png"]  # fmt: skip
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--only", "nope", "--out", "{tmp}/x"], "--only nope: no such figure"),
+        (["--only", "unet"], "--out DIR is required"),
+        (["--model", "{tmp}/missing.safetensors", "--out", "{tmp}/x"], "missing.safetensors"),
+        (["--image", "{tmp}/missing.png", "--out", "{tmp}/x"], "missing.png"),
+    ],
+)
+def test_user_mistakes_are_one_line(tmp_path, capsys, arguments, message):
+    arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
+    assert main(["explain", *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and message in error and "Traceback" not in error
