@@ -27,7 +27,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("seglab.evaluation",),  # one pass over a split: loss and metrics
     ("seglab.engine",),  # config, trainer, checkpoints
     ("seglab.bench",),  # the lineage benchmark: trains and times through the engine
-    ("seglab", "seglab.cli", "seglab.__main__"),  # the public API and the command
+    # the public API, the command, and the page `seglab explain` draws with the whole library
+    ("seglab", "seglab.cli", "seglab.explain", "seglab.__main__"),
 )
 MODULE_NAME = re.compile(r"seglab(\.\w+)+")
 
