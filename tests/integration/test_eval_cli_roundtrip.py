@@ -97,7 +97,8 @@ def dump_predictions(model, data_dir, path):
 
 
 def test_model_eval_equals_files_eval_on_its_predictions(tmp_path, monkeypatch):
-    monkeypatch.setitem(zoo.MODEL_BUILDERS, "threshold_detector", ThresholdShapeDetector)
+    spec = zoo.ModelSpec("instance", lambda: (ThresholdShapeDetector, ThresholdShapeDetector))
+    monkeypatch.setitem(zoo.MODEL_SPECS, "threshold_detector", spec)
     data = generate_shapes(tmp_path / "data", task="instance", train=1, val=6, size=96, seed=3)
     model = seglab.build_model("threshold_detector")
     run = tmp_path / "run"

@@ -1,9 +1,10 @@
-"""The model zoo: names, tasks, builder arguments, and the saved-model metadata."""
+"""The model zoo: one table of names (task, builder, options), and the saved-model metadata."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import seglab
 from seglab.errors import UserError
 from seglab.models.zoo import (
     MODEL_BUILDERS,
-    MODEL_TASKS,
+    MODEL_SPECS,
     builder_parameters,
     model_task,
     parameter_names,
@@ -31,10 +32,11 @@ SMALL_ARGS = {
 
 
 def test_every_model_name_builds_a_model_of_its_task():
-    assert set(MODEL_BUILDERS) == set(SMALL_ARGS) and set(MODEL_BUILDERS) <= set(MODEL_TASKS)
+    assert set(MODEL_BUILDERS) == set(MODEL_SPECS) == set(SMALL_ARGS)
     for name, arguments in SMALL_ARGS.items():
         model = seglab.build_model(name, **arguments)
-        assert model.task == model_task(name) and model.arch == name
+        assert model.task == MODEL_SPECS[name].task == model_task(name) and model.arch == name
+        assert type(MODEL_BUILDERS[name](**arguments)) is type(model)
 
 
 def test_builder_parameters_of_the_cnn():
@@ -76,7 +78,8 @@ def test_not_a_model_file(tmp_path):
         seglab.load_model(tmp_path / "missing.safetensors")
 
 
-def test_lazy_builders_state_their_arguments():
+def test_builder_arguments_are_those_of_each_options_class():
+    from seglab.models.classification.cnn import CNNClassifier
     from seglab.models.detection import options
     from seglab.models.segmentation.unet import UNet
 
@@ -86,9 +89,19 @@ def test_lazy_builders_state_their_arguments():
         assert builder_parameters(name) == [f.name for f in dataclasses.fields(option_class)]
     assert "mask_head_channels" not in builder_parameters("faster_rcnn")
     assert builder_parameters("unet") == parameter_names(UNet)
-    signature = inspect.signature(MODEL_BUILDERS["mask_rcnn"])
-    assert signature.parameters["backbone"].default == "resnet50"
-    assert signature.parameters["backbone"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert builder_parameters("cnn") == parameter_names(CNNClassifier)
+
+
+def test_import_seglab_leaves_the_detectors_and_torchvision_unimported():
+    """A model's code is imported when the model is asked for (`ModelSpec.parts`)."""
+    code = (
+        "import sys, seglab; assert seglab.MODEL_BUILDERS and seglab.build_model; "
+        "print(sorted(m for m in sys.modules if m.startswith(('torchvision', "
+        "'seglab.models.detection', 'seglab.models.segmentation'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_parameter_names_of_a_dataclass_and_of_callables():

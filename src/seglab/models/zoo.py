@@ -1,17 +1,19 @@
-"""Model names -> builders, and the safetensors files that carry a model.
+"""Model names -> what each model is, and the safetensors files that carry a model.
 
-`MODEL_BUILDERS` is the one dict from a name to the function that builds it. A saved model
-is its weights plus the metadata needed to rebuild it: the architecture name, the builder's
-keyword arguments and the class names (without background).
+`MODEL_SPECS` is the one table from a model name to its task and its parts (the builder
+and the class whose keyword arguments the builder takes); `seglab.MODEL_BUILDERS` is its
+name -> builder view. A saved model is its weights plus the metadata needed to rebuild it:
+the architecture name, the builder's keyword arguments and the class names (without
+background).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,66 @@ from torch import nn
 
 from seglab.errors import UserError, require_file
 from seglab.files import atomic_write
-from seglab.models.classification.cnn import build_cnn
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model name's task and parts.
+
+    The task is known before the model is built, so that the trainer can open the task's
+    dataset and read `num_classes: auto` from it. `parts` returns the builder and the class
+    whose keyword arguments it takes (an options dataclass, or the model class itself); it
+    is a function so that a model's code is imported when the model is first asked for (the
+    detectors import torchvision: seconds that `import seglab` and `seglab --help` spare).
+    """
+
+    task: str
+    parts: Callable[[], tuple[Builder, type]]
+
+    def build(self, **kwargs: Any) -> nn.Module:
+        builder, _ = self.parts()
+        return builder(**kwargs)
+
+    def parameters(self) -> list[str]:
+        """The keyword arguments the builder accepts, in order."""
+        _, options = self.parts()
+        return parameter_names(options)
+
+
+def _cnn() -> tuple[Builder, type]:
+    from seglab.models.classification.cnn import CNNClassifier, build_cnn
+
+    return build_cnn, CNNClassifier
+
+
+def _faster_rcnn() -> tuple[Builder, type]:
+    from seglab.models.detection.builders import FasterRCNNOptions, build_faster_rcnn
+
+    return build_faster_rcnn, FasterRCNNOptions
+
+
+def _mask_rcnn() -> tuple[Builder, type]:
+    from seglab.models.detection.builders import MaskRCNNOptions, build_mask_rcnn
+
+    return build_mask_rcnn, MaskRCNNOptions
+
+
+def _unet() -> tuple[Builder, type]:
+    from seglab.models.segmentation.unet import UNet, build_unet
+
+    return build_unet, UNet
+
+
+# The task of each model: docs/conventions.md, Models.
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "cnn": ModelSpec("classification", _cnn),
+    "faster_rcnn": ModelSpec("detection", _faster_rcnn),
+    "mask_rcnn": ModelSpec("instance", _mask_rcnn),
+    "unet": ModelSpec("semantic", _unet),
+}
+MODEL_BUILDERS: dict[str, Builder] = {name: spec.build for name, spec in MODEL_SPECS.items()}
 
 
 def parameter_names(target: Callable[..., Any] | type) -> list[str]:
@@ -37,74 +98,22 @@ def parameter_names(target: Callable[..., Any] | type) -> list[str]:
     return [p.name for p in parameters if p.kind not in variadic]
 
 
-class _LazyBuilder:
-    """`module.builder(**kwargs)`, imported on first call so that `import seglab` stays light.
-
-    Its signature is that of `parameters` in the same module (the dataclass or class the
-    builder passes its keyword arguments to), so that recipes can be checked without building.
-    """
-
-    def __init__(self, module: str, builder: str, parameters: str) -> None:
-        self.module, self.builder, self.parameters = module, builder, parameters
-
-    def __call__(self, **kwargs: Any) -> nn.Module:
-        return getattr(importlib.import_module(self.module), self.builder)(**kwargs)
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        target = getattr(importlib.import_module(self.module), self.parameters)
-        names = parameter_names(target)
-        parameters = inspect.signature(target).parameters.values()
-        keyword = inspect.Parameter.KEYWORD_ONLY
-        return inspect.Signature([p.replace(kind=keyword) for p in parameters if p.name in names])
-
-
-_DETECTION = "seglab.models.detection.builders"
-MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "cnn": build_cnn,
-    "faster_rcnn": _LazyBuilder(_DETECTION, "build_faster_rcnn", "FasterRCNNOptions"),
-    "mask_rcnn": _LazyBuilder(_DETECTION, "build_mask_rcnn", "MaskRCNNOptions"),
-    "unet": _LazyBuilder("seglab.models.segmentation.unet", "build_unet", "UNet"),
-}
-
-
-# The task of each model (docs/conventions.md), known before the model is built so that the
-# trainer can open the right dataset and read `num_classes: auto` from it.
-MODEL_TASKS: dict[str, str] = {
-    "cnn": "classification",
-    "rcnn": "detection",
-    "fast_rcnn": "detection",
-    "faster_rcnn": "detection",
-    "mask_rcnn": "instance",
-    "unet": "semantic",
-}
+def model_spec(name: str) -> ModelSpec:
+    """The spec of model `name`; UserError naming the known models when there is none."""
+    if name not in MODEL_SPECS:
+        known = ", ".join(sorted(MODEL_SPECS))
+        raise UserError(f"unknown model name {name!r}; known models: {known}")
+    return MODEL_SPECS[name]
 
 
 def model_task(name: str) -> str:
     """The task (`classification`, `detection`, `instance`, `semantic`) of model `name`."""
-    _check_name(name)
-    return MODEL_TASKS[name]
+    return model_spec(name).task
 
 
-def builder_parameters(name: str) -> list[str] | None:
-    """The keyword arguments the builder of `name` accepts, or None when it cannot tell.
-
-    Builders state their arguments in their signature (`build_cnn` in `__signature__`, the
-    lazy wrappers from their options); one that still takes bare `**kwargs` cannot be read,
-    and `build_model` then turns an unknown argument into a UserError when it builds.
-    """
-    _check_name(name)
-    builder = MODEL_BUILDERS[name]
-    parameters = inspect.signature(builder).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return parameter_names(builder)
-
-
-def _check_name(name: str) -> None:
-    if name not in MODEL_BUILDERS:
-        known = ", ".join(sorted(MODEL_BUILDERS))
-        raise UserError(f"unknown model name {name!r}; known models: {known}")
+def builder_parameters(name: str) -> list[str]:
+    """The keyword arguments the builder of model `name` accepts, in order."""
+    return model_spec(name).parameters()
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
@@ -113,9 +122,9 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     The name and arguments are kept on the model (`arch`, `arch_args`) so that `save_model`
     can write what `load_model` needs to rebuild it.
     """
-    _check_name(name)
+    spec = model_spec(name)
     try:
-        model = MODEL_BUILDERS[name](**kwargs)
+        model = spec.build(**kwargs)
     except TypeError as error:
         raise UserError(f"model {name!r}: {error}") from None
     model.arch = name

@@ -18,7 +18,6 @@ Labels are 0..K-1 (no background class) and the loss is cross-entropy.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import torch
@@ -161,7 +160,3 @@ def _check_arguments(num_classes, widths, activation, norm, global_pool) -> None
 def build_cnn(**kwargs) -> CNNClassifier:
     """`seglab.build_model("cnn", num_classes=K, ...)`: keyword arguments as in `CNNClassifier`."""
     return CNNClassifier(**kwargs)
-
-
-# The builder takes exactly the class's arguments; say so, so that recipes can be checked.
-build_cnn.__signature__ = inspect.signature(CNNClassifier)
