@@ -102,8 +102,10 @@ def test_half_given_files_are_refused_when_the_config_is_read(scattered, tmp_pat
     config = _config(tmp_path / "c.yaml", files)
     assert main(["train", config, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"seglab train: error: {config}: data.train_json without data.train_images: "
-                   "give both, the COCO file and the folder its images' file_name are relative to")  # fmt: skip
+    assert err == (
+        f"seglab train: error: {config}: data.train_json without data.train_images: give "
+        "both, the COCO file and the folder its images' file_name are relative to"
+    )
     assert not (tmp_path / "run").exists()
 
 
