@@ -101,9 +101,9 @@ def _grid_anchors(
     position (i, j) is centred at (j * stride_w, i * stride_h) (no half-stride offset, as
     torchvision).
     """
-    grid_h, grid_w = int(grid_size[0]), int(grid_size[1])
-    stride_h = int(padded_size_hw[0]) // grid_h
-    stride_w = int(padded_size_hw[1]) // grid_w
+    grid_h, grid_w = grid_size  # torch's ints, symbolic under ONNX export (no int())
+    stride_h = padded_size_hw[0] // grid_h
+    stride_w = padded_size_hw[1] // grid_w
     device = cell_anchors.device
     shifts_x = torch.arange(grid_w, dtype=torch.int64, device=device) * stride_w
     shifts_y = torch.arange(grid_h, dtype=torch.int64, device=device) * stride_h

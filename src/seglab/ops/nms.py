@@ -71,6 +71,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     Returns:
         (K,) int64 indices of the kept boxes, by decreasing score.
     """
+    if torch.compiler.is_exporting():
+        # ONNX export: the box count is unknown, so no branch on it; one NonMaxSuppression
+        return _batched_nms_offset(boxes, scores, idxs, iou_threshold)
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     loop_min = (

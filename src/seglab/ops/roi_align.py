@@ -20,6 +20,7 @@ import math
 import torch
 import torchvision
 from torch import Tensor, nn
+from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.nn.modules.utils import _pair
 
 from seglab.structures.boxes import box_area
@@ -208,7 +209,7 @@ class MultiLevelRoIPooler(nn.Module):
         if len(levels) == 1:
             return self._pool_level(levels[0], rois, scales[0])
         level_of_roi = self._assign_levels(rois[:, 1:], scales)  # (K,) in 0..L-1
-        pooled = levels[0].new_zeros((len(rois), levels[0].shape[1], *self.output_size))
+        pooled = levels[0].new_zeros((rois.shape[0], levels[0].shape[1], *self.output_size))
         for level_index, (level, scale) in enumerate(zip(levels, scales, strict=True)):
             in_level = torch.where(level_of_roi == level_index)[0]
             pooled[in_level] = self._pool_level(level, rois[in_level], scale).to(pooled.dtype)
@@ -263,6 +264,8 @@ class MultiScaleRoIAlign(MultiLevelRoIPooler):
 def infer_scale(feature: Tensor, image_sizes: list[tuple[int, int]]) -> float:
     """Feature cells per pixel of a level: (its height / the largest image height) rounded
     to a power of two (the images are padded up to a multiple of the coarsest stride)."""
-    max_height = max(height for height, _ in image_sizes)
-    approx_scale = float(feature.shape[-2]) / float(max_height)
+    # Under ONNX export the sizes are symbolic; a level's stride does not depend on the
+    # image size, so the example image's sizes (optimization_hint: no guard) give it.
+    max_height = max(optimization_hint(height) for height, _ in image_sizes)
+    approx_scale = float(optimization_hint(feature.shape[-2])) / float(max_height)
     return 2 ** float(torch.tensor(approx_scale).log2().round())

@@ -112,10 +112,52 @@ def paste_masks_in_image(
     padded = F.pad(masks_nmm, (padding,) * 4)  # (N, M + 2p, M + 2p)
     expanded = _expand_boxes(boxes, (size + 2 * padding) / size).to(torch.int64)
     height, width = image_size_hw
-    pasted = [
-        _paste_one(m, b.tolist(), height, width) for m, b in zip(padded, expanded, strict=True)
-    ]
-    result = torch.stack(pasted) if pasted else masks_nmm.new_zeros((0, height, width))
+    if torch.compiler.is_exporting():
+        # ONNX export: one graph for any number of masks and any image size (no per-mask
+        # Python loop); equal to the loop's result to float rounding (tests/structures)
+        result = paste_masks_separable(padded, expanded, height, width)
+    else:
+        pasted = [
+            _paste_one(m, b.tolist(), height, width) for m, b in zip(padded, expanded, strict=True)
+        ]
+        result = torch.stack(pasted) if pasted else masks_nmm.new_zeros((0, height, width))
     if threshold is not None:
         result = (result > threshold).to(torch.uint8)
     return result[:, None] if has_channel else result
+
+
+def paste_masks_separable(masks: torch.Tensor, boxes: torch.Tensor, height, width) -> torch.Tensor:
+    """`_paste_one` for every mask at once, as two matrix products.
+
+    Bilinear resizing is separable: pasted = rows @ mask @ columns^T, where `rows` (N, H, M)
+    holds, for each image row, the interpolation weights of the mask rows (zero outside the
+    box), and `columns` (N, W, M) likewise.
+
+    Args:
+        masks: (N, M, M) padded mask probabilities.
+        boxes: (N, 4) int64 xyxy boxes with inclusive ends (the expanded boxes).
+        height, width: the image's size.
+    Returns:
+        (N, H, W) float masks.
+    """
+    size = masks.shape[-1]
+    rows = _paste_weights(boxes[:, 1], boxes[:, 3], height, size)  # (N, H, M)
+    columns = _paste_weights(boxes[:, 0], boxes[:, 2], width, size)  # (N, W, M)
+    return rows @ masks @ columns.transpose(1, 2)  # (N, H, M) @ (N, M, M) @ (N, M, W)
+
+
+def _paste_weights(start: torch.Tensor, end: torch.Tensor, length, size: int) -> torch.Tensor:
+    """Weights (N, length, size) that resize a mask's `size` cells to the box [start, end]
+    (inclusive, (N,) int64) with F.interpolate's bilinear rule (align_corners=False: source
+    (j + 0.5) * size / extent - 0.5, clamped at 0) and place them in `length` image cells."""
+    extent = (end - start + 1).clamp(min=1)  # (N,)
+    local = torch.arange(length, device=start.device)[None, :] - start[:, None]  # (N, L)
+    inside = (local >= 0) & (local < extent[:, None])
+    scale = size / extent.to(torch.float32)  # input / output size, as F.interpolate
+    source = (scale[:, None] * (local.to(torch.float32) + 0.5) - 0.5).clamp(min=0)  # (N, L)
+    low = source.floor().to(torch.int64).clamp(max=size - 1)
+    high = (low + 1).clamp(max=size - 1)
+    high_weight = (source - low)[..., None]  # (N, L, 1)
+    cells = torch.arange(size, device=start.device)  # (M,)
+    low_weights = (cells == low[..., None]) * (1 - high_weight)
+    return (low_weights + (cells == high[..., None]) * high_weight) * inside[..., None]

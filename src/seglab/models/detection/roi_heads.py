@@ -195,7 +195,7 @@ class RoIHeads(nn.Module):
     def _forward_box(self, features, proposals: list[Tensor], image_sizes) -> list[dict]:
         """Eval mode: score every proposal, refine its box per class, keep the best."""
         class_logits, box_deltas = self._box_outputs(features, proposals, image_sizes)
-        counts = [len(image_proposals) for image_proposals in proposals]
+        counts = [image_proposals.shape[0] for image_proposals in proposals]
         detections = []
         for logits, deltas, image_proposals, size in zip(
             class_logits.split(counts), box_deltas.split(counts), proposals, image_sizes,
@@ -217,7 +217,7 @@ class RoIHeads(nn.Module):
         probabilities = mask_probabilities(mask_logits, labels)  # (N, 1, 28, 28)
         for detection, masks in zip(
             detections,
-            probabilities.split([len(image_boxes) for image_boxes in boxes]),
+            probabilities.split([image_boxes.shape[0] for image_boxes in boxes]),
             strict=True,
         ):
             detection["masks"] = masks

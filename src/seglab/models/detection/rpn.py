@@ -160,7 +160,7 @@ class RegionProposalNetwork(nn.Module):
         """Indices (B, k) of the best `pre_nms_top_n` anchors of each level, and their level."""
         indices, levels, offset = [], [], 0
         for level, scores in enumerate(objectness.split(anchors_per_level, dim=1)):
-            k = min(self.pre_nms_top_n[self._mode()], scores.shape[1])
+            k = torch.sym_min(self.pre_nms_top_n[self._mode()], scores.shape[1])  # export: any size
             top = scores.topk(k, dim=1).indices
             indices.append(top + offset)
             levels.append(torch.full((k,), level, dtype=torch.int64, device=scores.device))

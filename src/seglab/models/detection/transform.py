@@ -11,7 +11,6 @@ so that a converted checkpoint reproduces torchvision's outputs.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -41,14 +40,16 @@ class ImageBatch:
     image_sizes: list[tuple[int, int]]
     original_images: list[Tensor]
 
+    # Sizes stay torch's ints (no int()): under ONNX export they are symbolic, and int()
+    # would fix the graph to the example image's size.
     @property
     def padded_size(self) -> tuple[int, int]:
-        return int(self.tensors.shape[-2]), int(self.tensors.shape[-1])
+        return self.tensors.shape[-2], self.tensors.shape[-1]
 
     @property
     def original_sizes(self) -> list[tuple[int, int]]:
         """Per image (h0, w0) of the input, the frame detections are returned in."""
-        return [(int(image.shape[-2]), int(image.shape[-1])) for image in self.original_images]
+        return [(image.shape[-2], image.shape[-1]) for image in self.original_images]
 
     def to_resized_frame(self, boxes: Tensor, index: int) -> Tensor:
         """(N, 4) xyxy boxes in the pixels of original image `index` -> its resized frame."""
@@ -99,7 +100,7 @@ class DetectionTransform(nn.Module):
             image, target = self._resize(self._normalise(image), target)
             resized_images.append(image)
             resized_targets.append(target)
-        image_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in resized_images]
+        image_sizes = [(image.shape[-2], image.shape[-1]) for image in resized_images]
         batch = ImageBatch(self._pad_and_stack(resized_images), image_sizes, list(images))
         return batch, (resized_targets if targets is not None else None)
 
@@ -114,7 +115,10 @@ class DetectionTransform(nn.Module):
             # multi-scale training; torch's RNG (not Python's) so that seeding torch is enough
             choice = int(torch.empty(1).uniform_(0.0, float(len(self.min_size))).item())
             short_side = self.min_size[choice]
-        return min(short_side / min(height, width), self.max_size / max(height, width))
+        # sym_min/sym_max: min/max that ONNX export keeps in the graph for any image size
+        return torch.sym_min(
+            short_side / torch.sym_min(height, width), self.max_size / torch.sym_max(height, width)
+        )
 
     def _resize(self, image: Tensor, target: dict | None) -> tuple[Tensor, dict | None]:
         height, width = image.shape[-2:]
@@ -142,13 +146,16 @@ class DetectionTransform(nn.Module):
 
     def _pad_and_stack(self, images: list[Tensor]) -> Tensor:
         stride = self.size_divisible
-        height = int(math.ceil(max(image.shape[-2] for image in images) / stride) * stride)
-        width = int(math.ceil(max(image.shape[-1] for image in images) / stride) * stride)
-        channels = images[0].shape[0]
-        batch = images[0].new_zeros((len(images), channels, height, width))
-        for index, image in enumerate(images):
-            batch[index, :, : image.shape[-2], : image.shape[-1]].copy_(image)
-        return batch
+        # rounded up to a multiple of the stride (non-negative operands: ONNX's integer
+        # division truncates, Python's floors)
+        height = (max(image.shape[-2] for image in images) + stride - 1) // stride * stride
+        width = (max(image.shape[-1] for image in images) + stride - 1) // stride * stride
+        # (C, h, w) -> (C, height, width): zeros below and to the right (a Pad in ONNX)
+        padded = [
+            F.pad(image, (0, width - image.shape[-1], 0, height - image.shape[-2]))
+            for image in images
+        ]
+        return torch.stack(padded)
 
     def postprocess(
         self,
@@ -164,8 +171,9 @@ class DetectionTransform(nn.Module):
 
 def resize_boxes(boxes: Tensor, old_size_hw, new_size_hw) -> Tensor:
     """Scale xyxy boxes (N, 4) from an image of `old_size_hw` to one of `new_size_hw`."""
-    ratio_h = torch.tensor(float(new_size_hw[0])) / torch.tensor(float(old_size_hw[0]))
-    ratio_w = torch.tensor(float(new_size_hw[1])) / torch.tensor(float(old_size_hw[1]))
+    # float32 ratios of the sizes, as torchvision; scalar_tensor keeps symbolic sizes (export)
+    ratio_h = torch.scalar_tensor(new_size_hw[0]) / torch.scalar_tensor(old_size_hw[0])
+    ratio_w = torch.scalar_tensor(new_size_hw[1]) / torch.scalar_tensor(old_size_hw[1])
     scale = torch.stack([ratio_w, ratio_h, ratio_w, ratio_h]).to(boxes)
     return boxes * scale
 
