@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if step is not None:
         print(f"resuming {run_dir} from {run_dir / 'checkpoint.pt'} (step {step})")
     try:
-        metrics = train(config, run_dir)
+        metrics = train(config, run_dir, report=print)
     except KeyboardInterrupt:
         print(f"{run_dir}: {_how_to_resume(run_dir, checkpoint_step(run_dir))}", file=sys.stderr)
         raise

@@ -35,6 +35,9 @@ class ModelConfig:
     name: str
     num_classes: int | str = "auto"  # "auto": read from the training data
     args: dict = field(default_factory=dict)  # the other keys of `model:`
+    # torchvision ImageNet ResNet state dict loaded into the ResNet backbone before step 1
+    # (`seglab.models.backbones.pretrained`)
+    backbone_weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,11 +171,16 @@ def _model_config(raw: dict, source: str) -> ModelConfig:
     num_classes = raw.get("num_classes", "auto")
     if num_classes != "auto":
         num_classes = _coerce(num_classes, int, "model.num_classes", source)
-    args = {key: value for key, value in raw.items() if key not in ("name", "num_classes")}
+    backbone_weights = raw.get("backbone_weights")
+    if backbone_weights is not None:
+        backbone_weights = _coerce(backbone_weights, str, "model.backbone_weights", source)
+    own = ("name", "num_classes", "backbone_weights")
+    args = {key: value for key, value in raw.items() if key not in own}
     accepted = builder_parameters(name)
     if accepted is not None:
-        _check_keys(args, [key for key in accepted if key != "num_classes"], "model.", source)
-    return ModelConfig(name=name, num_classes=num_classes, args=args)
+        valid = [key for key in accepted if key != "num_classes"] + ["backbone_weights"]
+        _check_keys(args, valid, "model.", source)
+    return ModelConfig(name, num_classes, args, backbone_weights)
 
 
 def _dataclass_from(cls: type, raw: dict, prefix: str, source: str):
@@ -333,6 +341,8 @@ def fit_batch_size(config: Config, train_images: int) -> Config:
 def config_to_dict(config: Config) -> dict:
     """The YAML mapping of a config (model arguments back at the top of `model:`)."""
     model = {"name": config.model.name, "num_classes": config.model.num_classes}
+    if config.model.backbone_weights is not None:
+        model["backbone_weights"] = config.model.backbone_weights
     model.update(config.model.args)
     raw = {
         "seed": config.seed,

@@ -34,6 +34,7 @@ PATH_KEYS = (  # `/tmp/x/`, `/tmp/x` and `x` from /tmp are one folder
     "data.train_images",
     "data.val_json",
     "data.val_images",
+    "model.backbone_weights",
 )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from seglab.engine.optim import build_optimizer, build_scheduler
 from seglab.engine.run_dir import check_resume, prepare_run_dir
 from seglab.errors import SeglabWarning, UserError
 from seglab.files import check_output_folder
+from seglab.models.backbones.pretrained import load_backbone_weights
 from seglab.models.zoo import build_model, model_task, save_model
 from seglab.progress import progress
 
@@ -74,15 +76,27 @@ class Session:
     progress: bool
 
 
-def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the run in `run_dir`; return the final evaluation's metrics."""
-    session = _open_session(config, Path(run_dir), progress)
+def train(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) the run in `run_dir`; return the final evaluation's metrics.
+
+    `report` receives the lines that say where a new run's weights came from
+    (`model.backbone_weights`); the command line prints them.
+    """
+    session = _open_session(config, Path(run_dir), progress, report or (lambda line: None))
     if not _finished(session):
         _loop(session)
     return _finish(session)
 
 
-def _open_session(config: Config, run_dir: Path, progress: bool) -> Session:
+def _open_session(
+    config: Config, run_dir: Path, progress: bool, report: Callable[[str], None]
+) -> Session:
     check_output_folder(run_dir)  # created below, once nothing has refused the run
     for message in config_warnings(config):
         warnings.warn(message, SeglabWarning, stacklevel=3)
@@ -102,6 +116,8 @@ def _open_session(config: Config, run_dir: Path, progress: bool) -> Session:
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
     model = _build_model(config, train_set.class_names, device)
+    if not (run_dir / CHECKPOINT_NAME).is_file():  # a resumed run's weights: its checkpoint's
+        _initial_weights(model, config, report)
     model.category_ids = getattr(train_set, "category_ids", None)
     optimizer = build_optimizer(model, config.train)
     scheduler = build_scheduler(optimizer, config.train)
@@ -128,6 +144,15 @@ def _build_model(config: Config, class_names: list[str], device: torch.device) -
     model = build_model(model_cfg.name, num_classes=model_cfg.num_classes, **model_cfg.args)
     model.class_names = list(class_names)
     return model.to(device).train()
+
+
+def _initial_weights(model: nn.Module, config: Config, report: Callable[[str], None]) -> None:
+    """ImageNet weights into the ResNet backbone (`model.backbone_weights`)."""
+    lines = []
+    if config.model.backbone_weights is not None:
+        lines += load_backbone_weights(model, config.model.backbone_weights)
+    for line in lines:
+        report(line)
 
 
 def _set_threads(workers: int) -> None:

@@ -1,0 +1,80 @@
+"""Where a run's weights start, through the command line: model.backbone_weights (an
+ImageNet ResNet state dict)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+import yaml
+from safetensors.torch import load_file
+
+from seglab.cli.main import main
+from seglab.data.shapes import generate_shapes
+
+DETECTOR = {
+    "name": "faster_rcnn", "backbone": "resnet18", "min_size": 64, "max_size": 64,
+    "fpn_channels": 32, "anchor_sizes": [8, 16, 32, 64, 128], "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_test": 50, "box_batch_size_per_image": 32, "representation_size": 64,
+}  # fmt: skip
+TRAIN = {"batch_size": 4, "lr": 0.001, "optimizer": "adamw", "max_steps": 1, "eval_every": 100,
+         "checkpoint_every": 1, "workers": 0, "device": "cpu"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), task="instance", train=4, val=2,
+                           size=64, seed=2)  # fmt: skip
+
+
+def _config(path, root, model=None, train=None):
+    raw = {"seed": 0, "model": {**DETECTOR, **(model or {})}, "data": {"root": str(root)},
+           "train": {**TRAIN, **(train or {})}}  # fmt: skip
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def _torchvision_resnet18(path):
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None)
+    for module in resnet.modules():  # trained statistics, not the identity of a fresh norm
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+    torch.save(resnet.state_dict(), path)
+    return resnet.state_dict()
+
+
+def test_backbone_weights_load_once_and_frozen_stages_keep_them(shapes, tmp_path, capsys):
+    imagenet = _torchvision_resnet18(tmp_path / "resnet18.pth")
+    config = _config(tmp_path / "c.yaml", shapes,
+                     {"backbone_weights": str(tmp_path / "resnet18.pth")})  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", config, "--out", str(run), "-q"]) == 0
+    assert (
+        f"{tmp_path / 'resnet18.pth'}: ResNet-18 weights, 100 tensors loaded into backbone.body; "
+        "not used: fc.weight, fc.bias; missing: none\n"
+    ) in capsys.readouterr().out
+    saved = load_file(str(run / "model.safetensors"))
+    # frozen BN everywhere and trainable_stages 3: the stem and layer1 are ImageNet's
+    for name in ("conv1.weight", "bn1.running_var", "layer1.1.conv2.weight"):
+        assert torch.equal(saved[f"backbone.body.{name}"], imagenet[name]), name
+    assert not torch.equal(saved["backbone.body.layer4.0.conv1.weight"],
+                           imagenet["layer4.0.conv1.weight"])  # fmt: skip  # trained a step
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["backbone_weights"] == str(
+        tmp_path / "resnet18.pth"
+    )
+    assert main(["train", "--out", str(run), "--set", "train.max_steps=2", "-q"]) == 0
+    assert "ResNet-18 weights" not in capsys.readouterr().out  # resumed: the checkpoint's
+
+
+def test_weights_of_another_resnet_stop_before_the_run_exists(shapes, tmp_path, capsys):
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
+    config = _config(tmp_path / "c.yaml", shapes, {"backbone_weights": str(tmp_path / "r34.pth")})
+    assert main(["train", config, "--out", str(tmp_path / "run"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"seglab train: error: {tmp_path / 'r34.pth'}: ResNet-34 weights, but the model's "
+        "backbone is resnet18; set model.backbone: resnet34, or give resnet18 weights"
+    ]
+    assert not (tmp_path / "run").exists()
