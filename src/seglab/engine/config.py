@@ -176,10 +176,8 @@ def _model_config(raw: dict, source: str) -> ModelConfig:
         backbone_weights = _coerce(backbone_weights, str, "model.backbone_weights", source)
     own = ("name", "num_classes", "backbone_weights")
     args = {key: value for key, value in raw.items() if key not in own}
-    accepted = builder_parameters(name)
-    if accepted is not None:
-        valid = [key for key in accepted if key != "num_classes"] + ["backbone_weights"]
-        _check_keys(args, valid, "model.", source)
+    valid = [key for key in builder_parameters(name) if key != "num_classes"]
+    _check_keys(args, [*valid, "backbone_weights"], "model.", source)
     return ModelConfig(name, num_classes, args, backbone_weights)
 
 
