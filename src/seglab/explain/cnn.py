@@ -165,7 +165,7 @@ def classifier_input(context: Context, model: nn.Module) -> Tensor:
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         top, left = int(max(cy - half, 0)), int(max(cx - half, 0))
         image = image[:, top : int(cy + half) + 1, left : int(cx + half) + 1]
-    size = _input_side(model)
+    size = classifier_input_side(model)
     # (C, h, w) -> (1, C, h, w) -> (1, C, S, S) -> (C, S, S)
     return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)[0]
 
@@ -174,7 +174,7 @@ def _largest(boxes: Tensor) -> int:
     return int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).argmax())
 
 
-def _input_side(model: nn.Module) -> int:
+def classifier_input_side(model: nn.Module) -> int:
     """The side the classifier was trained at (its run's data.image_size), else 48 px."""
     data = (getattr(model, "config", None) or {}).get("data", {})
     return int(data.get("image_size") or 48)

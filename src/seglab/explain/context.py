@@ -19,8 +19,10 @@ from torch import Tensor, nn
 
 from seglab.data.images import load_image
 from seglab.explain.training import (
+    CROP_SIDE,
     QUICK_RECIPES,
     build_quick_model,
+    object_crops,
     shapes_scene,
     train_quick_model,
 )
@@ -147,21 +149,27 @@ class Context:
             self._notes[id(model)] = f"{recipe.label} with its initial (untrained) weights"
             return model
         self.log(f"training {recipe.label} for {recipe.steps} steps")
-        own = self._own_scene() if not recipe.crops else None
+        own = self._own_samples(recipe.crops)
         seconds = train_quick_model(model, name, seed=self.seed, samples=own)
-        data = (
-            "this page's scene alone (it has learnt this one scene)"
-            if own
-            else ("generated shapes, so expect rough results")
-        )
+        if recipe.crops:
+            data = "generated crops" + (" and this page's objects" if own else "")
+        elif own:
+            data = "this page's scene alone (it has learnt this one scene)"
+        else:
+            data = "generated shapes, so expect rough results"
         self._notes[id(model)] = (
             f"{recipe.label} trained here for {recipe.steps} steps ({seconds:.0f} s) on {data}"
         )
         return model
 
-    def _own_scene(self) -> list[tuple[Tensor, dict]] | None:
+    def _own_samples(self, crops: bool) -> list[tuple[Tensor, dict]] | None:
+        """The page's own scene (detectors) or its objects (classifier), when generated."""
         target = self.page_image.target
-        return None if target is None else [(self.page_image.image, target)]
+        if target is None:
+            return None
+        if crops:
+            return object_crops(self.page_image.image, target, CROP_SIDE, copies=12)
+        return [(self.page_image.image, target)]
 
 
 def model_channels(model: nn.Module) -> int:

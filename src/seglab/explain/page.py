@@ -18,7 +18,7 @@ from pathlib import Path
 
 import seglab
 from seglab.errors import UserError
-from seglab.explain import cnn, mask_rcnn, roi_align, rpn, unet
+from seglab.explain import cnn, mask_rcnn, proposals, roi_align, rpn, unet
 from seglab.explain.context import QUICK_FOR_KIND, Context
 from seglab.explain.figure import Figure
 from seglab.files import atomic_write_bytes, atomic_write_text
@@ -46,6 +46,8 @@ class FigureSpec:
 
 
 _CNN = ("CNN (convolutional neural networks)", "CNN (Redes Neurais Convolucionais)")
+_RCNN = ("R-CNN (region-based CNN)", "R-CNN (Region-based Convolutional Neural Network)")
+_FAST = ("Fast R-CNN", "Fast R-CNN")
 _FASTER = ("Faster R-CNN", "Faster R-CNN")
 _BACKBONE = ("Mask R-CNN: backbone and FPN", "Mask R-CNN · Redes Backbone")
 _ROI_ALIGN = ("Mask R-CNN: RoIAlign", "ROIAlign")
@@ -61,6 +63,12 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("cnn", "CNN: the classifier's layers and the shape after each",
                "Convolutional-Neural-Networks-CNN-1.png", _CNN, cnn.cnn_figure,
                (("cnn", True),)),
+    FigureSpec("rcnn", "R-CNN: region proposals, each warped and classified by a CNN",
+               "rcnn.png", _RCNN, proposals.rcnn_figure, (("cnn", True),)),
+    FigureSpec("selective-search", "Selective search: hierarchical grouping, step by step",
+               "busca-seletiva.png", _RCNN, proposals.selective_search_figure),
+    FigureSpec("fast-rcnn", "Fast R-CNN: one feature map, RoI max pooling to 7 x 7",
+               "fast-r-cnn.png", _FAST, proposals.fast_rcnn_figure, (("cnn", False),)),
     FigureSpec("faster-rcnn", "Faster R-CNN: the RPN's anchors and its top proposals",
                "faster-r-cnn.png", _FASTER, rpn.faster_rcnn_figure, (("faster_rcnn", True),)),
     FigureSpec("anchors", "Anchors: positive, negative and ignored for one box", "ancoras.png",
