@@ -171,12 +171,14 @@ def evaluate_model(
     from seglab.data.splits import data_name
     from seglab.engine.device import resolve_device
     from seglab.evaluation import evaluate
+    from seglab.models.detection.builders import data_proposals
 
     device = resolve_device(device, option="--device")
     model = seglab.load_model(model_path)
     root = require_file(data_dir, "data folder") if data_dir is not None else None
     data_config = _data_config(getattr(model, "config", {}) or {}, root, split, model_path)
-    dataset = build_dataset(data_config, split, task=model.task, train=False)
+    proposals = data_proposals(model.arch, model.arch_args)  # R-CNN, Fast R-CNN: cached
+    dataset = build_dataset(data_config, split, task=model.task, train=False, proposals=proposals)
     if model.class_names and list(dataset.class_names) != list(model.class_names):
         raise UserError(
             f"{data_name(data_config)}: classes {list(dataset.class_names)} differ from the "

@@ -20,6 +20,7 @@ from seglab.data.findings import Findings
 from seglab.data.image_folders import ImageFolderDataset
 from seglab.data.intensity import check_intensity, measure_intensity_range
 from seglab.data.mask_folders import MaskFolderDataset
+from seglab.data.proposals import ProposalSettings, load_proposals
 from seglab.data.splits import (
     check_locations,
     coco_split,
@@ -41,7 +42,13 @@ LAYOUT_TASKS = {
 
 
 def build_dataset(
-    cfg: DataConfig, split: str, *, task: str, train: bool, findings: Findings | None = None
+    cfg: DataConfig,
+    split: str,
+    *,
+    task: str,
+    train: bool,
+    findings: Findings | None = None,
+    proposals: ProposalSettings | None = None,
 ) -> Dataset:
     """The `split` of the data (`seglab.data.splits` says where it is), with train or eval
     transforms for `task`, read with `cfg.intensity_range` when set.
@@ -51,6 +58,8 @@ def build_dataset(
     have `.coco_gt` and `.category_ids`. Without `findings`, the first problem that stops
     training is raised as a UserError and handled ones are logged as one note line; with
     it, every problem is added there and the items with stopping problems are left out.
+    With `proposals` (R-CNN, Fast R-CNN), each target also has `proposals`: the image's
+    selective-search boxes, from the cache beside the data (computed when missing).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -80,6 +89,14 @@ def build_dataset(
     dataset.intensity = cfg.intensity_range
     if cfg.cache_mb:
         dataset.cache = MemoryCache(int(cfg.cache_mb * 2**20))
+    if proposals is not None:
+        if given_files(cfg, split) is not None:
+            raise UserError(
+                f"data.{split}_json: selective-search proposals are cached under data.root "
+                f"(ROOT/{split}.json, ROOT/{split}/); give data.root for this model"
+            )
+        image_ids = [info["id"] for info in dataset.images]
+        dataset.proposals = load_proposals(root, split, image_ids, proposals)
     return dataset
 
 
@@ -95,20 +112,20 @@ def _check_options(cfg: DataConfig) -> None:
 
 
 def build_training_datasets(
-    cfg: DataConfig, *, task: str, in_channels: int
+    cfg: DataConfig, *, task: str, in_channels: int, proposals: ProposalSettings | None = None
 ) -> tuple[Dataset, Dataset | None]:
     """The train and val datasets of a run, checked before its first step: every file as in
     `build_dataset`, the images' channels against the model's `in_channels`, and that the
-    train split has something to learn.
+    train split has something to learn. `proposals`: as in `build_dataset`.
 
     The val dataset is None when the data has no val split (`seglab.data.splits`). With
     `cfg.intensity_percentiles` and no `cfg.intensity_range`, the range is measured on the
     train split and set on both datasets (`.intensity`), for the run to record it.
     """
-    train_set = build_dataset(cfg, "train", task=task, train=True)
+    train_set = build_dataset(cfg, "train", task=task, train=True, proposals=proposals)
     val_set = None
     if split_exists(cfg, "val"):
-        val_set = build_dataset(cfg, "val", task=task, train=False)
+        val_set = build_dataset(cfg, "val", task=task, train=False, proposals=proposals)
     datasets = {"train": train_set, "val": val_set}
     for split, dataset in datasets.items():
         if dataset is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 
 def nbytes(value: Any) -> int:
@@ -66,6 +67,9 @@ class DecodedDataset(Dataset):
     # (lo, hi) stored values read as 0..1 for every image (`data.intensity_range`); None:
     # each file's own scale (`seglab.data.images.load_image`)
     intensity: tuple[float, float] | None = None
+    # image id -> (N, 4) xyxy selective-search proposals, for R-CNN and Fast R-CNN
+    # (`build_dataset(..., proposals=...)`); given as `target["proposals"]`
+    proposals: dict[int, np.ndarray] | None = None
 
     def load(self, index: int) -> tuple[Any, dict]:
         raise NotImplementedError
@@ -76,6 +80,11 @@ class DecodedDataset(Dataset):
         else:
             image, target = self.cache.get(index, lambda: self.load(index))
             target = dict(target)
+        if self.proposals is not None:  # boxes: the augmentation moves them with the image
+            target["proposals"] = tv_tensors.BoundingBoxes(
+                torch.from_numpy(self.proposals[target["image_id"]]),
+                format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=image.shape[-2:],
+            )  # fmt: skip
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target

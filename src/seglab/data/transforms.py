@@ -152,8 +152,25 @@ def _geometric_and_photometric(cfg: DataConfig) -> list:
     return steps
 
 
+class SanitizeObjectBoxes(v2.SanitizeBoundingBoxes):
+    """`SanitizeBoundingBoxes` of the objects (`boxes`, their labels and masks) only.
+
+    R-CNN's and Fast R-CNN's `target["proposals"]` are boxes too, moved and clamped with
+    the image, but nothing is kept in step with them; torchvision's transform would apply
+    the objects' keep-mask to them. They pass unchanged (the model drops empty ones).
+    """
+
+    def forward(self, *inputs: Any) -> Any:
+        image, target = inputs if len(inputs) > 1 else inputs[0]
+        if "proposals" not in target:
+            return super().forward(image, target)
+        objects = {key: value for key, value in target.items() if key != "proposals"}
+        image, objects = super().forward(image, objects)
+        return image, {**objects, "proposals": target["proposals"]}
+
+
 def _sanitize_boxes() -> list:
-    return [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)]
+    return [v2.ClampBoundingBoxes(), SanitizeObjectBoxes(min_size=1.0)]
 
 
 def _classification_steps(cfg: DataConfig, train: bool) -> list:

@@ -49,6 +49,7 @@ from seglab.engine.run_dir import check_resume, prepare_run_dir
 from seglab.errors import SeglabWarning, UserError
 from seglab.files import check_output_folder
 from seglab.models.backbones.pretrained import load_backbone_weights
+from seglab.models.detection.builders import data_proposals
 from seglab.models.zoo import build_model, model_task, save_model
 from seglab.progress import progress
 
@@ -103,7 +104,10 @@ def _open_session(
     _set_threads(config.train.workers)
     task = model_task(config.model.name)
     train_set, val_set = seglab_data.build_training_datasets(
-        config.data, task=task, in_channels=int(config.model.args.get("in_channels", 3))
+        config.data,
+        task=task,
+        in_channels=int(config.model.args.get("in_channels", 3)),
+        proposals=data_proposals(config.model.name, config.model.args),
     )  # every file checked before step 1; channels against the model's
     if len(train_set) == 0:
         raise UserError(f"{data_name(config.data)}: the train split has no images")

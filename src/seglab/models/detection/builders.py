@@ -1,8 +1,9 @@
 """Wiring of the two-stage detectors from shared parts.
 
-Diff the builders to see the lineage of the papers: Faster R-CNN proposes regions with an
-RPN on the detector's own features; Mask R-CNN adds a mask branch. Every knob is a keyword
-argument (`options.py`).
+Diff the builders to see the lineage of the papers: Fast R-CNN runs the CNN once per image
+and RoI-pools selective-search regions from the shared map; Faster R-CNN replaces
+selective search by an RPN on the same features; Mask R-CNN adds a mask branch. Every knob
+is a keyword argument (`options.py`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
+from seglab.data.proposals import ProposalSettings
 from seglab.errors import UserError
 from seglab.models.backbones.resnet import ResNetBackbone, set_frozen_bn_eps
 from seglab.models.backbones.vgg import VGGBackbone
 from seglab.models.detection.box_head import BoxPredictor, ConvFCHead, TwoMLPHead
+from seglab.models.detection.fast_rcnn import FastRCNN
 from seglab.models.detection.faster_rcnn import FasterRCNN
 from seglab.models.detection.mask_head import MaskHead, MaskPredictor
 from seglab.models.detection.mask_rcnn import MaskRCNN
@@ -22,10 +25,13 @@ from seglab.models.detection.options import (
     RESNET_DEPTHS,
     DetectorOptions,
     FasterRCNNOptions,
+    FastRCNNOptions,
     MaskRCNNOptions,
+    SelectiveSearchOptions,
 )
 from seglab.models.detection.roi_heads import RoIHeads
 from seglab.models.detection.rpn import RegionProposalNetwork, RPNHead
+from seglab.models.detection.selective_search import SelectiveSearchProposals
 from seglab.models.detection.transform import DetectionTransform
 from seglab.models.necks.fpn import FPN
 from seglab.ops.anchors import AnchorGenerator
@@ -34,14 +40,30 @@ from seglab.ops.roi_pool import MultiScaleRoIPool
 
 __all__ = [
     "DetectorOptions",
+    "FastRCNNOptions",
     "FasterRCNNOptions",
     "MaskRCNNOptions",
+    "build_fast_rcnn",
     "build_faster_rcnn",
     "build_mask_rcnn",
+    "data_proposals",
+    "proposal_settings",
 ]
 
 # Options renamed for what they do; a saved model or recipe with the old name gets told.
 RENAMED_OPTIONS = {"roi_aligned": "roi_align_half_pixel"}
+
+
+def build_fast_rcnn(**kwargs) -> FastRCNN:
+    """Fast R-CNN: selective search; one CNN pass; RoI max pooling; fc6, fc7, outputs."""
+    options = _options(FastRCNNOptions, kwargs)
+    backbone = _backbone(options)
+    return FastRCNN(
+        transform=_transform(options, masks=False),
+        backbone=backbone,
+        proposal_generator=_selective_search(options),
+        roi_heads=RoIHeads(**_box_branch(options, backbone), **_roi_options(options)),
+    )
 
 
 def build_faster_rcnn(**kwargs) -> FasterRCNN:
@@ -70,6 +92,25 @@ def build_mask_rcnn(**kwargs) -> MaskRCNN:
             **_roi_options(options),
         ),  # fmt: skip
     )
+
+
+def proposal_settings(options: SelectiveSearchOptions) -> ProposalSettings:
+    """How a selective-search detector's proposals are computed (and cached by the data)."""
+    return ProposalSettings(
+        mode=options.proposal_mode, scale=options.proposal_scale,
+        min_size=options.proposal_min_size, max_proposals=options.max_proposals,
+    )  # fmt: skip
+
+
+def data_proposals(name: str, arguments: dict) -> ProposalSettings | None:
+    """The proposals model `name` built with `arguments` reads from its data's targets
+    (`seglab.data.build_dataset(..., proposals=...)`), or None for a model that makes its
+    own (the RPN) or has none. Known before the model is built (no `num_classes` needed)."""
+    options_class = {"fast_rcnn": FastRCNNOptions}.get(name)
+    if options_class is None:
+        return None
+    # num_classes does not change the proposals: any valid value when not yet known
+    return proposal_settings(options_class(**{"num_classes": 2, **arguments}))
 
 
 def _options(options_class: type[DetectorOptions], kwargs: dict) -> DetectorOptions:
@@ -158,6 +199,10 @@ def _rpn(options: FasterRCNNOptions, backbone: BackboneFeatures) -> RegionPropos
                         "testing": options.rpn_post_nms_top_n_test},
         nms_thresh=options.rpn_nms_thresh, score_thresh=options.rpn_score_thresh,
     )  # fmt: skip
+
+
+def _selective_search(options: SelectiveSearchOptions) -> SelectiveSearchProposals:
+    return SelectiveSearchProposals(proposal_settings(options))
 
 
 def _box_branch(options: DetectorOptions, backbone: BackboneFeatures) -> dict[str, nn.Module]:

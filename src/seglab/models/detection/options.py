@@ -1,9 +1,11 @@
 """The detector builders' keyword arguments: one frozen dataclass per detector.
 
-Every detector takes the options of the parts it has. All share the backbone, the input
-transform and the box branch (`DetectorOptions`); Faster R-CNN adds the RPN
-(`FasterRCNNOptions`), Mask R-CNN the mask branch (`MaskRCNNOptions`). Defaults are
-torchvision's for Faster and Mask R-CNN (so that converted checkpoints reproduce it).
+Every detector takes the options of the parts it has. All share the backbone, the
+input transform and the box branch (`DetectorOptions`); Faster R-CNN adds the RPN
+(`FasterRCNNOptions`), Mask R-CNN the mask branch (`MaskRCNNOptions`); Fast R-CNN takes
+selective search instead of the RPN (`SelectiveSearchOptions`). Defaults are the paper's
+for Fast R-CNN and torchvision's for Faster and Mask R-CNN (so that converted checkpoints
+reproduce it).
 """
 
 from __future__ import annotations
@@ -121,6 +123,38 @@ class MaskRCNNOptions(FasterRCNNOptions):
     mask_roi_size: int = 14
     mask_head_channels: int = 256
     mask_head_convs: int = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectiveSearchOptions(DetectorOptions):
+    """The detector's options with selective-search proposals instead of an RPN, and the
+    defaults the R-CNN and Fast R-CNN papers share: VGG16, 4096-wide fc6 and fc7, one
+    feature map, box regression with smooth L1 of beta 1, per-class NMS at 0.3 (their
+    released code's `cfg.TEST.NMS`)."""
+
+    backbone: str = "vgg16"
+    fpn: bool = False
+    representation_size: int = 4096
+    box_loss_beta: float = 1.0
+    box_nms_thresh: float = 0.3
+    # selective search (`seglab.data.proposals.ProposalSettings`)
+    proposal_mode: str = "fast"  # fast (R-CNN's) | quality | single
+    proposal_scale: int | None = None  # short side the image is searched at (None: as is)
+    proposal_min_size: float = 0.0  # drop proposals narrower or shorter (original pixels)
+    max_proposals: int | None = 2000  # about 2000 per image (R-CNN §2.1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FastRCNNOptions(SelectiveSearchOptions):
+    """Fast R-CNN (§2-§3): RoI max pooling 7 x 7 from the shared map, mini-batches of 2
+    images x 64 RoIs with 25% foreground and background IoU in [0.1, 0.5), images at
+    600 px (short side) and at most 1000 px (long side)."""
+
+    min_size: int | tuple[int, ...] = 600
+    max_size: int = 1000
+    roi_pool: str = "max"
+    box_bg_iou_floor: float = 0.1
+    box_batch_size_per_image: int = 64
 
 
 def _check_choice(name: str, value, choices: tuple) -> None:
