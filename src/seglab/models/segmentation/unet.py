@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from seglab.errors import UserError
 from seglab.models.inputs import Normalize, stack_images
@@ -91,7 +92,7 @@ def center_crop(tensor: Tensor, size_hw: tuple[int, int] | torch.Size) -> Tensor
     the masks it is scored on are cropped to the output's size (paper Fig. 1).
     """
     height, width = tensor.shape[-2:]
-    if size_hw[0] > height or size_hw[1] > width:
+    if not torch.compiler.is_exporting() and (size_hw[0] > height or size_hw[1] > width):
         raise ValueError(f"cannot crop {(height, width)} to the larger {tuple(size_hw)}")
     top, left = (height - size_hw[0]) // 2, (width - size_hw[1]) // 2
     return tensor[..., top : top + size_hw[0], left : left + size_hw[1]]
@@ -212,7 +213,7 @@ class UNet(nn.Module):
         batch = self.normalize(batch)
         if self.padding == "same":
             batch, crop = _pad_to_multiple(batch, 2**self.depth)
-        else:
+        elif not torch.compiler.is_exporting():  # an exported graph takes allowed sides only
             self._check_valid_size(batch.shape[-2:])
         features_for_skip = [self.input_level(batch)]  # full resolution, base channels
         for level in self.contracting:
@@ -296,7 +297,8 @@ def _pad_to_multiple(batch: Tensor, multiple: int) -> tuple[Tensor, tuple[slice,
     """Mirror-pad H and W up to a multiple of `multiple`; return the crop that undoes it."""
     height, width = batch.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
-    if pad_h == 0 and pad_w == 0:
+    # statically_known_true: under ONNX export the size is symbolic and the graph always pads
+    if statically_known_true(pad_h == 0) and statically_known_true(pad_w == 0):
         return batch, (slice(None), slice(None))
     top, left = pad_h // 2, pad_w // 2
     padding = (left, pad_w - left, top, pad_h - top)
