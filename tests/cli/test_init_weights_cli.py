@@ -1,7 +1,9 @@
 """Where a run's weights start, through the command line: model.backbone_weights (an
-ImageNet ResNet state dict)."""
+ImageNet ResNet state dict) and train.init (a whole seglab model)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -25,6 +27,20 @@ TRAIN = {"batch_size": 4, "lr": 0.001, "optimizer": "adamw", "max_steps": 1, "ev
 def shapes(tmp_path_factory):
     return generate_shapes(tmp_path_factory.mktemp("shapes"), task="instance", train=4, val=2,
                            size=64, seed=2)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_classes(shapes, tmp_path_factory):
+    """The same images with triangles dropped: 2 classes, so 3 outputs instead of 4."""
+    root = tmp_path_factory.mktemp("two")
+    for split in ("train", "val"):
+        coco = json.loads((shapes / f"{split}.json").read_text())
+        triangle = next(c["id"] for c in coco["categories"] if c["name"] == "triangle")
+        coco["categories"] = [c for c in coco["categories"] if c["id"] != triangle]
+        coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] != triangle]
+        (root / f"{split}.json").write_text(json.dumps(coco))
+        (root / split).symlink_to(shapes / split)
+    return root
 
 
 def _config(path, root, model=None, train=None):
@@ -78,3 +94,30 @@ def test_weights_of_another_resnet_stop_before_the_run_exists(shapes, tmp_path, 
         "backbone is resnet18; set model.backbone: resnet34, or give resnet18 weights"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_init_from_a_run_with_other_classes(shapes, two_classes, tmp_path, capsys):
+    first = tmp_path / "three"
+    assert main(["train", _config(tmp_path / "a.yaml", shapes), "--out", str(first), "-q"]) == 0
+    capsys.readouterr()
+    source = first / "model.safetensors"
+    frozen = {"trainable_stages": 0}  # the backbone body stays what train.init gave it
+    config = _config(tmp_path / "b.yaml", two_classes, frozen, {"init": str(source)})
+    second = tmp_path / "two"
+    assert main(["train", config, "--out", str(second), "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        f"{source}: faster_rcnn with 3 classes; kept 126 tensors: backbone.body (100), "
+        "backbone.fpn (16), proposal_generator.head (6), roi_heads.box_head (4)"
+    )
+    assert out[1] == (
+        "re-initialised (other shape): roi_heads.box_predictor.class_logits.weight "
+        "(4, 64) -> (3, 64), roi_heads.box_predictor.class_logits.bias (4,) -> (3,), "
+        "roi_heads.box_predictor.box_deltas.weight (16, 64) -> (12, 64), "
+        "roi_heads.box_predictor.box_deltas.bias (16,) -> (12,)"
+    )
+    assert out[2] == "model options that differ from the file's: trainable_stages 3 -> 0"
+    before, after = load_file(str(source)), load_file(str(second / "model.safetensors"))
+    body = [name for name in after if name.startswith("backbone.body.")]
+    assert body and all(torch.equal(after[name], before[name]) for name in body)
+    assert after["roi_heads.box_predictor.class_logits.weight"].shape == (3, 64)

@@ -62,6 +62,9 @@ class TrainConfig:
     grad_clip: float | None = None  # max global gradient norm
     amp: str = "none"  # none | bf16 (autocast)
     log_every: int = 20
+    # a seglab model file to start from: tensors whose name and shape fit are kept, the
+    # class-dependent ones re-initialised when num_classes differs (`seglab.models.transfer`)
+    init: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,8 +179,10 @@ def _model_config(raw: dict, source: str) -> ModelConfig:
         backbone_weights = _coerce(backbone_weights, str, "model.backbone_weights", source)
     own = ("name", "num_classes", "backbone_weights")
     args = {key: value for key, value in raw.items() if key not in own}
-    valid = [key for key in builder_parameters(name) if key != "num_classes"]
-    _check_keys(args, [*valid, "backbone_weights"], "model.", source)
+    accepted = builder_parameters(name)
+    if accepted is not None:
+        valid = [key for key in accepted if key != "num_classes"] + ["backbone_weights"]
+        _check_keys(args, valid, "model.", source)
     return ModelConfig(name, num_classes, args, backbone_weights)
 
 

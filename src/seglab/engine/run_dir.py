@@ -35,6 +35,7 @@ PATH_KEYS = (  # `/tmp/x/`, `/tmp/x` and `x` from /tmp are one folder
     "data.val_json",
     "data.val_images",
     "model.backbone_weights",
+    "train.init",
 )
 
 

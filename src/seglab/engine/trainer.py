@@ -50,6 +50,7 @@ from seglab.errors import SeglabWarning, UserError
 from seglab.files import check_output_folder
 from seglab.models.backbones.pretrained import load_backbone_weights
 from seglab.models.detection.builders import data_proposals
+from seglab.models.transfer import init_from
 from seglab.models.zoo import build_model, model_task, save_model
 from seglab.progress import progress
 
@@ -87,7 +88,7 @@ def train(
     """Train (or resume) the run in `run_dir`; return the final evaluation's metrics.
 
     `report` receives the lines that say where a new run's weights came from
-    (`model.backbone_weights`); the command line prints them.
+    (`model.backbone_weights`, `train.init`); the command line prints them.
     """
     session = _open_session(config, Path(run_dir), progress, report or (lambda line: None))
     if not _finished(session):
@@ -151,10 +152,13 @@ def _build_model(config: Config, class_names: list[str], device: torch.device) -
 
 
 def _initial_weights(model: nn.Module, config: Config, report: Callable[[str], None]) -> None:
-    """ImageNet weights into the ResNet backbone (`model.backbone_weights`)."""
+    """ImageNet weights into the ResNet backbone, then every tensor of a whole model file
+    that fits (`train.init`, which therefore wins where both give a tensor)."""
     lines = []
     if config.model.backbone_weights is not None:
         lines += load_backbone_weights(model, config.model.backbone_weights)
+    if config.train.init is not None:
+        lines += init_from(model, config.train.init).lines()
     for line in lines:
         report(line)
 
