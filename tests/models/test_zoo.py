@@ -25,6 +25,7 @@ from seglab.models.zoo import (
 # the smallest arguments that build each model (the detectors' defaults are ImageNet-sized)
 SMALL_ARGS = {
     "cnn": {"num_classes": 2, "widths": [4]},
+    "rcnn": {"num_classes": 2, "backbone": "resnet18", "representation_size": 8},
     "fast_rcnn": {"num_classes": 2, "backbone": "resnet18", "representation_size": 8},
     "faster_rcnn": {"num_classes": 2, "backbone": "resnet18", "representation_size": 8},
     "mask_rcnn": {"num_classes": 2, "backbone": "resnet18", "representation_size": 8},
@@ -85,7 +86,7 @@ def test_builder_arguments_are_those_of_each_options_class():
     from seglab.models.segmentation.unet import UNet
 
     for name, option_class in [
-        ("fast_rcnn", options.FastRCNNOptions),
+        ("rcnn", options.RCNNOptions), ("fast_rcnn", options.FastRCNNOptions),
         ("faster_rcnn", options.FasterRCNNOptions), ("mask_rcnn", options.MaskRCNNOptions),
     ]:  # fmt: skip
         assert builder_parameters(name) == [f.name for f in dataclasses.fields(option_class)]

@@ -58,6 +58,12 @@ def _cnn() -> tuple[Builder, type]:
     return build_cnn, CNNClassifier
 
 
+def _rcnn() -> tuple[Builder, type]:
+    from seglab.models.detection.builders import RCNNOptions, build_rcnn
+
+    return build_rcnn, RCNNOptions
+
+
 def _fast_rcnn() -> tuple[Builder, type]:
     from seglab.models.detection.builders import FastRCNNOptions, build_fast_rcnn
 
@@ -85,6 +91,7 @@ def _unet() -> tuple[Builder, type]:
 # The task of each model: docs/conventions.md, Models.
 MODEL_SPECS: dict[str, ModelSpec] = {
     "cnn": ModelSpec("classification", _cnn),
+    "rcnn": ModelSpec("detection", _rcnn),
     "fast_rcnn": ModelSpec("detection", _fast_rcnn),
     "faster_rcnn": ModelSpec("detection", _faster_rcnn),
     "mask_rcnn": ModelSpec("instance", _mask_rcnn),

@@ -10,6 +10,7 @@ import torch
 from tests.models.detection.conftest import empty_image, square_image
 
 import seglab
+from seglab.models.detection.options import FastRCNNOptions
 from seglab.ops.roi_pool import MultiScaleRoIPool
 from seglab.ops.selective_search import selective_search
 from seglab.structures.boxes import box_iou
@@ -45,13 +46,13 @@ def with_proposals(image_and_target, count: int = 60, seed: int = 0):
 
 
 def test_wiring_is_the_papers():
-    model = seglab.build_model("fast_rcnn", num_classes=21, backbone="vgg16")
+    assert FastRCNNOptions(num_classes=21).representation_size == 4096  # fc6, fc7 of VGG16
+    model = seglab.build_model("fast_rcnn", num_classes=21, representation_size=16)
     heads = model.roi_heads
     assert isinstance(heads.box_roi_pool, MultiScaleRoIPool)
     assert heads.box_roi_pool.featmap_names == ["conv5"]  # VGG16's conv5_3, stride 16
     assert heads.box_roi_pool.output_size == (7, 7)
-    assert heads.box_head.fc6.in_features == 512 * 7 * 7
-    assert heads.box_head.fc7.out_features == 4096
+    assert heads.box_head.fc6.in_features == 512 * 7 * 7  # VGG16 by default
     assert heads.box_predictor.class_logits.out_features == 21
     assert heads.box_predictor.box_deltas.out_features == 21 * 4  # class-specific boxes
     assert (heads.sampler.batch_size_per_image, heads.sampler.positive_fraction) == (64, 0.25)

@@ -1,9 +1,9 @@
-"""Wiring of the two-stage detectors from shared parts.
+"""Wiring of the four two-stage detectors from shared parts.
 
-Diff the builders to see the lineage of the papers: Fast R-CNN runs the CNN once per image
-and RoI-pools selective-search regions from the shared map; Faster R-CNN replaces
-selective search by an RPN on the same features; Mask R-CNN adds a mask branch. Every knob
-is a keyword argument (`options.py`).
+Diff the four builders to see the lineage of the papers: R-CNN runs the CNN on each
+warped region; Fast R-CNN runs it once per image and RoI-pools the regions from the
+shared map; Faster R-CNN replaces selective search by an RPN on the same features; Mask
+R-CNN adds a mask branch. Every knob is a keyword argument (`options.py`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from seglab.models.detection.options import (
     FasterRCNNOptions,
     FastRCNNOptions,
     MaskRCNNOptions,
+    RCNNOptions,
     SelectiveSearchOptions,
 )
+from seglab.models.detection.rcnn import RCNN, ImagePixels, WarpedRegionCNN
 from seglab.models.detection.roi_heads import RoIHeads
 from seglab.models.detection.rpn import RegionProposalNetwork, RPNHead
 from seglab.models.detection.selective_search import SelectiveSearchProposals
@@ -43,15 +45,28 @@ __all__ = [
     "FastRCNNOptions",
     "FasterRCNNOptions",
     "MaskRCNNOptions",
+    "RCNNOptions",
     "build_fast_rcnn",
     "build_faster_rcnn",
     "build_mask_rcnn",
+    "build_rcnn",
     "data_proposals",
     "proposal_settings",
 ]
 
 # Options renamed for what they do; a saved model or recipe with the old name gets told.
 RENAMED_OPTIONS = {"roi_aligned": "roi_align_half_pixel"}
+
+
+def build_rcnn(**kwargs) -> RCNN:
+    """R-CNN: selective search; each region warped and through the CNN; fc6, fc7, outputs."""
+    options = _options(RCNNOptions, kwargs)
+    return RCNN(
+        transform=_transform(options, masks=False),
+        backbone=ImagePixels(options.in_channels),
+        proposal_generator=_selective_search(options),
+        roi_heads=RoIHeads(**_warped_region_branch(options), **_roi_options(options)),
+    )
 
 
 def build_fast_rcnn(**kwargs) -> FastRCNN:
@@ -106,7 +121,7 @@ def data_proposals(name: str, arguments: dict) -> ProposalSettings | None:
     """The proposals model `name` built with `arguments` reads from its data's targets
     (`seglab.data.build_dataset(..., proposals=...)`), or None for a model that makes its
     own (the RPN) or has none. Known before the model is built (no `num_classes` needed)."""
-    options_class = {"fast_rcnn": FastRCNNOptions}.get(name)
+    options_class = {"rcnn": RCNNOptions, "fast_rcnn": FastRCNNOptions}.get(name)
     if options_class is None:
         return None
     # num_classes does not change the proposals: any valid value when not yet known
@@ -209,6 +224,20 @@ def _box_branch(options: DetectorOptions, backbone: BackboneFeatures) -> dict[st
     return {
         "box_roi_pool": _roi_pool(options, backbone, options.box_roi_size),
         **_box_head(options, backbone.out_channels),
+    }
+
+
+def _warped_region_branch(options: RCNNOptions) -> dict[str, nn.Module]:
+    cnn = _backbone(options)
+    return {
+        "box_roi_pool": WarpedRegionCNN(
+            cnn,
+            warp_size=options.warp_size,
+            context_padding=options.context_padding,
+            output_size=options.box_roi_size,
+            crops_per_batch=options.crops_per_batch,
+        ),  # fmt: skip
+        **_box_head(options, cnn.out_channels),
     }
 
 

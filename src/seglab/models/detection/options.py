@@ -1,11 +1,11 @@
 """The detector builders' keyword arguments: one frozen dataclass per detector.
 
-Every detector takes the options of the parts it has. All share the backbone, the
+Every detector takes the options of the parts it has. All four share the backbone, the
 input transform and the box branch (`DetectorOptions`); Faster R-CNN adds the RPN
-(`FasterRCNNOptions`), Mask R-CNN the mask branch (`MaskRCNNOptions`); Fast R-CNN takes
-selective search instead of the RPN (`SelectiveSearchOptions`). Defaults are the paper's
-for Fast R-CNN and torchvision's for Faster and Mask R-CNN (so that converted checkpoints
-reproduce it).
+(`FasterRCNNOptions`), Mask R-CNN the mask branch (`MaskRCNNOptions`); R-CNN and Fast
+R-CNN take selective search instead of the RPN (`SelectiveSearchOptions`), and R-CNN the
+warp of each region (`RCNNOptions`). Defaults are the papers' for R-CNN and Fast R-CNN and
+torchvision's for Faster and Mask R-CNN (so that converted checkpoints reproduce it).
 """
 
 from __future__ import annotations
@@ -155,6 +155,35 @@ class FastRCNNOptions(SelectiveSearchOptions):
     roi_pool: str = "max"
     box_bg_iou_floor: float = 0.1
     box_batch_size_per_image: int = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class RCNNOptions(SelectiveSearchOptions):
+    """R-CNN (§2): each region dilated by `context_padding` warped pixels of context, warped
+    to `warp_size` x `warp_size` and through the CNN; its last map max pooled to
+    `box_roi_size` (pool5: 224 px at stride 16 gives 14 x 14, pooled to 7 x 7 as VGG16's
+    pool5 does). Fine-tuning samples 25% foreground (IoU >= 0.5) and 75% background,
+    128 regions per 2-image batch (§2.3, "32 positive windows and 96 background windows").
+    """
+
+    min_size: int | tuple[int, ...] = 600
+    max_size: int = 1000
+    box_batch_size_per_image: int = 64
+    warp_size: int = 224  # AlexNet's 227 in the paper; 224 for VGG16
+    context_padding: int = 16  # §2.1 / appendix A: p = 16
+    crops_per_batch: int = 64  # warped regions per CNN call at test (memory, not results)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.fpn:
+            raise UserError("fpn: R-CNN runs the CNN on each warped region; set fpn: false")
+        if self.roi_pool != DetectorOptions.roi_pool:
+            raise UserError("roi_pool: R-CNN pools no RoIs from a shared map; leave it out")
+        if self.warp_size <= 2 * self.context_padding:
+            raise UserError(
+                f"warp_size {self.warp_size} leaves no room for {self.context_padding} px of "
+                "context on each side; raise warp_size or lower context_padding"
+            )
 
 
 def _check_choice(name: str, value, choices: tuple) -> None:
