@@ -139,7 +139,7 @@ def test_cli_bad_size_exits_2(tmp_path, capsys):
 def test_cli_out_is_a_file_exits_2(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert main(["data", "shapes", str(tmp_path / "f"), "--train", "1", "--val", "0"]) == 2
-    assert f"{tmp_path / 'f'}: exists and is not a folder" in capsys.readouterr().err
+    assert f"{tmp_path / 'f'}: OUT is a file; give a folder" in capsys.readouterr().err
 
 
 def test_cli_help_works(capsys):

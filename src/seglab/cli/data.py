@@ -42,10 +42,9 @@ def _add_shapes(actions) -> None:
 
 def run_shapes(args: argparse.Namespace) -> int:
     from seglab.data.shapes import generate_shapes_summary
-    from seglab.files import check_output_folder
 
     summary = generate_shapes_summary(
-        check_output_folder(args.out),
+        args.out,
         task=args.task,
         train=args.train,
         val=args.val,

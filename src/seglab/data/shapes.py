@@ -24,7 +24,12 @@ import cv2
 import numpy as np
 
 from seglab.errors import UserError
-from seglab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from seglab.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_folder,
+)
 from seglab.structures.masks import mask_to_rle
 
 CLASS_NAMES = ("circle", "square", "triangle")
@@ -281,9 +286,7 @@ def generate_shapes_summary(
         raise UserError(f"unknown shapes task {task!r}; choose one of {', '.join(TASKS)}")
     if size < 32 or train < 0 or val < 0:
         raise UserError(f"shapes: need --size >= 32 and non-negative counts (got {size}px)")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a folder; choose another OUT")
+    out_dir = check_output_folder(out_dir, "OUT")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     objects = 0
