@@ -179,10 +179,8 @@ def _model_config(raw: dict, source: str) -> ModelConfig:
         backbone_weights = _coerce(backbone_weights, str, "model.backbone_weights", source)
     own = ("name", "num_classes", "backbone_weights")
     args = {key: value for key, value in raw.items() if key not in own}
-    accepted = builder_parameters(name)
-    if accepted is not None:
-        valid = [key for key in accepted if key != "num_classes"] + ["backbone_weights"]
-        _check_keys(args, valid, "model.", source)
+    valid = [key for key in builder_parameters(name) if key != "num_classes"]
+    _check_keys(args, [*valid, "backbone_weights"], "model.", source)
     return ModelConfig(name, num_classes, args, backbone_weights)
 
 
@@ -311,6 +309,14 @@ def config_warnings(config: Config) -> list[str]:
     if cfg.schedule == "step" and not cfg.milestones:
         messages.append(
             "train.schedule=step without train.milestones keeps the learning rate constant"
+        )
+    if config.model.args.get("norm") == "frozen_bn" and not (
+        config.model.backbone_weights or cfg.init
+    ):
+        messages.append(
+            "model.norm=frozen_bn without model.backbone_weights or train.init: frozen norms "
+            "keep the statistics they are given, here none (the identity); give pretrained "
+            "weights, or use norm: bn to train from scratch"
         )
     late = [milestone for milestone in cfg.milestones if milestone >= cfg.max_steps]
     if cfg.schedule == "step" and late:

@@ -25,6 +25,9 @@ from seglab.errors import UserError
 from seglab.models.zoo import MODEL_SPECS, read_metadata
 
 _SHOWN = 4  # names per list in a report line
+# BatchNorm2d's count of batches seen: nothing to a frozen norm, nor to one that trains with
+# a momentum; neither missing nor unused when a model moves between the two
+_COUNTER = "num_batches_tracked"
 
 
 @dataclass
@@ -38,7 +41,8 @@ class InitReport:
         reinitialised: `(name, shape in the file, shape in the model)` of the tensors both
             have in another shape: left as initialised.
         not_in_file: the model's tensors the file lacks (left as initialised).
-        unused: the file's tensors the model has no place for.
+        unused: the file's tensors the model has no place for (BatchNorm's batch counters
+            left out of both).
         options: `(name, the file's value, the model's)` of builder arguments that differ
             (besides num_classes): the kept weights were trained with the file's.
     """
@@ -95,12 +99,13 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
     report = InitReport(path, metadata["arch"], list(metadata["classes"]))
     for name, tensor in expected.items():
         if name not in state:
-            report.not_in_file.append(name)
+            if not name.endswith(_COUNTER):
+                report.not_in_file.append(name)
         elif state[name].shape != tensor.shape:
             report.reinitialised.append((name, tuple(state[name].shape), tuple(tensor.shape)))
         else:
             report.kept.append(name)
-    report.unused = [name for name in state if name not in expected]
+    report.unused = [n for n in state if n not in expected and not n.endswith(_COUNTER)]
     if not report.kept:
         raise UserError(
             f"{path}: no tensor of this {metadata['arch']} model fits model "
