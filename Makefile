@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.seglab-installed
-# Two cores: one BLAS thread per process, pytest-xdist spreads the tests.
+# Two cores: one BLAS thread per process and two pytest-xdist workers; with more threads
+# per process (OMP_NUM_THREADS=2 make test) one worker, so the cores are never oversubscribed.
 export OMP_NUM_THREADS ?= 1
-export MKL_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= $(OMP_NUM_THREADS)
+PYTEST_WORKERS ?= $(if $(filter 1,$(OMP_NUM_THREADS)),2,1)
 
 .PHONY: demo test test-all lint venv clean
 
@@ -18,10 +20,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q -m "not slow"
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not slow"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
