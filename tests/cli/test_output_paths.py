@@ -48,9 +48,9 @@ def inputs(world_readable_dir):
     root = world_readable_dir
     data = generate_shapes(root / "data", task="classify", train=2, val=3, size=32, seed=0)
     model = seglab.build_model("cnn", num_classes=3, widths=[4], hidden=0)
-    model.class_names = ["circle", "square", "triangle"]
     config = {"data": {"root": str(data), "layout": "folders", "image_size": 32}}
-    seglab.save_model(model.eval(), root / "model.safetensors", config=config)
+    names = ["circle", "square", "triangle"]
+    seglab.save_model(model.eval(), root / "model.safetensors", class_names=names, config=config)
     Image.new("RGB", (32, 32), (200, 10, 10)).save(root / "image.png")
     return {"data": data, "model": root / "model.safetensors", "image": root / "image.png"}
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,15 +17,16 @@ import seglab
 from seglab.cli.main import main
 from seglab.errors import UserError
 from seglab.inference.predictor import collect_inputs, gt_image_ids, predict_files
+from seglab.models.card import ModelCard
 
 
 @pytest.fixture(scope="module")
 def classifier_path(tmp_path_factory):
     model = seglab.build_model("cnn", num_classes=3, widths=[4, 8], hidden=8)
-    model.class_names = ["circle", "square", "triangle"]
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
     config = {"data": {"root": "unused", "layout": "folders", "image_size": 32}}
-    seglab.save_model(model.eval(), path, config=config)
+    seglab.save_model(model.eval(), path, class_names=["circle", "square", "triangle"],
+                      config=config)  # fmt: skip
     return path
 
 
@@ -100,8 +102,8 @@ class FixedDetector(nn.Module):
     """A detector that finds one box per image: enough to check the files predict writes."""
 
     task = "detection"
-    class_names = ["circle", "square"]
-    category_ids = [7, 9]
+    card = ModelCard("fixed", {}, "detection", class_names=("circle", "square"),
+                     category_ids=(7, 9))  # fmt: skip
 
     def forward(self, images, targets=None):
         return [
@@ -126,11 +128,17 @@ def test_detector_writes_coco_results_images_and_overlays(image_dir, tmp_path):
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["00000_a.png", "00001_a.png"]
 
 
+def trained_at_32_px(model):
+    """`model` with the card of a U-Net trained on circles and squares at 32 px."""
+    model.card = dataclasses.replace(
+        model.card, class_names=("circle", "square"), config={"data": {"image_size": 32}}
+    )
+    return model
+
+
 def test_semantic_model_writes_class_index_masks(image_dir, tmp_path):
     torch.manual_seed(0)
-    model = seglab.build_model("unet", num_classes=3, base_channels=4, depth=2)
-    model.class_names = ["circle", "square"]
-    model.config = {"data": {"image_size": 32}}
+    model = trained_at_32_px(seglab.build_model("unet", num_classes=3, base_channels=4, depth=2))
     out = tmp_path / "out"
     predict_files(model, collect_inputs([image_dir / "a.png"]), out)
     mask = Image.open(out / "masks" / "00000_a.png")
@@ -147,8 +155,7 @@ def test_semantic_model_predicts_at_the_scale_it_was_trained_at(tmp_path):
     # 64 x 96 image is seen at 32 x 48 and the class map is brought back to 64 x 96.
     torch.manual_seed(0)
     model = seglab.build_model("unet", num_classes=3, base_channels=4, depth=2).eval()
-    model.class_names = ["circle", "square"]
-    model.config = {"data": {"image_size": 32}}
+    model = trained_at_32_px(model)
     seen = []
     model.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0][0].shape[-2:])))
     image = random_png(tmp_path / "big.png", (64, 96))
@@ -235,8 +242,8 @@ def save_unet(path, **arch):
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             nn.init.normal_(module.bias, std=0.1)
-    model.class_names = [f"c{k}" for k in range(1, arch.get("num_classes", 2))]
-    seglab.save_model(model.eval(), path)
+    names = [f"c{k}" for k in range(1, arch.get("num_classes", 2))]
+    seglab.save_model(model.eval(), path, class_names=names)
     return seglab.load_model(path).eval()
 
 

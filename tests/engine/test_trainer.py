@@ -61,8 +61,8 @@ def test_run_writes_its_files(shapes_root, tmp_path):
     assert [r["step"] for r in records if r["split"] == "val"] == [4, 8]
     assert {"loss", "loss_cls", "lr", "images_per_s"} <= set(records[0])
     model = seglab.load_model(run_dir / "model.safetensors")
-    assert model.class_names == ["circle", "square", "triangle"]
-    assert model.config["model"]["num_classes"] == 3  # `auto` resolved from the data
+    assert model.card.class_names == ("circle", "square", "triangle")
+    assert model.card.config["model"]["num_classes"] == 3  # `auto` resolved from the data
     assert checkpoint_step(run_dir) == 8
 
 

@@ -66,8 +66,7 @@ def _copy(root, tmp_path, name="copy"):
 def test_16_bit_grayscale_png_is_predicted_as_its_8_bit_copy(tmp_path, capsys):
     """It was read as all white by `seglab predict` ("0 detections", exit 0)."""
     model = seglab.build_model("faster_rcnn", num_classes=2, **TINY_DETECTOR)
-    model.class_names = ["thing"]
-    seglab.save_model(model.eval(), tmp_path / "model.safetensors")
+    seglab.save_model(model.eval(), tmp_path / "model.safetensors", class_names=["thing"])
     gray = np.zeros((48, 64), dtype=np.uint8)
     gray[8:30, 10:40], gray[25:45, 35:60] = 180, 90
     Image.fromarray(gray).save(tmp_path / "gray8.png")

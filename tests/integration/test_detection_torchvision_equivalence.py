@@ -81,7 +81,7 @@ def test_converted_checkpoint_reproduces_torchvision(arch, tmp_path):
     argv = ["convert", "torchvision", str(checkpoint), str(converted), "--arch", arch]
     assert main(argv + [a for o in overrides for a in ("--set", o)]) == 0
     ours = seglab.load_model(converted)
-    assert ours.class_names == ["1", "2", "3", "4"]
+    assert ours.card.class_names == ("1", "2", "3", "4")
 
     with torch.no_grad():
         expected = reference(images)

@@ -1,4 +1,4 @@
-"""The model zoo: one table of names (task, builder, options), and the saved-model metadata."""
+"""The model zoo: one table of names (task, builder, options); model cards and model files."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from safetensors.torch import save_file
 
 import seglab
 from seglab.errors import UserError
+from seglab.models.card import ModelCard
 from seglab.models.zoo import (
     MODEL_BUILDERS,
     MODEL_SPECS,
+    build_from_card,
     builder_parameters,
     model_task,
     parameter_names,
-    read_metadata,
+    read_card,
 )
 
 # the smallest arguments that build each model (the detectors' defaults are ImageNet-sized)
@@ -37,7 +39,8 @@ def test_every_model_name_builds_a_model_of_its_task():
     assert set(MODEL_BUILDERS) == set(MODEL_SPECS) == set(SMALL_ARGS)
     for name, arguments in SMALL_ARGS.items():
         model = seglab.build_model(name, **arguments)
-        assert model.task == MODEL_SPECS[name].task == model_task(name) and model.arch == name
+        assert model.task == MODEL_SPECS[name].task == model_task(name)
+        assert model.card == ModelCard(arch=name, arch_args=arguments, task=model.task)
         assert type(MODEL_BUILDERS[name](**arguments)) is type(model)
 
 
@@ -53,23 +56,55 @@ def test_unknown_model_name():
         model_task("vgg")
 
 
-def test_build_model_keeps_name_and_arguments():
+def test_a_built_model_carries_its_card():
     model = seglab.build_model("cnn", num_classes=4, widths=[8])
-    assert model.arch == "cnn" and model.arch_args == {"num_classes": 4, "widths": [8]}
-    assert model.class_names == []
+    assert model.card == ModelCard("cnn", {"num_classes": 4, "widths": [8]}, "classification")
+    assert model.card.class_names == () and model.card.config == {}
+    assert model.card.label_category_ids() == [] and model.card.in_channels == 3
 
 
-def test_saved_model_carries_classes_config_and_category_ids(tmp_path):
-    model = seglab.build_model("cnn", num_classes=2, widths=[4])
-    model.category_ids = [3, 11]
-    seglab.save_model(model, tmp_path / "m.safetensors", class_names=["a", "b"],
-                       config={"seed": 1})  # fmt: skip
-    metadata = read_metadata(tmp_path / "m.safetensors")
-    assert metadata["arch"] == "cnn" and metadata["classes"] == ["a", "b"]
+TRAINED = ModelCard(
+    arch="cnn", arch_args={"num_classes": 2, "widths": [4], "in_channels": 1},
+    task="classification", class_names=("a", "b"), category_ids=(3, 11),
+    config={"seed": 1, "data": {"image_size": 32}},
+)  # fmt: skip
+
+
+def test_a_saved_model_comes_back_with_its_card_and_weights(tmp_path):
+    model = build_from_card(TRAINED)
+    assert model.card is TRAINED and model.in_channels == 1
+    seglab.save_model(model, tmp_path / "m.safetensors")
+    assert read_card(tmp_path / "m.safetensors") == TRAINED
     loaded = seglab.load_model(tmp_path / "m.safetensors")
-    assert loaded.category_ids == [3, 11] and loaded.config == {"seed": 1}
+    assert loaded.card == TRAINED and not loaded.training
+    assert loaded.card.data == {"image_size": 32} and loaded.card.label_category_ids() == [3, 11]
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
+
+
+def test_save_model_can_name_the_classes_and_the_recipe_of_the_file(tmp_path):
+    model = seglab.build_model("cnn", num_classes=2, widths=[4])
+    seglab.save_model(model, tmp_path / "m.safetensors", class_names=["a", "b"], config={"x": 1})
+    card = read_card(tmp_path / "m.safetensors")
+    assert card.class_names == ("a", "b") and card.config == {"x": 1}
+    assert model.card.class_names == ()  # the model's own card is left as it was
+
+
+def test_files_written_before_the_card_still_load(tmp_path):
+    """The metadata keys are those save_model always wrote; older files lack category ids."""
+    model = seglab.build_model("cnn", num_classes=2, widths=[4])
+    metadata = {"seglab_arch": "cnn", "seglab_args": '{"num_classes": 2, "widths": [4]}',
+                "seglab_classes": '["a", "b"]', "seglab_config": "{}"}  # fmt: skip
+    save_file(model.state_dict(), str(tmp_path / "old.safetensors"), metadata=metadata)
+    loaded = seglab.load_model(tmp_path / "old.safetensors")
+    assert loaded.card == ModelCard("cnn", {"num_classes": 2, "widths": [4]}, "classification",
+                                    class_names=("a", "b"))  # fmt: skip
+    assert loaded.card.label_category_ids() == [1, 2]
+
+
+def test_a_model_without_a_card_cannot_be_saved(tmp_path):
+    with pytest.raises(ValueError, match="Linear has no model card: build it with build_model"):
+        seglab.save_model(torch.nn.Linear(2, 2), tmp_path / "m.safetensors")
 
 
 def test_not_a_model_file(tmp_path):

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     model = convert_torchvision(state, args.arch, **builder_args)
     save_model(model, args.out)
     print(
-        f"wrote {args.out}: {model.arch} ({args.arch}), {len(model.class_names)} classes, "
+        f"wrote {args.out}: {model.card.arch} ({args.arch}), {len(model.card.class_names)} "
+        "classes, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters"
     )
     return 0

@@ -120,12 +120,12 @@ def default_metrics_path(model_path: str, data_dir: str | None, split: str) -> P
     that evaluating a run elsewhere never replaces its own numbers (detectron2 likewise
     keeps one output folder per dataset).
     """
-    from seglab.models.zoo import read_metadata
+    from seglab.models.zoo import read_card
 
     if data_dir is None:  # the data the model was trained with
         return Path(model_path).parent / ("metrics.json" if split == "val" else
                                           f"metrics-{split}.json")  # fmt: skip
-    trained_on = (read_metadata(model_path)["config"].get("data") or {}).get("root")
+    trained_on = read_card(model_path).data.get("root")
     data = Path(data_dir).resolve()
     own = split == "val" and trained_on is not None and Path(trained_on).resolve() == data
     return Path(model_path).parent / (
@@ -176,14 +176,15 @@ def evaluate_model(
     device = resolve_device(device, option="--device")
     model = seglab.load_model(model_path)
     root = require_file(data_dir, "data folder") if data_dir is not None else None
-    data_config = _data_config(getattr(model, "config", {}) or {}, root, split, model_path)
-    proposals = data_proposals(model.arch, model.arch_args)  # R-CNN, Fast R-CNN: cached
+    card = model.card
+    data_config = _data_config(card.config, root, split, model_path)
+    proposals = data_proposals(card.arch, card.arch_args)  # R-CNN, Fast R-CNN: cached
     dataset = build_dataset(data_config, split, task=model.task, train=False, proposals=proposals)
-    if model.class_names and list(dataset.class_names) != list(model.class_names):
+    if card.class_names and list(dataset.class_names) != list(card.class_names):
         raise UserError(
             f"{data_name(data_config)}: classes {list(dataset.class_names)} differ from the "
             f"model's "
-            f"{list(model.class_names)}; evaluate on data with the model's classes"
+            f"{list(card.class_names)}; evaluate on data with the model's classes"
         )
     return evaluate(model, dataset, batch_size=batch_size, device=device, progress=True)
 

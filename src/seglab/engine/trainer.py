@@ -49,9 +49,10 @@ from seglab.engine.run_dir import check_resume, prepare_run_dir
 from seglab.errors import SeglabWarning, UserError
 from seglab.files import check_output_folder
 from seglab.models.backbones.pretrained import load_backbone_weights
+from seglab.models.card import ModelCard
 from seglab.models.detection.builders import data_proposals
 from seglab.models.transfer import init_from
-from seglab.models.zoo import build_model, model_task, save_model
+from seglab.models.zoo import build_from_card, model_task, save_model
 from seglab.progress import progress
 
 _NO_VALIDATION = (
@@ -120,10 +121,9 @@ def _open_session(
     check_resume(run_dir, config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
-    model = _build_model(config, train_set.class_names, device)
+    model = _build_model(config, train_set, device)
     if not (run_dir / CHECKPOINT_NAME).is_file():  # a resumed run's weights: its checkpoint's
         _initial_weights(model, config, report)
-    model.category_ids = getattr(train_set, "category_ids", None)
     optimizer = build_optimizer(model, config.train)
     scheduler = build_scheduler(optimizer, config.train)
     prepare_run_dir(run_dir, config)
@@ -144,11 +144,18 @@ def _open_session(
     )  # fmt: skip
 
 
-def _build_model(config: Config, class_names: list[str], device: torch.device) -> nn.Module:
-    model_cfg = config.model
-    model = build_model(model_cfg.name, num_classes=model_cfg.num_classes, **model_cfg.args)
-    model.class_names = list(class_names)
-    return model.to(device).train()
+def _build_model(config: Config, train_set: Any, device: torch.device) -> nn.Module:
+    """The model of the recipe, with a card that names the data's classes and the recipe."""
+    category_ids = getattr(train_set, "category_ids", None)  # COCO data only
+    card = ModelCard(
+        arch=config.model.name,
+        arch_args={"num_classes": config.model.num_classes, **config.model.args},
+        task=model_task(config.model.name),
+        class_names=tuple(train_set.class_names),
+        category_ids=None if category_ids is None else tuple(category_ids),
+        config=config_to_dict(config),
+    )
+    return build_from_card(card).to(device).train()
 
 
 def _initial_weights(model: nn.Module, config: Config, report: Callable[[str], None]) -> None:
@@ -319,7 +326,7 @@ def _save(session: Session) -> None:
 
 
 def _save_model(session: Session, path: Path) -> None:
-    save_model(session.model, path, config=config_to_dict(session.config))
+    save_model(session.model, path)
 
 
 def _data_order(session: Session) -> dict[str, int]:

@@ -151,7 +151,7 @@ def stack_data(model: nn.Module, crop: Tensor) -> StackData:
         pixels=to_uint8_image(crop),
         layers=layers,
         probabilities=outputs["out"]["logits"].softmax(dim=0),
-        class_names=list(getattr(model, "class_names", [])),
+        class_names=list(model.card.class_names),
     )
 
 
@@ -176,7 +176,7 @@ def _largest(boxes: Tensor) -> int:
 
 def classifier_input_side(model: nn.Module) -> int:
     """The side the classifier was trained at (its run's data.image_size), else 48 px."""
-    data = (getattr(model, "config", None) or {}).get("data", {})
+    data = model.card.data
     return int(data.get("image_size") or 48)
 
 

@@ -121,7 +121,7 @@ class Context:
 
     def model(self, kind: str) -> nn.Module:
         """The model that shows figures of `kind`, in eval mode."""
-        if self.user_model is not None and self.user_model.arch in KIND_ARCHS[kind]:
+        if self.user_model is not None and self.user_model.card.arch in KIND_ARCHS[kind]:
             return self.user_model
         name = QUICK_FOR_KIND[kind]
         if name not in self._quick:
@@ -131,7 +131,7 @@ class Context:
     def note(self, model: nn.Module) -> str:
         """Which model a figure shows, for its caption."""
         if model is self.user_model:
-            return f"the model {self.user_model_path} ({model.arch})"
+            return f"the model {self.user_model_path} ({model.card.arch})"
         return self._notes[id(model)]
 
     def image_for(self, model: nn.Module) -> Tensor:

@@ -184,7 +184,7 @@ def mask_rcnn_figure(context: Context) -> Figure:
     left, middle, right = figure.subplots(1, 3, gridspec_kw={"width_ratios": [1, 3.2, 1]})
     show_image(left, to_uint8_image(image), "input")
     _stage_list(middle, stages)
-    overlay = draw_detections(image, run.output, list(model.class_names))
+    overlay = draw_detections(image, run.output, list(model.card.class_names))
     show_image(right, np.asarray(overlay), "output (score >= 0.5)")
     figure.tight_layout()
     return Figure(
@@ -212,7 +212,7 @@ def _stage_list(axes, stages: list[Stage]) -> None:
 
 
 def _class_name(model, label: int) -> str:
-    names = list(getattr(model, "class_names", []))
+    names = model.card.class_names
     return names[label - 1] if 1 <= label <= len(names) else f"class {label}"
 
 

@@ -113,7 +113,7 @@ def rcnn_figure(context: Context) -> Figure:
     image = context.image_for(model)
     boxes = proposals(image)
     regions = warped_regions(context, model, boxes)
-    names = list(model.class_names) or [str(k) for k in range(model.head.fc.out_features)]
+    names = list(model.card.class_names) or [str(k) for k in range(model.head.fc.out_features)]
     figure = new_figure(10.0, 3.6)
     axes = figure.subplots(
         1, 1 + len(regions), gridspec_kw={"width_ratios": [2.2] + [1] * len(regions)}

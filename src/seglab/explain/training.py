@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import seglab
 from seglab.data.shapes import CLASS_NAMES, render_scene
+from seglab.models.card import ModelCard
+from seglab.models.zoo import build_from_card, model_task
 from seglab.ops.roi_align import roi_align
 from seglab.structures.masks import masks_to_boxes
 
@@ -150,8 +151,9 @@ def build_quick_model(name: str, *, seed: int) -> nn.Module:
     recipe = QUICK_RECIPES[name]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = seglab.build_model(recipe.arch, **recipe.kwargs)
-    model.class_names = list(CLASS_NAMES)
+        card = ModelCard(recipe.arch, dict(recipe.kwargs), model_task(recipe.arch),
+                         class_names=tuple(CLASS_NAMES))  # fmt: skip
+        model = build_from_card(card)
     return model.eval()
 
 

@@ -212,7 +212,7 @@ def predict_files(
     overlap = min(DEFAULT_OVERLAP, tile_size // 4) if overlap is None else overlap
     image_ids = image_ids if image_ids is not None else list(range(len(inputs.images)))
     model = model.to(device).eval()
-    channels = int(getattr(model, "arch_args", {}).get("in_channels", 3))
+    channels = model.card.in_channels
     intensity = _training_intensity(model)  # the training data's range, if it had one
     predict_one, prepare = _PREDICTORS[model.task], preprocessor(model)
     predictions = []
@@ -283,7 +283,7 @@ def _detections(
 
     results = to_coco_results([output], [job.image_id], _category_ids(model))
     overlay = draw_detections(
-        image.cpu(), output, model.class_names, score_threshold=job.score_threshold
+        image.cpu(), output, list(model.card.class_names), score_threshold=job.score_threshold
     )
     save_image(overlay, job.out_dir / "overlays" / f"{job.name}.png")
     kept = [result for result in results if result["score"] >= job.score_threshold]
@@ -314,7 +314,7 @@ def _segment(model: nn.Module, image: Tensor, job: Job) -> Prediction:
         return _detections(model, image, output, job, noun="instances")
     class_map = probabilities.argmax(0).to(torch.uint8)  # (H, W), 0 background
     save_image(PIL.Image.fromarray(class_map.numpy()), job.out_dir / "masks" / f"{job.name}.png")
-    overlay = draw_semantic(image.cpu(), class_map, model.class_names)
+    overlay = draw_semantic(image.cpu(), class_map, list(model.card.class_names))
     save_image(overlay, job.out_dir / "overlays" / f"{job.name}.png")
     counts = torch.bincount(class_map.flatten().long(), minlength=probabilities.shape[0])
     shares = {
@@ -346,7 +346,7 @@ def _write_summary(predictions: list[Prediction], out_dir: Path, *, coco: bool) 
 
 def _training_data(model: nn.Module) -> dict | None:
     """The `data:` section the model was trained with; None for converted weights."""
-    return (getattr(model, "config", None) or {}).get("data")
+    return model.card.data or None
 
 
 def _training_intensity(model: nn.Module) -> tuple[float, float] | None:
@@ -365,13 +365,13 @@ def _training_short_side(model: nn.Module) -> int | None:
 
 
 def _class_name(model: nn.Module, index: int) -> str:
-    names = getattr(model, "class_names", [])
+    names = model.card.class_names
     return names[index] if 0 <= index < len(names) else str(index)
 
 
 def _category_ids(model: nn.Module) -> list[int]:
     """COCO category id of each label 1..K (the identity when not trained on COCO data)."""
-    return getattr(model, "category_ids", None) or list(range(1, len(model.class_names) + 1))
+    return model.card.label_category_ids()
 
 
 def _label_of(model: nn.Module, result: dict) -> str:

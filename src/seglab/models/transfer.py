@@ -22,7 +22,7 @@ from safetensors import safe_open
 from torch import nn
 
 from seglab.errors import UserError
-from seglab.models.zoo import MODEL_SPECS, read_metadata
+from seglab.models.zoo import MODEL_SPECS, read_card
 
 _SHOWN = 4  # names per list in a report line
 # BatchNorm2d's count of batches seen: nothing to a frozen norm, nor to one that trains with
@@ -92,11 +92,11 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
         UserError: `path` is not a seglab model file, or no tensor of it fits `model`.
     """
     path = Path(path)
-    metadata = read_metadata(path)
+    card = read_card(path)
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         state = {key: handle.get_tensor(key) for key in handle.keys()}
     expected = model.state_dict()
-    report = InitReport(path, metadata["arch"], list(metadata["classes"]))
+    report = InitReport(path, card.arch, list(card.class_names))
     for name, tensor in expected.items():
         if name not in state:
             if not name.endswith(_COUNTER):
@@ -108,15 +108,12 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
     report.unused = [n for n in state if n not in expected and not n.endswith(_COUNTER)]
     if not report.kept:
         raise UserError(
-            f"{path}: no tensor of this {metadata['arch']} model fits model "
-            f"{getattr(model, 'arch', type(model).__name__)}; start from a model "
+            f"{path}: no tensor of this {card.arch} model fits model "
+            f"{model.card.arch}; start from a model "
             "of the same architecture and backbone"
         )
     report.options = _differing_options(
-        metadata["arch"],
-        metadata["args"],
-        getattr(model, "arch", ""),
-        getattr(model, "arch_args", {}),
+        card.arch, card.arch_args, model.card.arch, model.card.arch_args
     )
     with torch.no_grad():
         model.load_state_dict({name: state[name] for name in report.kept}, strict=False)

@@ -2,16 +2,14 @@
 
 `MODEL_SPECS` is the one table from a model name to its task and its parts (the builder
 and the class whose keyword arguments the builder takes); `seglab.MODEL_BUILDERS` is its
-name -> builder view. A saved model is its weights plus the metadata needed to rebuild it:
-the architecture name, the builder's keyword arguments and the class names (without
-background).
+name -> builder view. A model built here carries its card (`model.card`,
+`seglab.models.card.ModelCard`); a saved model is its weights plus that card.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch import nn
 
 from seglab.errors import UserError, require_file
 from seglab.files import atomic_write
+from seglab.models.card import ModelCard
 
 Builder = Callable[..., nn.Module]
 
@@ -131,21 +130,31 @@ def builder_parameters(name: str) -> list[str]:
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the model called `name` with the builder's keyword arguments.
+    """Build the model called `name` with the builder's keyword arguments (fresh weights).
 
-    The name and arguments are kept on the model (`arch`, `arch_args`) so that `save_model`
-    can write what `load_model` needs to rebuild it.
+    The model carries its card (`model.card`): the name and arguments that `load_model`
+    rebuilds it from, and no classes yet.
     """
-    spec = model_spec(name)
+    return build_from_card(ModelCard(arch=name, arch_args=dict(kwargs), task=model_task(name)))
+
+
+def build_from_card(card: ModelCard) -> nn.Module:
+    """The model `card` describes, with fresh weights; `model.card` is `card`."""
+    spec = model_spec(card.arch)
     try:
-        model = spec.build(**kwargs)
-    except TypeError as error:
-        raise UserError(f"model {name!r}: {error}") from None
-    model.arch = name
-    model.arch_args = dict(kwargs)
-    if not hasattr(model, "class_names"):
-        model.class_names = []
+        model = spec.build(**card.arch_args)
+    except TypeError as error:  # an unknown keyword argument
+        raise UserError(f"model {card.arch!r}: {error}") from None
+    model.card = card
     return model
+
+
+def model_card(model: nn.Module) -> ModelCard:
+    """`model.card`; ValueError for a model that `build_model` did not make."""
+    card = getattr(model, "card", None)
+    if not isinstance(card, ModelCard):
+        raise ValueError(f"{type(model).__name__} has no model card: build it with build_model")
+    return card
 
 
 def save_model(
@@ -155,49 +164,34 @@ def save_model(
     class_names: list[str] | None = None,
     config: dict | None = None,
 ) -> None:
-    """Write weights and metadata to `path` atomically (temporary file, then rename).
-
-    The metadata also keeps `model.category_ids` when the model has them (the COCO category
-    id of each label 1..K, set by the trainer from a COCO dataset).
-    """
-    if not hasattr(model, "arch"):
-        raise ValueError("save_model needs a model made by seglab.build_model")
-    names = list(class_names if class_names is not None else getattr(model, "class_names", []))
-    metadata = {
-        "seglab_arch": model.arch,
-        "seglab_args": json.dumps(model.arch_args),
-        "seglab_classes": json.dumps(names),
-        "seglab_config": json.dumps(config or {}),
-    }
-    if getattr(model, "category_ids", None) is not None:
-        metadata["seglab_category_ids"] = json.dumps([int(c) for c in model.category_ids])
+    """Write the weights and the model's card to `path` atomically (temporary file, then
+    rename). `class_names` and `config`, when given, are written in place of the card's."""
+    card = model_card(model)
+    if class_names is not None:
+        card = dataclasses.replace(card, class_names=tuple(class_names))
+    if config is not None:
+        card = dataclasses.replace(card, config=config)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    metadata = card.to_metadata()
     atomic_write(path, lambda temporary: save_file(state, temporary, metadata=metadata))
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a saved model: arch, args, classes, config (JSON-decoded)."""
+def read_card(path: str | Path) -> ModelCard:
+    """The card of a model file written by `save_model`."""
     path = require_file(path, "model file")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
+            metadata = handle.metadata() or {}
     except Exception as error:  # safetensors raises several types for a bad header
         raise UserError(f"{path}: not a safetensors model file ({error})") from None
-    if "seglab_arch" not in raw:
+    if "seglab_arch" not in metadata:
         raise UserError(f"{path}: no seglab metadata; was it written by seglab.save_model?")
-    return {
-        "arch": raw["seglab_arch"],
-        "args": json.loads(raw["seglab_args"]),
-        "classes": json.loads(raw["seglab_classes"]),
-        "config": json.loads(raw.get("seglab_config", "{}")),
-        "category_ids": json.loads(raw.get("seglab_category_ids", "null")),
-    }
+    return ModelCard.from_metadata(metadata, task=model_task(metadata["seglab_arch"]))
 
 
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model saved by `save_model`; it comes back in eval mode."""
-    metadata = read_metadata(path)
-    model = build_model(metadata["arch"], **metadata["args"])
+    """Rebuild a model saved by `save_model`, with its card; it comes back in eval mode."""
+    model = build_from_card(read_card(path))
     with safe_open(str(path), framework="pt", device=str(map_location)) as handle:
         state = {key: handle.get_tensor(key) for key in handle.keys()}
     load_weights(
@@ -205,9 +199,6 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
         remedy="it was saved by other model code; retrain it or save it again from a model "
         "that matches",
     )  # fmt: skip
-    model.class_names = metadata["classes"]
-    model.config = metadata["config"]
-    model.category_ids = metadata["category_ids"]  # None unless trained on COCO data
     return model.eval()
 
 

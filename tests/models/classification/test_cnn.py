@@ -69,14 +69,15 @@ def test_overfits_one_batch():
 def test_save_load_round_trip_gives_equal_outputs(tmp_path):
     torch.manual_seed(0)
     model = small_cnn(activation="gelu", norm="gn", global_pool="avg")
-    model.class_names = ["circle", "square", "triangle"]
     images, targets = _batch()
     model.train()
     model.forward_with_losses(images, targets)  # moves nothing for GN; trains nothing either
     model.eval()
-    seglab.save_model(model, tmp_path / "m.safetensors")
+    seglab.save_model(
+        model, tmp_path / "m.safetensors", class_names=["circle", "square", "triangle"]
+    )
     loaded = seglab.load_model(tmp_path / "m.safetensors")
-    assert loaded.class_names == ["circle", "square", "triangle"]
+    assert loaded.card.class_names == ("circle", "square", "triangle")
     assert not loaded.training
     for before, after in zip(model(images), loaded(images), strict=True):
         torch.testing.assert_close(before["logits"], after["logits"], rtol=0, atol=0)

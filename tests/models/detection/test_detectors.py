@@ -187,7 +187,7 @@ def test_checkpoint_round_trip(detector_name, tmp_path):
     path = tmp_path / "model.safetensors"
     seglab.save_model(model, path, class_names=["a", "b"])
     loaded = seglab.load_model(path)
-    assert loaded.class_names == ["a", "b"] and loaded.arch == detector_name
+    assert loaded.card.class_names == ("a", "b") and loaded.card.arch == detector_name
     with torch.no_grad():
         after = loaded(images)[0]
     assert set(after) == set(before)

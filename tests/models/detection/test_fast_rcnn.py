@@ -171,7 +171,7 @@ def test_checkpoint_round_trip(tmp_path):
         before = model([image], [target])[0]
     seglab.save_model(model, tmp_path / "model.safetensors", class_names=["a", "b"])
     loaded = seglab.load_model(tmp_path / "model.safetensors")
-    assert loaded.arch == "fast_rcnn" and loaded.roi_heads.box_head.svd_ranks == (16, 8)
+    assert loaded.card.arch == "fast_rcnn" and loaded.roi_heads.box_head.svd_ranks == (16, 8)
     with torch.no_grad():
         after = loaded([image], [target])[0]
     assert len(before["boxes"]) > 0

@@ -169,7 +169,7 @@ def test_checkpoint_round_trip(tmp_path):
         before = model([image], [target])[0]
     seglab.save_model(model, tmp_path / "model.safetensors", class_names=["a", "b"])
     loaded = seglab.load_model(tmp_path / "model.safetensors")
-    assert loaded.arch == "rcnn" and isinstance(loaded.roi_heads.box_roi_pool, WarpedRegionCNN)
+    assert loaded.card.arch == "rcnn" and isinstance(loaded.roi_heads.box_roi_pool, WarpedRegionCNN)
     with torch.no_grad():
         after = loaded([image], [target])[0]
     assert len(before["boxes"]) > 0

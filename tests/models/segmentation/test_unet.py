@@ -265,7 +265,7 @@ def test_checkpoint_round_trip(tmp_path):
     path = tmp_path / "unet.safetensors"
     seglab.save_model(model, path, class_names=["circle", "square"])
     loaded = seglab.load_model(path)
-    assert loaded.class_names == ["circle", "square"]
+    assert loaded.card.class_names == ("circle", "square")
     assert loaded.padding == "same" and loaded.num_classes == 3
     with torch.no_grad():
         torch.testing.assert_close(loaded(images)[0]["logits"], model(images)[0]["logits"])

@@ -98,7 +98,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
     """
     backbones = [(name, m) for name, m in model.named_modules() if isinstance(m, ResNetBackbone)]
     if not backbones:
-        arch = getattr(model, "arch", type(model).__name__)
+        arch = model.card.arch
         raise UserError(
             f"model.backbone_weights: model {arch} has no ResNet backbone; leave "
             "it out, or use a detector with backbone: resnet18/34/50/101"

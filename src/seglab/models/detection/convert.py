@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from seglab.errors import UserError, require_file
 from seglab.models.backbones.torchvision_keys import rename_torchvision_backbone_key
-from seglab.models.zoo import build_model
+from seglab.models.card import ModelCard
+from seglab.models.zoo import build_from_card, model_task
 
 # torchvision's v1 detectors: RoIAlign without the half-pixel offset, and FrozenBatchNorm
 # with eps=0 in its pretrained COCO checkpoints (a randomly initialised torchvision model
@@ -107,7 +108,10 @@ def convert_torchvision(state: dict[str, Tensor], arch: str, **builder_args) -> 
     if logits is None:
         raise UserError(f"checkpoint is not a torchvision {arch}: no roi_heads.box_predictor")
     num_classes = int(logits.shape[0])
-    model = build_model(name, **{"num_classes": num_classes, **implied, **builder_args})
+    arguments = {"num_classes": num_classes, **implied, **builder_args}
+    card = ModelCard(arch=name, arch_args=arguments, task=model_task(name),
+                     class_names=tuple(_class_names(num_classes)))  # fmt: skip
+    model = build_from_card(card)
     renamed = {rename_torchvision_key(key): value for key, value in state.items()}
     missing, unexpected = _load(model, renamed)
     if missing or unexpected:
@@ -115,7 +119,6 @@ def convert_torchvision(state: dict[str, Tensor], arch: str, **builder_args) -> 
             f"checkpoint does not fit {arch}: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}; is --arch right?"
         )
-    model.class_names = _class_names(num_classes)
     return model.eval()
 
 
