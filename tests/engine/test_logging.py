@@ -83,4 +83,3 @@ def test_no_evaluation_yet_gives_the_loss_plot_only_and_a_linear_scale_for_a_zer
     written = write_plots([train_record(1, 0.5), train_record(2, 0.0)], tmp_path)
     assert [path.name for path in written] == ["loss.png"]
     assert figures["loss.png"].axes[0].get_yscale() == "linear"  # log(0) cannot be drawn
-
