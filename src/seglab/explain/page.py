@@ -1,6 +1,7 @@
 """The explain page: the study text's figures in its order, written as one HTML file.
 
-`FIGURES` lists the figures in the order of the study text (`shared/seed/`), each with the
+`FIGURES` lists the figures in the order of the study text (a Portuguese walk from the CNN
+to U-Net that these figures illustrate), each with the
 file name the study text gives it, the section it belongs to, the function that makes it
 and the models it needs. `write_page` writes `DIR/index.html` with every picture embedded
 as a data URI (the page needs nothing else: no script, no font, no request), and each

@@ -1,4 +1,4 @@
-"""Anchors (Faster R-CNN §3.1.1), the study text's "âncoras".
+"""Anchors (Faster R-CNN §3.1.1): the reference boxes the RPN scores and regresses.
 
 At every position of a feature map the RPN scores k reference boxes, one per
 (size, aspect ratio) pair, centred on the position. With an FPN each level gets its own

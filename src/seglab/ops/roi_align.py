@@ -2,8 +2,7 @@
 
 RoI pooling snaps a region to the feature grid twice (its corners, then its bins); RoIAlign
 keeps the real-valued region, splits it into `output_size` bins and averages a few
-bilinearly interpolated samples in each bin, so features stay aligned with the pixels
-(the study text's "ROIAlign").
+bilinearly interpolated samples in each bin, so features stay aligned with the pixels.
 
 `roi_align` is torchvision's compiled kernel (the fast path); `roi_align_reference` is the
 same computation in plain PyTorch, written to be read, and tested against the kernel for

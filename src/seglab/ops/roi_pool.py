@@ -1,4 +1,4 @@
-"""RoI max pooling (Fast R-CNN §2.1), the study text's "camada de RoI pooling".
+"""RoI max pooling (Fast R-CNN §2.1): the RoI pooling layer.
 
 A region of interest of h x w feature cells is divided into an H x W grid of sub-windows of
 about h/H x w/W cells; each output cell is the maximum of its sub-window, channel by
