@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "train": "seglab.cli.train",
     "eval": "seglab.cli.eval",
     "predict": "seglab.cli.predict",
+    "export": "seglab.cli.export",
     "convert": "seglab.cli.convert",
     "proposals": "seglab.cli.proposals",
     "bench": "seglab.cli.bench",

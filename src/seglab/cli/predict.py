@@ -19,7 +19,9 @@ def add_parser(subparsers) -> None:
         "PNGs), overlays/ and predictions.json; with --instances, object instances written "
         "as a detector's (COCO results for seglab eval --iou-type segm).",
     )
-    parser.add_argument("model", metavar="MODEL", help="RUN/model.safetensors")
+    parser.add_argument(
+        "model", metavar="MODEL", help="RUN/model.safetensors, or a .onnx file from seglab export"
+    )
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (3)")
@@ -62,15 +64,15 @@ def run(args: argparse.Namespace) -> int:
     from seglab.engine.device import resolve_device
     from seglab.errors import UserError
     from seglab.files import check_output_folder
+    from seglab.inference.onnx_model import load_model_or_onnx
     from seglab.inference.predictor import collect_inputs, gt_image_ids, predict_files
-    from seglab.models.zoo import load_model
 
     if args.top_k < 1:
         raise UserError(f"--top-k {args.top_k}: must be at least 1")
     out_dir = check_output_folder(args.out)
     inputs = collect_inputs(args.inputs)
     image_ids = gt_image_ids(args.gt, inputs.images) if args.gt else None
-    model = load_model(args.model)
+    model = load_model_or_onnx(args.model)  # a .onnx file runs in onnxruntime
     options = {"tile_size": args.tile_size, "overlap": args.overlap, "instances": args.instances}
     predictions = predict_files(
         model, inputs, out_dir, top_k=args.top_k, score_threshold=args.score_threshold,

@@ -1,0 +1,233 @@
+"""ONNX export of a seglab model, checked against PyTorch with onnxruntime in the same call.
+
+One graph per task; every input is float in [0, 1] (normalisation is in the graph):
+
+| task | input | outputs | dynamic |
+|---|---|---|---|
+| classification (CNN) | images (B, C, H, W) | logits (B, K) | B, H, W |
+| semantic (U-Net) | images (B, C, H, W) | logits (B, K, H', W') | B, H, W (1) |
+| detection | images (1, C, H, W) | boxes (N, 4), labels (N,), scores (N,) | H, W, N |
+| instance (Mask R-CNN) | images (1, C, H, W) | the above and masks (N, 1, H, W) | H, W, N |
+
+(1) same padding: any H, W >= 2**depth; valid padding: the allowed sides s0 + 2**depth k.
+Boxes are xyxy in the input's pixels, labels int64 1..K, masks probabilities in [0, 1].
+
+The exporter is `torch.onnx.export`'s default since torch 2.9, the one built on
+`torch.export`: image sizes stay symbolic and the number of detections is data-dependent,
+so one graph serves every image size, and images without detections give N = 0. The
+models' code keeps sizes symbolic for it (no `int()` on a size, no per-detection Python
+loop under export). The model card (architecture, arguments, classes, config) goes
+into the file's `metadata_props`, which is all `OnnxModel` (`seglab predict model.onnx`)
+needs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.export import Dim
+
+from seglab.files import atomic_write
+from seglab.inference.onnx_check import CheckResult, compare_outputs
+from seglab.inference.onnx_model import OUTPUT_NAMES, OnnxModel
+from seglab.models.zoo import model_card
+
+# Sides of the check images (the second is another size, to show the graph is dynamic).
+SYNTHETIC_SIZE = (96, 128)
+SECOND_SIZE_SCALE = (0.75, 1.25)
+
+
+class ExportCheckFailed(Exception):
+    """onnxruntime's outputs differ from PyTorch's beyond the tolerances (exit code 1)."""
+
+
+@dataclass
+class ExportReport:
+    """What `export_onnx` did: the file, the time it took, the checks and their timings."""
+
+    path: Path
+    seconds: float
+    inputs: str
+    outputs: str
+    checks: list[CheckResult] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        size_mb = self.path.stat().st_size / 1e6
+        lines = [f"wrote {self.path} ({size_mb:.1f} MB) in {self.seconds:.1f} s",
+                 f"input: {self.inputs}", f"outputs: {self.outputs}"]  # fmt: skip
+        import onnxruntime
+
+        versions = f"onnxruntime {onnxruntime.__version__}, PyTorch {torch.__version__}"
+        lines.append(f"checked ({versions}, CPU, float32) on {len(self.checks)} images:")
+        lines += [f"  {check.line()}" for check in self.checks]
+        return lines
+
+
+def export_onnx(
+    model: nn.Module, path: str | Path, *, image: Tensor | None = None, opset: int | None = None
+) -> ExportReport:
+    """Export `model` to `path` and check it with onnxruntime on two images of two sizes.
+
+    Args:
+        model: a seglab model (`seglab.build_model` / `load_model`), any task.
+        path: the .onnx file; written only when the check passes (atomically).
+        image: a float (C, H, W) image in [0, 1] to check with (and trace at); by default a
+            synthetic image of shapes. The second check image is it resized.
+        opset: ONNX opset version (default: the exporter's).
+
+    Raises:
+        ExportCheckFailed: an output of onnxruntime differs from PyTorch's (the message
+            says which, on which image, by how much); nothing is written.
+    """
+    model = model.cpu().eval()
+    channels = model.card.in_channels
+    first = image if image is not None else synthetic_image(channels, SYNTHETIC_SIZE)
+    check_images = [fit_size(model, first), fit_size(model, resized(first))]
+    graph = _graph(model)
+    start = time.perf_counter()
+    with warnings.catch_warnings():  # torchvision's and onnxscript's notes to developers
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        program = torch.onnx.export(
+            graph, (check_images[0][None],), dynamic_shapes=(_dynamic_axes(model),),
+            input_names=["images"], output_names=list(OUTPUT_NAMES[model.task]),
+            opset_version=opset, external_data=False, verbose=False,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+    proto = program.model_proto
+    for key, value in seglab_metadata(model).items():
+        proto.metadata_props.add(key=key, value=value)
+    checks: list[CheckResult] = []
+
+    def save_checked(temporary: str) -> None:
+        import onnx
+
+        onnx.save(proto, temporary)
+        exported = OnnxModel(temporary)
+        checks.extend(compare_outputs(model, exported, image) for image in check_images)
+        problems = [problem for check in checks for problem in check.problems]
+        if problems:
+            raise ExportCheckFailed("; ".join(problems))
+
+    atomic_write(path, save_checked)
+    outputs = ", ".join(OUTPUT_NAMES[model.task])
+    return ExportReport(Path(path), seconds, _describe_inputs(model), outputs, checks)
+
+
+class _LogitsGraph(nn.Module):
+    """CNN and U-Net: images (B, C, H, W) -> logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.forward_logits(images)
+
+
+class _DetectorGraph(nn.Module):
+    """Detectors: one image (1, C, H, W) -> its boxes, labels, scores (and masks)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.names = OUTPUT_NAMES[model.task]
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        detections = self.model([images[0]])[0]
+        return tuple(detections[name] for name in self.names)
+
+
+def _graph(model: nn.Module) -> nn.Module:
+    if model.task in ("classification", "semantic"):
+        return _LogitsGraph(model).eval()
+    return _DetectorGraph(model).eval()
+
+
+def _dynamic_axes(model: nn.Module) -> dict[int, object]:
+    """Which axes of the input are dynamic, and the sides allowed (`torch.export.Dim`)."""
+    if model.task in ("detection", "instance"):
+        return {2: Dim("height", min=16), 3: Dim("width", min=16)}
+    if model.task == "classification":
+        return {0: Dim("batch"), 2: Dim.AUTO, 3: Dim.AUTO}
+    step = 2**model.depth
+    if model.padding == "same":  # padded to a multiple of 2**depth inside the graph
+        return {0: Dim("batch"), 2: Dim("height", min=step), 3: Dim("width", min=step)}
+    smallest = _smallest_valid_side(model.depth)
+    rows, columns = Dim("rows", min=0), Dim("columns", min=0)
+    return {0: Dim("batch"), 2: step * rows + smallest, 3: step * columns + smallest}
+
+
+def _describe_inputs(model: nn.Module) -> str:
+    channels = model.card.in_channels
+    if model.task in ("detection", "instance"):
+        return f"images (1, {channels}, H, W) float in [0, 1], any H, W >= 16"
+    if model.task == "classification":
+        return f"images (B, {channels}, H, W) float in [0, 1], any B, H, W"
+    step = 2**model.depth
+    if model.padding == "same":
+        return f"images (B, {channels}, H, W) float in [0, 1], any B and H, W >= {step}"
+    smallest = _smallest_valid_side(model.depth)
+    return (f"images (B, {channels}, H, W) float in [0, 1], any B; H and W of the form "
+            f"{smallest} + {step} k (valid padding)")  # fmt: skip
+
+
+def _smallest_valid_side(depth: int) -> int:
+    from seglab.models.segmentation.unet import valid_input_size
+
+    return valid_input_size(1, depth)
+
+
+def seglab_metadata(model: nn.Module) -> dict[str, str]:
+    """The model card as `load_model` reads it from a .safetensors file, for the ONNX file."""
+    metadata = model_card(model).to_metadata()
+    if model.task == "semantic":  # what tiling needs to know (`predict_tiled`)
+        metadata["seglab_attributes"] = json.dumps({"padding": model.padding, "depth": model.depth})
+    return metadata
+
+
+def synthetic_image(channels: int, size_hw: tuple[int, int], seed: int = 0) -> Tensor:
+    """A (channels, H, W) float image in [0, 1]: a gradient with a few bright rectangles."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size_hw
+    ramp = torch.linspace(0.1, 0.4, width)[None, None, :]
+    image = ramp.expand(channels, height, width).clone()
+    for _ in range(4):
+        y0, x0 = (int(torch.randint(0, s // 2, (1,), generator=generator)) for s in size_hw)
+        box_h, box_w = (int(torch.randint(s // 6, s // 2, (1,), generator=generator))
+                        for s in size_hw)  # fmt: skip
+        colour = torch.rand(channels, 1, 1, generator=generator) * 0.5 + 0.5
+        image[:, y0 : y0 + box_h, x0 : x0 + box_w] = colour
+    return image
+
+
+def resized(image: Tensor) -> Tensor:
+    """The image at another size: (H, W) scaled by SECOND_SIZE_SCALE (bilinear)."""
+    height, width = image.shape[-2:]
+    size = (round(height * SECOND_SIZE_SCALE[0]), round(width * SECOND_SIZE_SCALE[1]))
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
+
+
+def fit_size(model: nn.Module, image: Tensor) -> Tensor:
+    """The image cropped to a side the model takes: a valid U-Net's allowed sides, from the
+    third smallest on (mirror-padded up to it); other models take the image as it is."""
+    if model.task != "semantic" or model.padding != "valid":
+        return image
+    from seglab.inference.tiling import mirror_pad
+
+    step, smallest = 2**model.depth, _smallest_valid_side(model.depth)
+    least = smallest + 2 * step  # the export traces k >= 2 (0 and 1 would be fixed)
+    height, width = image.shape[-2:]
+    image = mirror_pad(image, top=0, left=0, bottom=max(least - height, 0),
+                       right=max(least - width, 0))  # fmt: skip
+    height, width = image.shape[-2:]
+    allowed_h = smallest + (height - smallest) // step * step
+    allowed_w = smallest + (width - smallest) // step * step
+    return image[:, :allowed_h, :allowed_w]

@@ -1,0 +1,150 @@
+"""onnxruntime against PyTorch on one image: the same outputs within stated tolerances,
+and the time each takes.
+
+Tolerances, both float32 on the CPU: onnxruntime's kernels (convolution, matrix products,
+resize, RoIAlign) sum in other orders than PyTorch's, about one rounding (1e-7 relative)
+per operation, growing with depth. Measured on the seglab models (docs/benchmarks.md,
+"ONNX export"): logits 2e-7 relative to their largest value, boxes 8e-5 px, scores 4e-6,
+masks 9e-5. The tolerances leave a factor of 10 to 500 for deeper models, larger images
+and other CPUs. Detections must be as many, and pair one to one: the same label, a score
+within SCORE_ATOL, a box within BOX_ATOL (the order of near-equal scores may differ);
+then the masks of each pair within MASK_ATOL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+LOGITS_RTOL = 1e-4  # of the largest |logit| (at least 1)
+BOX_ATOL = 0.01  # pixels
+SCORE_ATOL = 1e-4
+MASK_ATOL = 1e-3  # mask probabilities
+
+
+@dataclass
+class CheckResult:
+    """One image: what was compared, the largest differences, the times, what failed."""
+
+    size_hw: tuple[int, int]
+    summary: str  # "3 detections", "logits (1, 4)"
+    differences: dict[str, float]  # output name -> largest |difference|
+    tolerances: dict[str, float]
+    torch_ms: float
+    onnx_ms: float
+    problems: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        compared = ", ".join(
+            f"{name} {value:.1e} (tol {self.tolerances[name]:.0e})"
+            for name, value in self.differences.items()
+        )
+        height, width = self.size_hw
+        return (f"{height}x{width}: {self.summary}, max |difference| {compared or '-'}; "
+                f"PyTorch {self.torch_ms:.1f} ms, onnxruntime {self.onnx_ms:.1f} ms")  # fmt: skip
+
+
+def compare_outputs(model: nn.Module, exported, image: Tensor) -> CheckResult:
+    """Run `model` (PyTorch, eval mode) and `exported` (`OnnxModel`) on a (C, H, W) image."""
+    with torch.no_grad():
+        reference, torch_ms = _timed(lambda: model([image])[0])
+    output, onnx_ms = _timed(lambda: exported([image])[0])
+    size_hw = (int(image.shape[-2]), int(image.shape[-1]))
+    if "logits" in reference:
+        result = _compare_logits(reference["logits"], output["logits"])
+    else:
+        result = _compare_detections(reference, output)
+    summary, differences, tolerances, problems = result
+    problems = [f"{size_hw[0]}x{size_hw[1]} image: {problem}" for problem in problems]
+    return CheckResult(size_hw, summary, differences, tolerances, torch_ms, onnx_ms, problems)
+
+
+def _timed(run: Callable[[], dict], repeats: int = 2) -> tuple[dict, float]:
+    """The result of `run` and its best time in milliseconds after one warm-up run."""
+    result = run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return result, 1000 * min(times)
+
+
+def _compare_logits(reference: Tensor, output: Tensor):
+    summary = f"logits {tuple(reference.shape)}"
+    if output.shape != reference.shape:
+        return summary, {}, {}, [f"logits of shape {tuple(output.shape)} in onnxruntime, "
+                                 f"{tuple(reference.shape)} in PyTorch"]  # fmt: skip
+    tolerance = LOGITS_RTOL * max(1.0, float(reference.abs().max()))
+    difference = float((output - reference).abs().max())
+    problems = [] if difference <= tolerance else [
+        f"logits differ by up to {difference:.2e} (tolerance {tolerance:.1e})"
+    ]  # fmt: skip
+    return summary, {"logits": difference}, {"logits": tolerance}, problems
+
+
+def _compare_detections(reference: dict[str, Tensor], output: dict[str, Tensor]):
+    count, exported_count = len(reference["scores"]), len(output["scores"])
+    summary = f"{count} detections"
+    if exported_count != count:
+        return summary, {}, {}, [
+            f"{exported_count} detections in onnxruntime, {count} in PyTorch (scores "
+            f"{_score_range(output)} vs {_score_range(reference)})"
+        ]  # fmt: skip
+    matched, gaps = _match(reference, output)
+    unmatched = [index for index, gap in enumerate(gaps) if gap > BOX_ATOL]
+    if unmatched:
+        first = unmatched[0]
+        return summary, {}, {}, [
+            f"{len(unmatched)} of {count} detections have no counterpart in onnxruntime (same "
+            f"label, score within {SCORE_ATOL:.0e}, box within {BOX_ATOL} px); the first: "
+            f"label {int(reference['labels'][first])}, score "
+            f"{float(reference['scores'][first]):.4f}, nearest box {gaps[first]:.3g} px away"
+        ]  # fmt: skip
+    differences = {"boxes": max(gaps, default=0.0)}
+    differences["scores"] = _largest_gap(reference["scores"], output["scores"][matched])
+    tolerances = {"boxes": BOX_ATOL, "scores": SCORE_ATOL}
+    if "masks" in reference:
+        differences["masks"] = _largest_gap(reference["masks"], output["masks"][matched])
+        tolerances["masks"] = MASK_ATOL
+    problems = [
+        f"{name} differ by up to {value:.2e} (tolerance {tolerances[name]:.0e})"
+        for name, value in differences.items()
+        if value > tolerances[name]
+    ]
+    return summary, differences, tolerances, problems
+
+
+def _match(reference: dict[str, Tensor], output: dict[str, Tensor]) -> tuple[Tensor, list[float]]:
+    """Pair each reference detection with an exported one of the same label and a score
+    within SCORE_ATOL, the nearest box first (the order of equal scores is arbitrary).
+
+    Returns the index of each one's partner (N,) and the largest coordinate difference of
+    their boxes (inf when none has its label and score).
+    """
+    # (N, 1, 4) - (1, N, 4) -> (N, N): the largest coordinate difference of every pair
+    box_gaps = (reference["boxes"][:, None] - output["boxes"][None]).abs().amax(-1)
+    same_label = reference["labels"][:, None] == output["labels"][None]
+    close_score = (reference["scores"][:, None] - output["scores"][None]).abs() <= SCORE_ATOL
+    box_gaps = torch.where(same_label & close_score, box_gaps, torch.inf)
+    partners, gaps = [], []
+    for row in box_gaps:
+        row = row.clone()
+        row[partners] = torch.inf  # each exported detection pairs once
+        partner = int(row.argmin())
+        partners.append(partner)
+        gaps.append(float(row[partner]))
+    return torch.tensor(partners, dtype=torch.int64), gaps
+
+
+def _largest_gap(reference: Tensor, output: Tensor) -> float:
+    return float((output - reference).abs().max()) if reference.numel() else 0.0
+
+
+def _score_range(detections: dict[str, Tensor]) -> str:
+    scores = detections["scores"]
+    return f"{float(scores.min()):.4f}..{float(scores.max()):.4f}" if len(scores) else "none"
