@@ -10,6 +10,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from seglab.cli import bench_detection
 from seglab.errors import UserError
 
 # --quick: a run of seconds that goes through every step (for tests and a first look).
@@ -20,11 +21,12 @@ FULL = {"train": 300, "test": 50, "size": 256, "minutes": 3.0, "time_images": 20
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmarks: the detector lineage R-CNN -> Fast -> Faster -> Mask R-CNN",
+        help="benchmarks: the detector lineage; Mask R-CNN against torchvision's",
         description="Run a benchmark and print its table (ratio last).",
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     _add_lineage(benchmarks)
+    bench_detection.add_parser(benchmarks)
 
 
 def _add_lineage(benchmarks: argparse._SubParsersAction) -> None:

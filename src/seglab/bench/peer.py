@@ -1,0 +1,276 @@
+"""seglab's Mask R-CNN against torchvision's on the same weights: time, memory, stages.
+
+Both models run in one process, interleaved (theirs then ours in one repetition, ours then
+theirs in the next), so that a change of machine load hits both; the figure is the median
+over repetitions of the per-repetition ratio ours / theirs (below 1: seglab is faster).
+
+- inference: eval mode, the photographs at their own size, resized by each model to
+  `min_size` (800 by default, as torchvision's and our defaults);
+- training step: forward with losses, backward and an SGD step, a batch of 2 photographs
+  of `train_size` px with 3 objects each;
+- peak memory: how much the resident set size (RSS) grows during one call, sampled every
+  millisecond by a thread, after freed memory was handed back to the system (malloc_trim);
+- stages: seconds per inference call spent in each part (forward hooks, `stages.py`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from seglab.bench.peer_models import model_pair, photographs, training_batch
+from seglab.bench.stages import ForwardTimer
+
+PEERS = ("torchvision", "seglab")
+# stage -> the submodules whose forward time it is, in each peer; "post-processing" is the
+# rest of the call (box decoding, NMS, mapping back to the image, mask pasting)
+STAGE_MODULES = {
+    "resize": {"torchvision": ("transform",), "seglab": ("transform",)},
+    "backbone": {"torchvision": ("backbone.body",), "seglab": ("backbone.body",)},
+    "FPN": {"torchvision": ("backbone.fpn",), "seglab": ("backbone.fpn",)},
+    "RPN": {"torchvision": ("rpn",), "seglab": ("proposal_generator",)},
+    "RoI heads": {
+        peer: ("roi_heads.box_roi_pool", "roi_heads.box_head", "roi_heads.box_predictor")
+        for peer in PEERS
+    },
+    "mask head": {
+        peer: ("roi_heads.mask_roi_pool", "roi_heads.mask_head", "roi_heads.mask_predictor")
+        for peer in PEERS
+    },
+}
+
+
+@dataclass(frozen=True)
+class PeerOptions:
+    """min_size / max_size: inference resizing; train_size: side of the training images;
+    detections: at most per image (100, both libraries' default: a COCO model at score
+    0.05 gives about that many); rois: training RoIs per image (512, both defaults)."""
+
+    min_size: int = 800
+    max_size: int = 1333
+    train_size: int = 512
+    repeats: int = 5
+    detections: int = 100
+    rois: int = 512
+
+
+def run_peer_benchmark(options: PeerOptions, log: Callable[[str], None] = print) -> dict:
+    """Measure both peers; returns the report (see `docs/benchmarks.md` for its table)."""
+    report: dict = {"options": asdict(options), "machine": machine(), "load_before": _load()}
+    images = photographs()
+    sizes = {"detections": options.detections, "rois": options.rois, "images": images}
+    models = model_pair(min_size=options.min_size, max_size=options.max_size, **sizes)
+    log(f"inference: {len(images)} photographs, min_size {options.min_size}")
+    report["outputs"] = compare_outputs(models, images)
+    inference = {name: partial(_infer, model, images) for name, model in models.items()}
+    report["inference"] = _measure(inference, options.repeats, log)
+    report["stages"] = _profile(models, images)
+    del models
+    train_images, targets = training_batch(options.train_size)
+    models = model_pair(min_size=options.train_size, max_size=options.train_size, **sizes)
+    steps = {name: training_step(model, train_images, targets) for name, model in models.items()}
+    log(f"training step: batch {len(train_images)} x {options.train_size} px")
+    report["training"] = _measure(steps, options.repeats, log)
+    report["load_after"] = _load()
+    return report
+
+
+def _infer(model: nn.Module, images: list[Tensor]) -> None:
+    with torch.no_grad():
+        model(images)
+
+
+def training_step(model: nn.Module, images: list[Tensor], targets: list[dict]) -> Callable:
+    """A function doing one step: losses (train mode), backward, SGD update."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=1e-5, momentum=0.9)
+    forward = getattr(model, "forward_with_losses", None)
+
+    def step() -> None:
+        model.train()
+        torch.manual_seed(0)  # the same RoI sampling in both peers
+        copies = [{key: value.clone() for key, value in t.items()} for t in targets]
+        losses = forward(images, copies)[1] if forward else model(images, copies)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    return step
+
+
+def _measure(calls: dict[str, Callable[[], None]], repeats: int, log) -> dict:
+    """Seconds per call of each peer (interleaved repetitions), the median ratio, and the
+    peak RSS growth of one call."""
+    for call in calls.values():
+        call()  # first call: lazy allocations and caches are not a per-call cost
+    memory = {name: peak_rss_growth(call) for name, call in calls.items()}
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for repeat in range(repeats):
+        order = list(calls) if repeat % 2 == 0 else list(reversed(calls))
+        for name in order:
+            started = time.perf_counter()
+            calls[name]()
+            seconds[name].append(time.perf_counter() - started)
+        log(f"  {repeat + 1}/{repeats}: " + ", ".join(f"{n} {seconds[n][-1]:.2f} s" for n in PEERS))
+    ratios = [
+        ours / theirs
+        for ours, theirs in zip(seconds["seglab"], seconds["torchvision"], strict=True)
+    ]
+    return {
+        "seconds": seconds,
+        "median_s": {name: statistics.median(values) for name, values in seconds.items()},
+        "ratio": statistics.median(ratios),
+        "peak_rss_mib": memory,
+        "memory_ratio": _ratio(memory["seglab"], memory["torchvision"]),
+    }
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return None if ours is None or not theirs else ours / theirs
+
+
+def _profile(models: dict[str, nn.Module], images: list[Tensor]) -> dict[str, dict]:
+    """Seconds per inference call in each stage of each peer (one timed call each)."""
+    stages: dict[str, dict] = {}
+    for name, model in models.items():
+        parts = {stage: modules[name] for stage, modules in STAGE_MODULES.items()}
+        timer = ForwardTimer(model, {m for modules in parts.values() for m in modules})
+        try:
+            started = time.perf_counter()
+            _infer(model, images)
+            total = time.perf_counter() - started
+        finally:
+            timer.remove()
+        row = {stage: sum(timer.seconds[m] for m in modules) for stage, modules in parts.items()}
+        row["post-processing"] = total - sum(row.values())
+        row["total"] = total
+        stages[name] = row
+    return stages
+
+
+def compare_outputs(models: dict[str, nn.Module], images: list[Tensor]) -> dict:
+    """Whether both give the same detections: labels equal, largest box / score / mask
+    difference (the equivalence test's tolerances: 1e-2 px, 1e-4, 1e-3)."""
+    with torch.no_grad():
+        theirs, ours = (models[name](images) for name in PEERS)
+    same_labels = all(
+        torch.equal(t["labels"], o["labels"]) for t, o in zip(theirs, ours, strict=True)
+    )
+    if not same_labels:
+        return {"same_labels": False, "detections": [len(o["labels"]) for o in ours]}
+    largest = {
+        key: max(_largest_difference(t[key], o[key]) for t, o in zip(theirs, ours, strict=True))
+        for key in ("boxes", "scores", "masks")
+    }
+    equal = largest["boxes"] <= 1e-2 and largest["scores"] <= 1e-4 and largest["masks"] <= 1e-3
+    return {"same_labels": True, "equal": equal, "largest_difference": largest,
+            "detections": [len(o["labels"]) for o in ours]}  # fmt: skip
+
+
+def _largest_difference(a: Tensor, b: Tensor) -> float:
+    return float((a - b).abs().max()) if a.numel() else 0.0
+
+
+def peak_rss_growth(call: Callable[[], None], interval_s: float = 0.001) -> float | None:
+    """MiB by which the resident set grows during `call()` at its highest (None where the
+    RSS cannot be read: Linux's /proc only)."""
+    if _rss_bytes() is None:
+        return None
+    gc.collect()
+    _malloc_trim()
+    baseline = _rss_bytes()
+    peak = baseline
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_bytes())
+            time.sleep(interval_s)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        call()
+    finally:
+        done.set()
+        sampler.join()
+    return (peak - baseline) / 2**20
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def _malloc_trim() -> None:
+    """Give freed heap memory back (glibc), so that reusing it during the call counts."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def machine() -> dict:
+    """The CPU, cores, threads and library versions that the figures belong to."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    import torchvision
+
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+
+
+def _load() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def peer_table(report: dict) -> str:
+    """Markdown: time and peak memory per call, the stages of inference, ratios last."""
+    lines = ["| | torchvision | seglab | seglab / torchvision |", "|---|---:|---:|---:|"]
+    for mode, label in (("inference", "inference"), ("training", "training step")):
+        row = report[mode]
+        theirs, ours = (row["median_s"][name] for name in PEERS)
+        lines.append(f"| {label} s (median) | {theirs:.3f} | {ours:.3f} | {row['ratio']:.2f} |")
+        memory = row["peak_rss_mib"]
+        if memory["seglab"] is not None:
+            ratio = row["memory_ratio"]
+            lines.append(
+                f"| {label} peak RSS growth MiB | {memory['torchvision']:.0f} | "
+                f"{memory['seglab']:.0f} | {'-' if ratio is None else f'{ratio:.2f}'} |"
+            )
+    stages = report["stages"]
+    for stage in stages["seglab"]:
+        theirs, ours = stages["torchvision"][stage], stages["seglab"][stage]
+        ratio = f"{ours / theirs:.2f}" if theirs > 0 else "-"
+        lines.append(f"| stage: {stage} s | {theirs:.3f} | {ours:.3f} | {ratio} |")
+    outputs = report["outputs"]
+    same = "equal" if outputs.get("equal") else "DIFFERENT"
+    lines.append(f"\noutputs: {same} (detections per image {outputs['detections']})")
+    lines.append(
+        f"median ratios seglab / torchvision: inference {report['inference']['ratio']:.2f}, "
+        f"training step {report['training']['ratio']:.2f}"
+    )
+    return "\n".join(lines) + "\n"

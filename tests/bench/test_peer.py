@@ -1,0 +1,80 @@
+"""`seglab bench detection --peer torchvision`: the memory probe, the report's table, bad
+input refused in one line, and (slow) a whole --quick run writing the report."""
+
+import json
+
+import pytest
+import torch
+
+from seglab.bench.peer import peak_rss_growth, peer_table
+from seglab.bench.peer_models import model_pair, photographs
+from seglab.cli.main import main
+
+
+def test_peak_rss_growth_sees_a_temporary_allocation():
+    def allocate() -> None:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB of float32, touched by the fill
+        del block
+
+    growth = peak_rss_growth(allocate)
+    assert growth is not None
+    assert 60 <= growth <= 200  # the block, plus at most the allocator's and sampler's slack
+
+
+def test_converted_pair_gives_the_same_detections():
+    images = photographs(long_side=96)
+    models = model_pair(min_size=64, max_size=96, images=images, detections=3, rois=16)
+    with torch.no_grad():
+        theirs, ours = (models[name](images) for name in ("torchvision", "seglab"))
+    assert sum(len(o["labels"]) for o in theirs) > 0  # the scores were spread out
+    for want, got in zip(theirs, ours, strict=True):
+        assert torch.equal(want["labels"], got["labels"])
+        torch.testing.assert_close(got["masks"], want["masks"], atol=1e-3, rtol=0)
+
+
+def _report(inference_ratio: float) -> dict:
+    def mode(ratio):
+        seconds = {"torchvision": 2.0, "seglab": 2.0 * ratio}
+        memory = {"torchvision": 100.0, "seglab": 90.0}
+        return {"median_s": seconds, "ratio": ratio, "peak_rss_mib": memory, "memory_ratio": 0.9}
+
+    stages = {"backbone": 1.0, "post-processing": 0.5, "total": 1.5}
+    return {"inference": mode(inference_ratio), "training": mode(0.75),
+            "stages": {"torchvision": stages, "seglab": stages},
+            "outputs": {"equal": True, "detections": [5, 5, 5]}}  # fmt: skip
+
+
+def test_table_prints_the_median_ratios_last():
+    table = peer_table(_report(0.66))
+    assert "| inference s (median) | 2.000 | 1.320 | 0.66 |" in table
+    assert "| training step peak RSS growth MiB | 100 | 90 | 0.90 |" in table
+    assert table.rstrip().splitlines()[-1] == (
+        "median ratios seglab / torchvision: inference 0.66, training step 0.75"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--out", "r.txt"], "--out r.txt: give a .json path"),
+        (["--repeats", "0"], "--repeats 0: give a positive number"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert main(["bench", "detection", "--peer", "torchvision", "--quick", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "peer.json"
+    assert main(["bench", "detection", "--peer", "torchvision", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.rstrip().splitlines()[-1].startswith("median ratios seglab / torchvision")
+    report = json.loads(out.read_text())
+    assert report["outputs"]["equal"]
+    for mode in ("inference", "training"):
+        assert len(report[mode]["seconds"]["seglab"]) == 1 and report[mode]["ratio"] > 0
+    assert set(report["stages"]["seglab"]) >= {"backbone", "FPN", "RPN", "mask head"}
+    assert out.with_suffix(".md").read_text() == printed
