@@ -41,3 +41,24 @@ def test_unknown_and_disallowed_names_list_the_allowed_ones():
     with pytest.raises(UserError, match="not one of none, bn, gn"):
         check_norm("frozen_bn", owner="unet", allowed=("none", "bn", "gn"))
     assert check_norm(None, owner="fpn") == "none"
+
+
+@pytest.mark.parametrize("option", ["norm", "fpn_norm", "head_norm"])
+def test_detectors_take_the_same_names(option):
+    with pytest.raises(UserError, match="norm 'group' is now spelled 'gn'"):
+        seglab.build_model("faster_rcnn", num_classes=3, backbone="resnet18", **{option: "group"})
+    model = seglab.build_model(
+        "mask_rcnn", num_classes=3, backbone="resnet18", box_head="conv", **{option: "gn"}
+    )
+    group_norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert group_norms and all(
+        m.num_groups == group_norm_groups(m.num_channels) for m in group_norms
+    )
+
+
+def test_frozen_batch_norm_is_a_name_of_the_same_vocabulary():
+    from seglab.models.layers import FrozenBatchNorm2d
+
+    assert isinstance(norm_layer("frozen_bn", 8), FrozenBatchNorm2d)
+    with pytest.raises(UserError, match="not one of none, bn"):
+        seglab.build_model("fast_rcnn", num_classes=3, backbone="vgg16", norm="frozen_bn")

@@ -14,12 +14,51 @@ The spellings of earlier versions (`batch`, `group`) are refused with the new na
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from seglab.errors import UserError
 
 NORMS = ("none", "bn", "frozen_bn", "gn")
 _RENAMED = {"batch": "bn", "group": "gn", "batchnorm": "bn", "groupnorm": "gn"}
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters (all buffers).
+
+    `y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`, computed as one
+    scale and shift in the same order as torchvision's `FrozenBatchNorm2d` (bit-equal).
+    torchvision's default eps is 1e-5; its pretrained v1 detection checkpoints were trained
+    with eps = 0 (`overwrite_eps(model, 0.0)`): pass that when converting them.
+
+    Args:
+        num_features: channels C of the (N, C, H, W) input.
+        eps: added to the variance.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A BatchNorm2d checkpoint also counts its batches; a frozen norm has no use for it.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = (
+            self.weight.reshape(1, -1, 1, 1)
+            * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
+        )
+        shift = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
+        return x * scale + shift
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
 def check_norm(norm: str | None, *, owner: str, allowed: tuple[str, ...] = NORMS) -> str:
@@ -41,15 +80,16 @@ def group_norm_groups(channels: int) -> int:
 
 
 def norm_layer(norm: str | None, channels: int) -> nn.Module:
-    """The trainable normalisation `norm` (`none`, `bn` or `gn`, already checked) over
-    `channels`; `frozen_bn` is the ResNet backbone's own (`backbones.resnet`)."""
+    """The normalisation `norm` (a name in NORMS, already checked) over `channels`."""
+    if norm == "frozen_bn":
+        return FrozenBatchNorm2d(channels)
     if norm == "bn":
         return nn.BatchNorm2d(channels)
     if norm == "gn":
         return nn.GroupNorm(group_norm_groups(channels), channels)
     if norm in (None, "none"):
         return nn.Identity()
-    raise ValueError(f"norm_layer: {norm!r} is not a trainable norm (none, bn, gn)")
+    raise ValueError(f"norm_layer: {norm!r} is not one of {', '.join(NORMS)}")
 
 
 def conv_norm(

@@ -4,7 +4,6 @@ from seglab.models.backbones.resnet import (
     NORMS,
     FrozenBatchNorm2d,
     ResNetBackbone,
-    norm_layer,
     set_frozen_bn_eps,
 )
 from seglab.models.backbones.torchvision_keys import (
@@ -20,7 +19,6 @@ __all__ = [
     "VGG_STAGES",
     "VGGBackbone",
     "convert_torchvision_backbone",
-    "norm_layer",
     "rename_torchvision_backbone_key",
     "set_frozen_bn_eps",
 ]

@@ -15,13 +15,13 @@ a CPU needs a trainable norm ("bn" or "gn", GroupNorm being independent of batch
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from functools import partial
 
-import torch
 import torchvision
 from torch import Tensor, nn
 
 from seglab.errors import UserError
+from seglab.models.layers import FrozenBatchNorm2d, check_norm, norm_layer
 
 _RESNETS = {
     18: (torchvision.models.resnet18, [64, 128, 256, 512]),
@@ -29,60 +29,10 @@ _RESNETS = {
     50: (torchvision.models.resnet50, [256, 512, 1024, 2048]),
     101: (torchvision.models.resnet101, [256, 512, 1024, 2048]),
 }
-NORMS = ("frozen_bn", "bn", "gn")
+NORMS = ("frozen_bn", "bn", "gn")  # names of seglab.models.layers a ResNet can take
 # Freezing order, from the input: trainable_stages = k leaves the last k of these trainable
 # (torchvision's `trainable_layers`); with 5 the stem's norm trains too.
 _STAGES_FROM_OUTPUT = ("layer4", "layer3", "layer2", "layer1", "conv1")
-
-
-class FrozenBatchNorm2d(nn.Module):
-    """BatchNorm2d with fixed statistics and affine parameters (all buffers).
-
-    `y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`, computed as one
-    scale and shift in the same order as torchvision's `FrozenBatchNorm2d` (bit-equal).
-    torchvision's default eps is 1e-5; its pretrained v1 detection checkpoints were trained
-    with eps = 0 (`overwrite_eps(model, 0.0)`): pass that when converting them.
-
-    Args:
-        num_features: channels C of the (N, C, H, W) input.
-        eps: added to the variance.
-    """
-
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.register_buffer("weight", torch.ones(num_features))
-        self.register_buffer("bias", torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # A BatchNorm2d checkpoint also counts its batches; a frozen norm has no use for it.
-        state_dict.pop(prefix + "num_batches_tracked", None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        scale = (
-            self.weight.reshape(1, -1, 1, 1)
-            * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
-        )
-        shift = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
-        return x * scale + shift
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
-
-
-def norm_layer(norm: str) -> Callable[[int], nn.Module]:
-    """Constructor `channels -> module` for a norm name in NORMS."""
-    if norm == "frozen_bn":
-        return FrozenBatchNorm2d
-    if norm == "bn":
-        return nn.BatchNorm2d
-    if norm == "gn":
-        # 32 groups (Wu & He 2018); ResNet widths are multiples of 64.
-        return lambda channels: nn.GroupNorm(min(32, channels), channels)
-    raise UserError(f"backbone norm {norm!r}: unknown; use one of {', '.join(NORMS)}")
 
 
 class ResNetBackbone(nn.Module):
@@ -123,10 +73,11 @@ class ResNetBackbone(nn.Module):
                 f"trainable_stages={trainable_stages}: out of range; use 0 (backbone frozen) "
                 "to 5 (all stages trainable)"
             )
-        self.norm = norm if norm is not None else ("frozen_bn" if frozen_bn else "bn")
+        norm = norm if norm is not None else ("frozen_bn" if frozen_bn else "bn")
+        self.norm = check_norm(norm, owner="resnet", allowed=NORMS)
         build, out_channels = _RESNETS[depth]
         self.out_channels = list(out_channels[: last_stage - 1])
-        resnet = build(weights=None, norm_layer=norm_layer(self.norm))
+        resnet = build(weights=None, norm_layer=partial(norm_layer, self.norm))
         if in_channels != 3:
             resnet.conv1 = nn.Conv2d(
                 in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False

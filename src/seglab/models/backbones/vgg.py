@@ -17,11 +17,12 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from seglab.errors import UserError
+from seglab.models.layers import check_norm
 
 # convs per stage (channels 64, 128, 256, 512, 512), torchvision's configurations A, B, D
 VGG_STAGES = {"vgg11": (1, 1, 2, 2, 2), "vgg13": (2, 2, 2, 2, 2), "vgg16": (2, 2, 3, 3, 3)}
 _STAGE_CHANNELS = (64, 128, 256, 512, 512)
-VGG_NORMS = (None, "none", "bn")  # None and "none": no norm (the paper)
+VGG_NORMS = ("none", "bn")  # names of seglab.models.layers; None (YAML null) is "none"
 
 
 class VGGBackbone(nn.Module):
@@ -50,8 +51,7 @@ class VGGBackbone(nn.Module):
         super().__init__()
         if name not in VGG_STAGES:
             raise UserError(f"{name}: unknown VGG; use one of {', '.join(VGG_STAGES)}")
-        if norm not in VGG_NORMS:
-            raise UserError(f"VGG norm {norm!r}: unknown; use bn or leave it unset (no norm)")
+        norm = check_norm(norm, owner="VGG", allowed=VGG_NORMS)
         if not 0 <= trainable_stages <= 5:
             raise UserError(
                 f"trainable_stages={trainable_stages}: out of range; use 0 (backbone frozen) "

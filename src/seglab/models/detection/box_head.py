@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seglab.models.layers import conv_norm
 from seglab.ops.nms import batched_nms
 from seglab.structures.boxes import BoxCoder, clip_boxes, remove_small_boxes
 
@@ -107,16 +108,13 @@ class ConvFCHead(nn.Module):
 
 
 def conv_norm_block(in_channels: int, out_channels: int, norm: str | None) -> nn.Sequential:
-    """3x3 conv (with a bias only without norm), then BatchNorm when `norm == "bn"`."""
-    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm is None)
+    """3x3 conv and its norm (`seglab.models.layers`), He-initialised (fan-out, as
+    torchvision's conv heads)."""
+    conv, norm_module = conv_norm(in_channels, out_channels, 3, norm=norm, padding=1)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
-    if norm is None:
-        return nn.Sequential(conv)
-    if norm != "bn":
-        raise ValueError(f"head norm {norm!r}: use None or 'bn'")
-    return nn.Sequential(conv, nn.BatchNorm2d(out_channels))
+    return nn.Sequential(conv, norm_module)
 
 
 class BoxPredictor(nn.Module):

@@ -13,8 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seglab.errors import UserError
+from seglab.models.backbones.resnet import NORMS as RESNET_NORMS
 from seglab.models.backbones.vgg import VGG_NORMS, VGG_STAGES
 from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD
+from seglab.models.layers import check_norm
+from seglab.models.necks.fpn import FPN_NORMS
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 BACKBONES = (*RESNET_DEPTHS, *VGG_STAGES)
@@ -34,7 +37,7 @@ class DetectorOptions:
     backbone: str = "resnet50"
     fpn: bool = True
     fpn_channels: int = 256
-    fpn_norm: str | None = None  # None (the paper, torchvision v1) | bn | gn
+    fpn_norm: str | None = None  # none (None: the paper, torchvision v1) | bn | gn
     feature_stage: str = "c4"  # without FPN, the ResNet stage pooled from: c4 | c5
     norm: str | None = None  # None: the backbone's own (ResNet frozen_bn, VGG none) | bn | gn
     frozen_bn_eps: float = 1e-5  # torchvision's pretrained COCO detectors use 0.0
@@ -53,7 +56,7 @@ class DetectorOptions:
     # box branch
     box_head: str = "mlp"  # mlp: fc6 + fc7 (Fast R-CNN) | conv: 4 convs + 1 fc (v2)
     representation_size: int = 1024
-    head_norm: str | None = None  # None | bn: BatchNorm in the conv box head and mask head
+    head_norm: str | None = None  # none (None) | bn | gn: in the conv box head and mask head
     fc_svd_ranks: tuple[int, int] | None = None  # truncated SVD of fc6, fc7 at test (§3.1)
     # training RoIs: foreground IoU >= fg, background IoU in [bg_floor, bg)
     box_fg_iou_thresh: float = 0.5
@@ -70,16 +73,17 @@ class DetectorOptions:
     def __post_init__(self):
         _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("box_head", self.box_head, ("mlp", "conv"))
-        _check_choice("head_norm", self.head_norm, (None, "bn"))
+        check_norm(self.head_norm, owner="head_norm", allowed=("none", "bn", "gn"))
+        check_norm(self.fpn_norm, owner="fpn_norm", allowed=FPN_NORMS)
         _check_choice("roi_pool", self.roi_pool, ROI_POOLS)
         _check_choice("feature_stage", self.feature_stage, ("c4", "c5"))
         if self.backbone in VGG_STAGES:
-            _check_choice("norm (VGG)", self.norm, VGG_NORMS)
+            check_norm(self.norm, owner="VGG", allowed=VGG_NORMS)
             if self.fpn:
                 raise UserError(f"fpn: needs a ResNet backbone, not {self.backbone}; "
                                 "set fpn: false")  # fmt: skip
-        else:
-            _check_choice("norm", self.norm, (None, "frozen_bn", "bn", "gn"))
+        elif self.norm is not None:  # None: the ResNet's own frozen_bn
+            check_norm(self.norm, owner="ResNet", allowed=RESNET_NORMS)
         if self.num_classes < 2:
             raise UserError(f"num_classes={self.num_classes}: detectors count the background, "
                             "so K object classes need num_classes=K+1 >= 2")  # fmt: skip

@@ -17,9 +17,9 @@ from collections import OrderedDict
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seglab.errors import UserError
+from seglab.models.layers import check_norm, conv_norm
 
-FPN_NORMS = (None, "bn", "gn")
+FPN_NORMS = ("none", "bn", "gn")  # None (YAML null) means "none"
 
 
 class FPN(nn.Module):
@@ -29,7 +29,7 @@ class FPN(nn.Module):
         in_channels_list: channels of the input maps, finest first (e.g. [64, 128, 256, 512]).
         out_channels: channels of every pyramid level (256 in the paper).
         extra_pool: add the "pool" level (P6) by subsampling the coarsest output.
-        norm: None (convs with bias, the paper and torchvision v1), "bn" (torchvision's
+        norm: "none" or None (convs with bias, the paper and torchvision v1), "bn" (torchvision's
             Mask R-CNN v2) or "gn", after each conv.
 
     Attributes:
@@ -45,8 +45,7 @@ class FPN(nn.Module):
         norm: str | None = None,
     ) -> None:
         super().__init__()
-        if norm not in FPN_NORMS:
-            raise UserError(f"fpn norm {norm!r}: unknown; use one of {FPN_NORMS}")
+        check_norm(norm, owner="fpn", allowed=FPN_NORMS)
         self.out_channels = out_channels
         self.extra_pool = extra_pool
         self.lateral_convs = nn.ModuleList(
@@ -88,18 +87,7 @@ class FPN(nn.Module):
 
 
 def _conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: str | None):
-    """Sequential(conv[, norm]); the conv has a bias only without a norm (as torchvision)."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            padding=kernel_size // 2,
-            bias=norm is None,
-        )
-    ]
-    if norm == "bn":
-        layers.append(nn.BatchNorm2d(out_channels))
-    elif norm == "gn":
-        layers.append(nn.GroupNorm(min(32, out_channels), out_channels))
-    return nn.Sequential(*layers)
+    """Sequential(conv, norm); the conv has a bias only without a norm (as torchvision)."""
+    return nn.Sequential(
+        *conv_norm(in_channels, out_channels, kernel_size, norm=norm, padding=kernel_size // 2)
+    )
