@@ -56,7 +56,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD momentum; AdamW's beta1
     warmup_steps: int = 0  # linear warmup from lr/1000 to lr
-    schedule: str = "cosine"  # cosine (to 0 at max_steps) | step
+    # cosine (to 0 at max_steps) | step | cosine_budget (to 0 when max_steps or max_minutes
+    # ends the run, whichever comes first: follows the wall clock, see engine/optim.py)
+    schedule: str = "cosine"
     milestones: tuple[int, ...] = ()  # step schedule: lr *= gamma at each of these steps
     gamma: float = 0.1
     grad_clip: float | None = None  # max global gradient norm
@@ -77,7 +79,7 @@ class Config:
 
 CHOICES = {
     "train.optimizer": ("sgd", "adamw"),
-    "train.schedule": ("cosine", "step"),
+    "train.schedule": ("cosine", "step", "cosine_budget"),
     "train.amp": ("none", "bf16"),
 }
 POSITIVE = ("train.batch_size", "train.max_steps", "train.eval_every", "train.checkpoint_every")
@@ -274,6 +276,8 @@ def _check_values(config: Config, source: str) -> None:
         raise UserError(f"{source}: train.momentum (AdamW's beta1) must be in [0, 1)")
     if config.train.gamma <= 0:
         raise UserError(f"{source}: train.gamma must be positive")
+    if config.train.schedule == "cosine_budget" and config.train.max_minutes is None:
+        raise UserError(f"{source}: train.schedule=cosine_budget needs train.max_minutes")
 
 
 def _check_data(config: Config, source: str) -> None:
@@ -304,7 +308,7 @@ def config_warnings(config: Config) -> list[str]:
             f"train.warmup_steps={cfg.warmup_steps} >= train.max_steps={cfg.max_steps}: the "
             f"learning rate never reaches train.lr={cfg.lr}"
         )
-    if cfg.schedule == "cosine" and cfg.milestones:
+    if cfg.schedule != "step" and cfg.milestones:
         messages.append("train.milestones are for schedule: step; the cosine schedule ignores them")
     if cfg.schedule == "step" and not cfg.milestones:
         messages.append(

@@ -1,4 +1,5 @@
-"""Optimizer (SGD or AdamW) and learning-rate schedule (linear warmup, then cosine or step).
+"""Optimizer (SGD or AdamW) and learning-rate schedule (linear warmup, then cosine, cosine
+over the wall-clock budget, or step).
 
 The schedule is a `LambdaLR` over a plain function of the step, so its state (the step
 count) checkpoints and a resumed run may change `max_steps` (the budget) without the old
@@ -36,13 +37,26 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    elapsed_s: Callable[[], float] = lambda: 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
+    """`elapsed_s`: the run's training seconds so far (resumes included), read by the
+    `cosine_budget` schedule at each step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, elapsed_s))
 
 
-def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
-    """The multiplier of `lr` after `step` optimizer steps."""
+def lr_factor(
+    cfg: TrainConfig, elapsed_s: Callable[[], float] = lambda: 0.0
+) -> Callable[[int], float]:
+    """The multiplier of `lr` after `step` optimizer steps.
+
+    `cosine_budget` is the cosine over the run's progress, the larger of the step fraction
+    and the fraction of `max_minutes` spent: it reaches 0 when the run ends, whichever of
+    the two budgets ends it, so a recipe uses its minutes fully on a slow or a fast machine.
+    It follows the clock, so two runs of it are not bit-reproducible across machines (nor,
+    exactly, on one).
+    """
     warmup, total = cfg.warmup_steps, cfg.max_steps
 
     def factor(step: int) -> float:
@@ -50,7 +64,9 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
             return WARMUP_START + (1 - WARMUP_START) * step / warmup
         if cfg.schedule == "step":
             return cfg.gamma ** sum(step >= milestone for milestone in cfg.milestones)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress))
+        progress = (step - warmup) / max(1, total - warmup)
+        if cfg.schedule == "cosine_budget":
+            progress = max(progress, elapsed_s() / (60 * cfg.max_minutes))
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor

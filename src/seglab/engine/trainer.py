@@ -125,14 +125,16 @@ def _open_session(
     if not (run_dir / CHECKPOINT_NAME).is_file():  # a resumed run's weights: its checkpoint's
         _initial_weights(model, config, report)
     optimizer = build_optimizer(model, config.train)
-    scheduler = build_scheduler(optimizer, config.train)
-    prepare_run_dir(run_dir, config)
     state = RunState()
+    # the closure reads `state` as it is at each step: the one loaded below on a resume
+    scheduler = build_scheduler(optimizer, config.train, elapsed_s=lambda: state.elapsed_s)
+    prepare_run_dir(run_dir, config)
     log = MetricsLog(run_dir / METRICS_NAME)
     if (run_dir / CHECKPOINT_NAME).is_file():
         state = load_checkpoint(
             run_dir / CHECKPOINT_NAME, model=model, optimizer=optimizer, scheduler=scheduler
         )
+        _refresh_lr(scheduler)  # the budget (max_steps, max_minutes) may have changed
     if log.path.is_file():
         log.truncate_after(state.step)  # lines of an interrupted session after its checkpoint
     sampler = ResumableBatchSampler(
@@ -176,6 +178,15 @@ def _set_threads(workers: int) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
 
 
+def _refresh_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set each group's lr from the schedule at the loaded step, not the checkpoint's value
+    (which the old budget gave)."""
+    for group, base_lr, factor in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base_lr * factor(scheduler.last_epoch)
+
+
 def _finished(session: Session) -> bool:
     cfg, state = session.config.train, session.state
     over_budget = cfg.max_minutes is not None and state.elapsed_s >= 60 * cfg.max_minutes
@@ -196,6 +207,7 @@ def _loop(session: Session) -> None:
                 losses = _train_step(session, batch)
                 state.step += 1
                 state.elapsed_s = elapsed_before + time.monotonic() - started
+                session.scheduler.step()  # after the clock: cosine_budget reads it
                 window.add(losses, len(batch[0]))
                 bar.update(1)
                 _periodic(session, window, bar)
@@ -264,7 +276,6 @@ def _train_step(session: Session, batch: tuple[list[Tensor], list[dict]]) -> dic
     if cfg.grad_clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
-    session.scheduler.step()
     return {"loss": loss.item(), **{name: value.item() for name, value in losses.items()}}
 
 
