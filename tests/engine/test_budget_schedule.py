@@ -99,3 +99,10 @@ def test_resume_keeps_the_elapsed_time(shapes_root, tmp_path, lrs_used):
 def test_refused_without_max_minutes(shapes_root):
     with pytest.raises(UserError, match="train.schedule=cosine_budget needs train.max_minutes"):
         make_config(shapes_root, max_minutes=None)
+
+
+def test_without_minutes_in_code_it_is_the_step_cosine():
+    # the lineage benchmark's --steps runs replace max_minutes by None in a budgeted recipe
+    budget = lr_factor(TrainConfig(schedule="cosine_budget", max_steps=100), lambda: 1e9)
+    steps = lr_factor(TrainConfig(schedule="cosine", max_steps=100))
+    assert [budget(s) for s in (0, 30, 100)] == pytest.approx([steps(s) for s in (0, 30, 100)])
