@@ -67,6 +67,8 @@ class TrainConfig:
     # a seglab model file to start from: tensors whose name and shape fit are kept, the
     # class-dependent ones re-initialised when num_classes differs (`seglab.models.transfer`)
     init: str | None = None
+    # TensorBoard event files in RUN/tensorboard/ (needs the tensorboard extra)
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)

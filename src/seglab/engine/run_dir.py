@@ -27,6 +27,7 @@ CHANGEABLE_ON_RESUME = (
     "train.log_every",
     "train.workers",
     "train.device",
+    "train.tensorboard",
 )
 PATH_KEYS = (  # `/tmp/x/`, `/tmp/x` and `x` from /tmp are one folder
     "data.root",

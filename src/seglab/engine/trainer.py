@@ -46,6 +46,7 @@ from seglab.engine.interrupt import Interrupted, StopRequest, ignore_interrupts
 from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
 from seglab.engine.optim import build_optimizer, build_scheduler
 from seglab.engine.run_dir import check_resume, prepare_run_dir
+from seglab.engine.tracking import TensorBoardLog
 from seglab.errors import SeglabWarning, UserError
 from seglab.files import check_output_folder
 from seglab.models.backbones.pretrained import load_backbone_weights
@@ -77,6 +78,7 @@ class Session:
     state: RunState
     log: MetricsLog
     progress: bool
+    tensorboard: TensorBoardLog | None = None  # train.tensorboard: true
 
 
 def train(
@@ -92,9 +94,13 @@ def train(
     (`model.backbone_weights`, `train.init`); the command line prints them.
     """
     session = _open_session(config, Path(run_dir), progress, report or (lambda line: None))
-    if not _finished(session):
-        _loop(session)
-    return _finish(session)
+    try:
+        if not _finished(session):
+            _loop(session)
+        return _finish(session)
+    finally:
+        if session.tensorboard is not None:
+            session.tensorboard.close()
 
 
 def _open_session(
@@ -140,9 +146,10 @@ def _open_session(
     sampler = ResumableBatchSampler(
         len(train_set), config.train.batch_size, seed=config.seed, start_step=state.step
     )
+    tensorboard = TensorBoardLog(run_dir, state.step) if config.train.tensorboard else None
     return Session(
         config, run_dir, device, model, optimizer, scheduler, sampler, train_set, val_set,
-        state, log, progress,
+        state, log, progress, tensorboard,
     )  # fmt: skip
 
 
@@ -225,6 +232,8 @@ def _periodic(session: Session, window: _LossWindow, bar: Any) -> None:
         record = window.flush(step, session.optimizer.param_groups[0]["lr"])
         record["elapsed_s"] = round(session.state.elapsed_s, 3)
         session.log.append(record)
+        if session.tensorboard is not None:
+            session.tensorboard.train(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}")
     if (step % cfg.eval_every == 0 or last) and session.val_set is None:
         write_plots(session.log.read(), session.run_dir / "plots")
@@ -317,6 +326,10 @@ def _evaluate(session: Session) -> dict[str, Any]:
     name, value = evaluation.primary_metric(metrics, session.model.task)
     state.last_metrics, state.last_eval_step = metrics, state.step
     session.log.append({"step": state.step, "split": "val", "primary": name, **metrics})
+    if session.tensorboard is not None:
+        session.tensorboard.validation(state.step, metrics)
+        with preserved_rng(cuda=session.device.type == "cuda"):
+            session.tensorboard.overlays(state.step, session.model, session.val_set)
     if state.best_value is None or value > state.best_value:
         state.best_value = value
         _save_model(session, session.run_dir / "best.safetensors")

@@ -23,6 +23,8 @@ needs.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 import warnings
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.export import Dim
 
+from seglab.errors import UserError
 from seglab.files import atomic_write
 from seglab.inference.onnx_check import CheckResult, compare_outputs
 from seglab.inference.onnx_model import OUTPUT_NAMES, OnnxModel
@@ -89,10 +92,12 @@ def export_onnx(
     model = model.cpu().eval()
     channels = model.card.in_channels
     first = image if image is not None else synthetic_image(channels, SYNTHETIC_SIZE)
-    check_images = [fit_size(model, first), fit_size(model, resized(first))]
+    check_images = [fit_size(model, first), fit_size(model, resized(first), grow=1)]
     graph = _graph(model)
     start = time.perf_counter()
-    with warnings.catch_warnings():  # torchvision's and onnxscript's notes to developers
+    # torchvision's and onnxscript's notes to developers, and the graph of each attempt the
+    # exporter drops for the next (torch.export non-strict, then strict) go unshown
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         program = torch.onnx.export(
@@ -148,6 +153,10 @@ class _DetectorGraph(nn.Module):
 def _graph(model: nn.Module) -> nn.Module:
     if model.task in ("classification", "semantic"):
         return _LogitsGraph(model).eval()
+    if model_card(model).arch in ("rcnn", "fast_rcnn"):
+        raise UserError(f"{model_card(model).arch}: its proposals come from selective search "
+                        "(OpenCV), which has no ONNX form; Faster and Mask R-CNN export with "
+                        "their RPN in the graph")  # fmt: skip
     return _DetectorGraph(model).eval()
 
 
@@ -215,15 +224,16 @@ def resized(image: Tensor) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
 
 
-def fit_size(model: nn.Module, image: Tensor) -> Tensor:
+def fit_size(model: nn.Module, image: Tensor, grow: int = 0) -> Tensor:
     """The image cropped to a side the model takes: a valid U-Net's allowed sides, from the
-    third smallest on (mirror-padded up to it); other models take the image as it is."""
+    third smallest (plus `grow` steps) on, mirror-padded up to it; other models take the
+    image as it is."""
     if model.task != "semantic" or model.padding != "valid":
         return image
     from seglab.inference.tiling import mirror_pad
 
     step, smallest = 2**model.depth, _smallest_valid_side(model.depth)
-    least = smallest + 2 * step  # the export traces k >= 2 (0 and 1 would be fixed)
+    least = smallest + (2 + grow) * step  # the export traces k >= 2 (0 and 1 would be fixed)
     height, width = image.shape[-2:]
     image = mirror_pad(image, top=0, left=0, bottom=max(least - height, 0),
                        right=max(least - width, 0))  # fmt: skip
