@@ -67,7 +67,9 @@ def test_plots_of_losses_and_of_the_primary_metric(tmp_path, figures):
     records += [train_record(3, 0.5), val_record(3, 0.8, 0.4)]
     written = write_plots(records, tmp_path / "plots")
 
-    assert [path.name for path in written] == ["loss.png", "metric.png"]
+    assert [path.name for path in written] == [
+        "loss.png", "loss_components.png", "lr.png", "metric.png"
+    ]  # fmt: skip
     assert all(path.read_bytes().startswith(PNG_SIGNATURE) for path in written)
     loss_axes, metric_axes = figures["loss.png"].axes[0], figures["metric.png"].axes[0]
     train_line, val_line = loss_axes.get_lines()
@@ -81,5 +83,19 @@ def test_no_evaluation_yet_gives_the_loss_plot_only_and_a_linear_scale_for_a_zer
     tmp_path, figures
 ):
     written = write_plots([train_record(1, 0.5), train_record(2, 0.0)], tmp_path)
-    assert [path.name for path in written] == ["loss.png"]
+    assert [path.name for path in written] == ["loss.png", "loss_components.png", "lr.png"]
     assert figures["loss.png"].axes[0].get_yscale() == "linear"  # log(0) cannot be drawn
+
+
+def test_every_loss_term_and_the_learning_rate_are_drawn(tmp_path, figures):
+    records = [
+        {**train_record(step, 1.0 / step), "loss_box_reg": 0.4 / step, "loss_mask": 0.6 / step,
+         "lr": 0.1 * step}
+        for step in (1, 2, 3)
+    ]  # fmt: skip
+    write_plots(records, tmp_path)
+    terms = figures["loss_components.png"].axes[0]
+    assert [line.get_label() for line in terms.get_lines()] == ["loss_box_reg", "loss_mask"]
+    assert list(terms.get_lines()[1].get_ydata()) == pytest.approx([0.6, 0.3, 0.2])
+    lr_line = figures["lr.png"].axes[0].get_lines()[0]
+    assert list(lr_line.get_ydata()) == pytest.approx([0.1, 0.2, 0.3])

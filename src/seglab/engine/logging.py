@@ -49,11 +49,14 @@ class MetricsLog:
 
 
 def write_plots(records: list[dict[str, Any]], plots_dir: str | Path) -> list[Path]:
-    """`loss.png` (training and validation loss) and `metric.png` (the primary metric)."""
+    """`loss.png` (training and validation loss), `loss_components.png` (each training
+    loss term), `lr.png` (the learning rate) and `metric.png` (the primary metric)."""
     plots_dir = Path(plots_dir)
     train = [r for r in records if r.get("split") == "train" and "loss" in r]
     val = [r for r in records if r.get("split") == "val"]
     written = [_plot_losses(train, val, plots_dir / "loss.png")]
+    written.append(_plot_components(train, plots_dir / "loss_components.png"))
+    written.append(_plot_lr(train, plots_dir / "lr.png"))
     primary = next((r["primary"] for r in reversed(val) if "primary" in r), None)
     if primary is not None:
         written.append(_plot_metric(val, primary, plots_dir / "metric.png"))
@@ -70,6 +73,33 @@ def _plot_losses(train: list[dict], val: list[dict], path: Path) -> Path:
     axes.set(xlabel="step", ylabel="loss", title="loss")
     axes.set_yscale("log" if all(r["loss"] > 0 for r in train + val) else "linear")
     axes.legend()
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def _plot_components(train: list[dict], path: Path) -> Path:
+    """Each term of the training loss (`loss_*`), one curve per term."""
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    steps = [r["step"] for r in train]
+    names = sorted({name for r in train for name in r if name.startswith("loss_")})
+    for name in names:
+        axes.plot(steps, [r.get(name, float("nan")) for r in train], label=name)
+    axes.set(xlabel="step", ylabel="loss", title="training loss terms")
+    if names and all(r.get(name, 1.0) > 0 for r in train for name in names):
+        axes.set_yscale("log")
+    if names:
+        axes.legend(fontsize="small")
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def _plot_lr(train: list[dict], path: Path) -> Path:
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    points = [(r["step"], r["lr"]) for r in train if "lr" in r]
+    axes.plot([step for step, _ in points], [lr for _, lr in points])
+    axes.set(xlabel="step", ylabel="learning rate", title="learning rate")
     axes.grid(alpha=0.3)
     return _save(figure, path)
 
