@@ -44,12 +44,19 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seglab.engine.checkpoint import checkpoint_step
-    from seglab.engine.config import load_config
-    from seglab.engine.trainer import train
+    from seglab.engine.transcript import transcript
     from seglab.files import check_output_folder
 
     run_dir = check_output_folder(args.out)
+    with transcript(run_dir):  # what is printed from here on also goes to RUN/train.log
+        return _train(args, run_dir)
+
+
+def _train(args: argparse.Namespace, run_dir: Path) -> int:
+    from seglab.engine.checkpoint import checkpoint_step
+    from seglab.engine.config import load_config
+    from seglab.engine.trainer import train
+
     config = load_config(_config_source(args.config, run_dir), args.overrides)
     step = checkpoint_step(run_dir) if run_dir.is_dir() else None
     if step is not None:
