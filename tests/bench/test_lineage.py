@@ -2,6 +2,7 @@
 refuses, and the report (table with the ratio last, chart)."""
 
 import dataclasses
+from pathlib import Path
 
 import PIL.Image
 import pytest
@@ -11,9 +12,12 @@ from seglab.bench import lineage
 from seglab.bench.lineage import LineageOptions
 from seglab.bench.report import bar_chart, markdown_table
 from seglab.bench.stages import STAGES, time_stages
+from seglab.data.proposals import cache_path
 from seglab.data.shapes import generate_shapes
-from seglab.engine.config import load_config
+from seglab.engine.config import config_from_dict, load_config
+from seglab.engine.logging import METRICS_NAME, MetricsLog
 from seglab.errors import UserError
+from seglab.models.detection.builders import data_proposals
 from seglab.models.zoo import build_model
 
 
@@ -22,20 +26,23 @@ def recipe():
     return load_config("faster_rcnn_r18_fpn_shapes", ["data.root=/data"])
 
 
-def test_a_time_budget_sizes_the_schedule_from_the_step_time(recipe, monkeypatch):
-    monkeypatch.setattr(lineage, "_seconds_per_step", lambda config: 0.5)
-    config = lineage._budgeted(recipe, LineageOptions(minutes=3.0))
-    # 90% of 180 s at 0.5 s per step; the budget itself stops the run whatever happens.
-    assert config.train.max_steps == 324 and config.train.max_minutes == 3.0
+def test_a_time_budget_ends_the_run_and_its_schedule(recipe, monkeypatch):
+    monkeypatch.setattr(lineage, "_seconds_per_step", lambda config, probe_dir: 0.5)
+    config = lineage._budgeted(recipe, LineageOptions(minutes=3.0), Path("probe"))
+    # The clock ends the run: the step cap is 25% above 180 s at 0.5 s per step.
+    assert config.train.max_minutes == 3.0 and config.train.max_steps == 450
+    assert config.train.schedule == "cosine_budget"
     assert config.train.warmup_steps == recipe.train.warmup_steps == 50
     assert config.train.device == "cpu"
-    assert config.train.eval_every == config.train.checkpoint_every == 324  # once, at the end
+    assert config.train.eval_every == config.train.checkpoint_every == 450  # once, at the end
     assert dataclasses.replace(config, train=recipe.train) == recipe  # nothing else changed
 
 
 def test_a_step_budget_is_the_same_for_every_model_and_keeps_a_decay(recipe):
-    config = lineage._budgeted(recipe, LineageOptions(steps=40))
+    assert recipe.train.schedule == "cosine_budget"
+    config = lineage._budgeted(recipe, LineageOptions(steps=40), Path("unused"))
     assert config.train.max_steps == 40 and config.train.max_minutes is None
+    assert config.train.schedule == "cosine"  # over the steps, not the clock
     assert config.train.warmup_steps == 10  # a quarter of the run at most
 
 
@@ -49,24 +56,26 @@ def test_every_lineage_model_is_timed_in_every_stage(name):
     assert all(stages[stage] > 0 for stage in STAGES), stages
 
 
-def test_step_time_is_measured_on_real_training_steps(tmp_path, monkeypatch):
-    data = generate_shapes(tmp_path, train=4, val=1, size=64)
-    small = ["model.min_size=64", "model.max_size=64", "train.batch_size=2"]
-    config = load_config("faster_rcnn_r18_fpn_shapes", [f"data.root={data}", *small])
-    steps = []
-
-    def counting_model(name, **kwargs):
-        model = build_model(name, **kwargs)
-        forward = model.forward_with_losses
-        model.forward_with_losses = lambda images, targets: (
-            steps.append(len(images)) or forward(images, targets)
-        )
-        return model
-
-    monkeypatch.setattr(lineage, "build_model", counting_model)
-    seconds = lineage._seconds_per_step(config)
-    assert steps == [2] * (lineage.CALIBRATION_STEPS + 1)  # a warm-up step, then timed ones
+def test_step_time_is_the_trainers_on_the_train_split_sharing_the_proposal_cache(tmp_path):
+    data = generate_shapes(tmp_path / "data", train=4, val=2, size=64)
+    model = {"name": "fast_rcnn", "backbone": "resnet18", "norm": "bn", "min_size": 64,
+             "max_size": 64, "representation_size": 32}  # fmt: skip
+    config = config_from_dict(
+        {"seed": 0, "model": model, "data": {"root": str(data)}, "train": {"batch_size": 2}}
+    )
+    seconds = lineage._seconds_per_step(config, tmp_path / "probe")
     assert 0 < seconds < 60
+    lines = MetricsLog(tmp_path / "probe" / "run" / METRICS_NAME).read()
+    assert [r["step"] for r in lines] == list(range(1, lineage.CALIBRATION_STEPS + 2))
+    assert all(r.get("split") != "val" for r in lines)  # no evaluation: no val split there
+    steps = [r["elapsed_s"] for r in lines]
+    assert seconds == pytest.approx((steps[-1] - steps[0]) / lineage.CALIBRATION_STEPS)
+    # The probe's training proposals went into the data's own cache, for the real run.
+    settings = data_proposals("fast_rcnn", config.model.args)
+    assert cache_path(data, "train", settings).is_file()
+    assert sorted(p.name for p in data.iterdir()) == sorted(
+        ["proposals", "train", "train.json", "val", "val.json"]
+    )
 
 
 @pytest.mark.parametrize(

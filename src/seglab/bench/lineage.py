@@ -11,9 +11,10 @@ adds FPN, RoIAlign and the mask branch. What it bought shows in the box AP.
 1. writes the shapes data (`seglab data shapes`) into the work folder: the train split to
    learn from, the val split as the test images;
 2. trains each model from its shipped shapes recipe (ResNet-18 backbones for all) with the
-   same wall-clock budget: a few timed steps estimate its step time, its schedule
-   (`train.max_steps`, cosine) is set to end within the budget, and `train.max_minutes`
-   stops it there whatever happens; or, with `steps`, the same number of steps for each;
+   same wall-clock budget (`train.max_minutes`) and a cosine schedule that ends with it
+   (`cosine_budget`), its step cap set a quarter above what a throwaway run of a few steps
+   says the budget allows, so that the clock ends the run; or, with `steps`, the same
+   number of steps for each (plain cosine);
 3. takes the box AP on the test images from the trainer's final evaluation;
 4. times the trained model on the first `time_images` test images, one image per forward,
    on the CPU.
@@ -24,24 +25,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler
 
 from seglab.bench.stages import PER_REGION_FEATURES, SHARED_FEATURES, StageParts, time_stages
-from seglab.data import DataConfig, build_dataset, collate
+from seglab.data import DataConfig, build_dataset
 from seglab.data.shapes import generate_shapes
-from seglab.engine.config import Config, load_config, resolve_num_classes
+from seglab.engine.config import Config, load_config
 from seglab.engine.logging import METRICS_NAME, MetricsLog
-from seglab.engine.optim import build_optimizer
 from seglab.engine.trainer import train
-from seglab.errors import UserError
-from seglab.models.zoo import build_model, load_model, model_task
+from seglab.errors import SeglabWarning, UserError
+from seglab.models.zoo import load_model
 
 # model -> its shipped shapes recipe (configs/), in the order of the lineage.
 RECIPES = {
@@ -55,7 +54,7 @@ STAGE_PARTS: dict[str, StageParts] = {
     "faster_rcnn": SHARED_FEATURES,
     "mask_rcnn": SHARED_FEATURES,
 }
-SCHEDULE_FILL = 0.9  # the schedule is sized for 90% of the budget: steps vary a little
+STEP_CAP_HEADROOM = 1.25  # steps vary: the cap stays above what the budget allows
 CALIBRATION_STEPS = 3  # timed after one warm-up step
 
 
@@ -118,55 +117,70 @@ def run_lineage(options: LineageOptions) -> dict[str, Any]:
 
 
 def _benchmark(name: str, data: Path, run_dir: Path, options: LineageOptions) -> dict[str, Any]:
-    config = _budgeted(load_config(RECIPES[name], [f"data.root={data}"]), options)
+    recipe = load_config(RECIPES[name], [f"data.root={data}"])
+    config = _budgeted(recipe, options, run_dir.with_name(f"{name}-step-time"))
     metrics = train(config, run_dir, progress=options.progress)
     model = load_model(run_dir / "model.safetensors").eval()
     timing = time_stages(model, _test_images(data, options.time_images), STAGE_PARTS[name])
     result = {**timing, "box_AP": metrics["bbox"]["AP"]}
     if "segm" in metrics:
         result["mask_AP"] = metrics["segm"]["AP"]
-    train_lines = [r for r in MetricsLog(run_dir / METRICS_NAME).read() if "elapsed_s" in r]
-    return {**result, "train_steps": metrics["step"], "train_s": train_lines[-1]["elapsed_s"]}
+    return {**result, "train_steps": metrics["step"], "train_s": _elapsed(run_dir)[-1]}
 
 
-def _budgeted(config: Config, options: LineageOptions) -> Config:
-    """The recipe with the benchmark's budget, evaluated once at the end, on the CPU."""
+def _budgeted(config: Config, options: LineageOptions, probe_dir: Path) -> Config:
+    """The recipe with the benchmark's budget, evaluated once at the end, on the CPU.
+
+    A time budget first measures the recipe's step time in a throwaway run in `probe_dir`.
+    """
     if options.steps is not None:
-        steps, minutes = options.steps, None
+        steps, minutes, schedule = options.steps, None, "cosine"
     else:
-        steps = max(1, int(SCHEDULE_FILL * 60 * options.minutes / _seconds_per_step(config)))
-        minutes = options.minutes
+        step_s = _seconds_per_step(config, probe_dir)
+        steps = max(1, int(STEP_CAP_HEADROOM * 60 * options.minutes / step_s))
+        minutes, schedule = options.minutes, "cosine_budget"
     train_cfg = dataclasses.replace(
-        config.train, max_steps=steps, max_minutes=minutes, device="cpu",
+        config.train, max_steps=steps, max_minutes=minutes, schedule=schedule, device="cpu",
         warmup_steps=min(config.train.warmup_steps, steps // 4),  # a short run still decays
         eval_every=steps, checkpoint_every=steps,
     )  # fmt: skip
     return dataclasses.replace(config, train=train_cfg)
 
 
-def _seconds_per_step(config: Config) -> float:
-    """Wall-clock seconds of one training step of `config` (loading, forward, backward,
-    update): the mean of `CALIBRATION_STEPS` steps after a warm-up step."""
-    dataset = build_dataset(config.data, "train", task=model_task(config.model.name), train=True)
-    config = resolve_num_classes(config, list(dataset.class_names))
-    model_cfg = config.model
-    model = build_model(model_cfg.name, num_classes=model_cfg.num_classes, **model_cfg.args)
-    optimizer = build_optimizer(model.train(), config.train)
-    sampler = RandomSampler(dataset, replacement=True, num_samples=10**9)  # never runs out
-    loader = DataLoader(
-        dataset, batch_size=config.train.batch_size, sampler=sampler, collate_fn=collate,
-        num_workers=config.train.workers,
+def _seconds_per_step(config: Config, probe_dir: Path) -> float:
+    """Wall-clock seconds of one of the trainer's steps for `config` (loading, forward,
+    backward, update): `CALIBRATION_STEPS` steps timed after a warm-up step, in a throwaway
+    run on the training split alone, so that it ends without an evaluation."""
+    steps = CALIBRATION_STEPS + 1
+    probe = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, root=str(_train_split_only(config, probe_dir))),
+        train=dataclasses.replace(
+            config.train, max_steps=steps, max_minutes=None, device="cpu", log_every=1,
+            eval_every=steps, checkpoint_every=steps,
+        ),
     )  # fmt: skip
-    seconds, batches = [], iter(loader)
-    for _ in range(CALIBRATION_STEPS + 1):
-        started = time.perf_counter()
-        images, targets = next(batches)
-        _, losses = model.forward_with_losses(images, targets)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
-        seconds.append(time.perf_counter() - started)
-    return statistics.mean(seconds[1:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeglabWarning)  # no val split, a short warmup: meant
+        train(probe, probe_dir / "run", progress=False)
+    elapsed = _elapsed(probe_dir / "run")  # after each step
+    return (elapsed[-1] - elapsed[0]) / CALIBRATION_STEPS
+
+
+def _train_split_only(config: Config, folder: Path) -> Path:
+    """A data root in `folder` with the train split of `config.data.root` and nothing else:
+    links to its files, and to its proposal cache, which the probe run reads and fills."""
+    root = Path(config.data.root).resolve()
+    (root / "proposals").mkdir(exist_ok=True)
+    folder.mkdir(parents=True)
+    for name in ("train.json", "train", "proposals"):
+        (folder / name).symlink_to(root / name)
+    return folder
+
+
+def _elapsed(run_dir: Path) -> list[float]:
+    """The training seconds logged by a run, line after line (`metrics.jsonl`)."""
+    return [r["elapsed_s"] for r in MetricsLog(run_dir / METRICS_NAME).read() if "elapsed_s" in r]
 
 
 def _test_images(data: Path, count: int) -> list[torch.Tensor]:
