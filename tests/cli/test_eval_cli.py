@@ -37,15 +37,33 @@ def test_eval_files_agrees_with_pycocotools(tmp_path, capsys, seed, masks):
     assert main(["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     # Without --iou-type: bbox, and segm when the predictions have masks.
-    assert sorted(metrics) == (["bbox", "segm"] if masks else ["bbox"])
-    for iou_type, values in metrics.items():
+    iou_types = ["bbox", "segm"] if masks else ["bbox"]
+    assert list(metrics) == [*iou_types, "per_class_AP"]
+    assert list(metrics["per_class_AP"]) == iou_types
+    for iou_type in iou_types:
+        values = metrics[iou_type]
         reference = synthetic_coco.pycocotools_stats(gt_path, pred_path, iou_type)
         assert 0.05 < reference[0] < 0.95
         assert list(values.values()) == pytest.approx(reference, abs=1e-3)
         assert list(values) == ["AP", "AP50", "AP75", "APs", "APm", "APl"]
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split() == ["metric", *metrics]
+    assert table.splitlines()[0].split() == ["metric", *iou_types]
     assert f"{metrics['bbox']['AP']:.4f}" in table.splitlines()[1]
+
+
+def test_eval_files_prints_per_class_ap_and_draws_precision_recall(tmp_path, capsys):
+    gt_path, pred_path = write_files(tmp_path, 0, masks=True)
+    out = tmp_path / "m.json"
+    assert main(["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--out", str(out)]) == 0
+    per_class = json.loads(out.read_text())["per_class_AP"]
+    lines = capsys.readouterr().out.splitlines()
+    for iou_type in ("bbox", "segm"):
+        header = lines.index(f"class{'':<11}{iou_type + ' AP':>10}{iou_type + ' AP50':>12}")
+        for offset, (name, values) in enumerate(per_class[iou_type].items(), start=1):
+            assert lines[header + offset].split() == [name, f"{values['AP']:.4f}",
+                                                      f"{values['AP50']:.4f}"]  # fmt: skip
+        plot = tmp_path / "plots" / f"precision_recall_{iou_type}.png"
+        assert plot.read_bytes().startswith(b"\x89PNG") and f"wrote {plot}" in lines
 
 
 def test_eval_files_with_iou_type_segm_only(tmp_path):
@@ -54,7 +72,7 @@ def test_eval_files_with_iou_type_segm_only(tmp_path):
     argv = ["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--iou-type", "segm"]
     assert main([*argv, "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
-    assert list(metrics) == ["segm"]
+    assert list(metrics) == ["segm", "per_class_AP"]
     assert list(metrics["segm"].values()) == pytest.approx(
         synthetic_coco.pycocotools_stats(gt_path, pred_path, "segm"), abs=1e-3
     )

@@ -111,11 +111,16 @@ def _prediction(image_id, category, mask, rng, with_mask: bool) -> dict:
     return prediction
 
 
-def pycocotools_stats(gt_path: Path, pred_path: Path, iou_type: str) -> list[float]:
-    """The reference: COCOeval run the standard way on files, `stats[0:6]`."""
+def pycocotools_stats(
+    gt_path: Path, pred_path: Path, iou_type: str, category_ids: list | None = None
+) -> list[float]:
+    """The reference: COCOeval run the standard way on files, `stats[0:6]` (of the given
+    categories only, with `category_ids`)."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(str(gt_path))
         coco_eval = COCOeval(coco_gt, coco_gt.loadRes(str(pred_path)), iou_type)
+        if category_ids is not None:
+            coco_eval.params.catIds = category_ids
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()

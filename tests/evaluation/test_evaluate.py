@@ -137,11 +137,19 @@ def test_detection_and_instance_metrics_equal_pycocotools(tmp_path, task):
     dataset, outputs, gt, predictions = detection_case(seed=5)
     metrics = evaluate(FakeModel(task, outputs), dataset, batch_size=3)
     iou_types = ["bbox", "segm"] if task == "instance" else ["bbox"]
-    assert sorted(metrics) == sorted(["loss", *iou_types])
+    assert sorted(metrics) == sorted(["loss", "per_class_AP", *iou_types])
     for iou_type in iou_types:
         reference = pycocotools_stats(*write_json(tmp_path, gt, predictions), iou_type)
         assert 0.05 < reference[0] < 0.95
         assert list(metrics[iou_type].values()) == pytest.approx(reference, abs=1e-3)
+        # each class's AP is COCOeval's AP with that category alone (params.catIds)
+        per_class = metrics["per_class_AP"][iou_type]
+        assert list(per_class) == ["circle", "square", "tri"]
+        for name, category_id in zip(per_class, [1, 3, 7], strict=True):
+            alone = pycocotools_stats(*write_json(tmp_path, gt, predictions), iou_type,
+                                      category_ids=[category_id])  # fmt: skip
+            assert per_class[name]["AP"] == pytest.approx(alone[0], abs=1e-9)
+            assert per_class[name]["AP50"] == pytest.approx(alone[1], abs=1e-9)
     name, value = primary_metric(metrics, task)
     assert name == ("segm.AP" if task == "instance" else "bbox.AP")
     assert value == metrics[name.split(".")[0]]["AP"]

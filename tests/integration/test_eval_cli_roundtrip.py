@@ -113,9 +113,12 @@ def test_model_eval_equals_files_eval_on_its_predictions(tmp_path, monkeypatch):
     assert main([*argv, "--out", str(tmp_path / "files.json")]) == 0
     from_files = json.loads((tmp_path / "files.json").read_text())
 
-    assert sorted(from_model) == ["bbox", "loss", "segm"] and sorted(from_files) == ["bbox", "segm"]
+    assert sorted(from_model) == ["bbox", "loss", "per_class_AP", "segm"]
+    assert sorted(from_files) == ["bbox", "per_class_AP", "segm"]
     for iou_type in ("bbox", "segm"):
         assert from_model[iou_type] == pytest.approx(from_files[iou_type], abs=1e-9)
+        for name, values in from_model["per_class_AP"][iou_type].items():
+            assert values == pytest.approx(from_files["per_class_AP"][iou_type][name], abs=1e-9)
     assert from_model["segm"]["AP"] > 0.1  # the stand-in detects shapes: not a vacuous 0 = 0
 
 

@@ -77,14 +77,22 @@ def run(args: argparse.Namespace) -> int:
     for path, option in ((out, "--out"), (args.plot, "--plot")):
         if path:
             check_output_file(path, option)
+    curves: dict[str, Any] = {}  # COCO iou type -> precision-recall curves
     if files:
-        metrics = evaluate_files(args.gt, args.pred, args.iou_type)
+        metrics = evaluate_files(args.gt, args.pred, args.iou_type, curves)
     else:
-        metrics = evaluate_model(args.model, args.data, args.split, args.batch_size, args.device)
+        metrics = evaluate_model(args.model, args.data, args.split, args.batch_size,
+                                 args.device, curves)  # fmt: skip
     print(format_metrics(metrics))
     if out:
         atomic_write_json(out, metrics)
         print(f"wrote {out}")
+    for iou, iou_curves in curves.items() if out else ():
+        from seglab.inference.visualize import plot_precision_recall
+
+        plot = Path(out).parent / "plots" / f"precision_recall_{iou}.png"
+        plot_precision_recall(iou_curves, plot, title=f"{iou} precision-recall")
+        print(f"wrote {plot}")
     if "confusion_matrix" in metrics and (out or args.plot):
         from seglab.inference.visualize import plot_confusion_matrix
 
@@ -133,8 +141,12 @@ def default_metrics_path(model_path: str, data_dir: str | None, split: str) -> P
     )
 
 
-def evaluate_files(gt_path: str, pred_path: str, iou_type: str | None) -> dict[str, Any]:
-    """COCO AP of the results in `pred_path` against `gt_path`: {"bbox": {...}, ...}."""
+def evaluate_files(
+    gt_path: str, pred_path: str, iou_type: str | None, curves: dict | None = None
+) -> dict[str, Any]:
+    """COCO AP of the results in `pred_path` against `gt_path`: {"bbox": {...}, ...,
+    "per_class_AP": {"bbox": {class: {"AP", "AP50"}}, ...}}; `curves` (when given) receives
+    the precision-recall curves of each iou type."""
     if iou_type is not None and iou_type not in IOU_TYPES:
         raise UserError(f"--iou-type {iou_type!r}: unknown; use bbox or segm")
     gt = read_json(gt_path, "ground-truth file")
@@ -158,11 +170,24 @@ def evaluate_files(gt_path: str, pred_path: str, iou_type: str | None) -> dict[s
             "truth; pycocotools ignores those predictions",
             file=sys.stderr,
         )
-    return {iou: evaluate_coco(gt, predictions, iou) for iou in iou_types}
+    metrics: dict[str, Any] = {}
+    per_class: dict[str, Any] = {}
+    for iou in iou_types:
+        details: dict[str, Any] = {}
+        metrics[iou] = evaluate_coco(gt, predictions, iou, details=details)
+        per_class[iou] = details["per_class"]
+        if curves is not None:
+            curves[iou] = details["curves"]
+    return {**metrics, "per_class_AP": per_class}
 
 
 def evaluate_model(
-    model_path: str, data_dir: str | None, split: str, batch_size: int, device: str
+    model_path: str,
+    data_dir: str | None,
+    split: str,
+    batch_size: int,
+    device: str,
+    curves: dict | None = None,
 ) -> dict[str, Any]:
     """The task metrics of the model at `model_path` on `split` of `data_dir` (None: of the
     data its training config names)."""
@@ -186,7 +211,9 @@ def evaluate_model(
             f"model's "
             f"{list(card.class_names)}; evaluate on data with the model's classes"
         )
-    return evaluate(model, dataset, batch_size=batch_size, device=device, progress=True)
+    return evaluate(
+        model, dataset, batch_size=batch_size, device=device, progress=True, curves=curves
+    )
 
 
 def _data_config(run_config: dict, root: Path | None, split: str, model_path: str):
@@ -240,6 +267,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     for name in ("accuracy", "mIoU", "dice", "pixel_accuracy"):
         if name in metrics:
             lines.append(f"{name:<16}{_cell(metrics[name])}")
+    for iou, classes in metrics.get("per_class_AP", {}).items():
+        lines.append(f"{'class':<16}{iou + ' AP':>10}{iou + ' AP50':>12}")
+        for name, values in classes.items():
+            lines.append(f"{name:<16}{_cell(values['AP'])}  {_cell(values['AP50'])}")
     if "per_class" in metrics:
         lines.append(f"{'class':<16}{'IoU':>10}{'Dice':>10}")
         for name, values in metrics["per_class"].items():

@@ -42,6 +42,7 @@ def evaluate(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    curves: dict | None = None,
 ) -> dict[str, Any]:
     """Validation loss and the metrics of `model.task` over `dataset`, in one pass.
 
@@ -49,6 +50,9 @@ def evaluate(
     the same forward gives the outputs and the validation loss; its train/eval mode is
     restored afterwards. Detection outputs must be in the frame of the dataset's images
     (the data does not resize detection images at evaluation; the model maps its boxes back).
+
+    `curves`, when given, receives the precision-recall curves of each COCO iou type
+    (detectors: `seglab.evaluation.coco.precision_recall_curves`).
 
     Returns:
         {"loss": the summed losses of each batch, averaged over batches weighted by their
@@ -73,7 +77,10 @@ def evaluate(
                 accumulator.update(images, targets, outputs)
     finally:
         model.train(was_training)
-    return {"loss": loss_sum / images_seen, **accumulator.compute()}
+    metrics = {"loss": loss_sum / images_seen, **accumulator.compute()}
+    if curves is not None:
+        curves.update(getattr(accumulator, "curves", {}))
+    return metrics
 
 
 def primary_metric(metrics: dict[str, Any], task: str) -> tuple[str, float]:
@@ -106,6 +113,7 @@ class _CocoAccumulator:
         self.category_ids = dataset.category_ids
         self.iou_types = iou_types
         self.results: list[dict] = []
+        self.curves: dict[str, Any] = {}  # iou type -> precision-recall curves
 
     def update(self, images: list, targets: list[dict], outputs: list[dict]) -> None:
         for image, output in zip(images, outputs, strict=True):
@@ -121,7 +129,16 @@ class _CocoAccumulator:
         self.results += to_coco_results(outputs, image_ids, self.category_ids)
 
     def compute(self) -> dict[str, Any]:
-        return {iou: evaluate_coco(self.coco_gt, self.results, iou) for iou in self.iou_types}
+        """{iou type: COCO AP}, and "per_class_AP": {iou type: {class: {"AP", "AP50"}}};
+        keeps the precision-recall curves of each iou type in `self.curves`."""
+        metrics: dict[str, Any] = {}
+        per_class: dict[str, Any] = {}
+        for iou in self.iou_types:
+            details: dict[str, Any] = {}
+            metrics[iou] = evaluate_coco(self.coco_gt, self.results, iou, details=details)
+            per_class[iou] = details["per_class"]
+            self.curves[iou] = details["curves"]
+        return {**metrics, "per_class_AP": per_class}
 
 
 class _SemanticAccumulator:

@@ -23,7 +23,9 @@ IOU_TYPES = ("bbox", "segm")
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def evaluate_coco(gt: dict, results: list[dict], iou_type: str) -> dict[str, float]:
+def evaluate_coco(
+    gt: dict, results: list[dict], iou_type: str, *, details: dict | None = None
+) -> dict[str, float]:
     """COCO AP of `results` against the ground truth `gt`, as pycocotools computes it.
 
     Args:
@@ -32,6 +34,8 @@ def evaluate_coco(gt: dict, results: list[dict], iou_type: str) -> dict[str, flo
             `segmentation` RLE). Not modified. An empty list gives AP 0 (or -1 where the
             ground truth has no object of that size).
         iou_type: "bbox" or "segm".
+        details: when given, receives "per_class" ({category name: {"AP", "AP50"}},
+            `per_class_ap`) and "curves" (`precision_recall_curves`).
 
     Returns:
         {"AP", "AP50", "AP75", "APs", "APm", "APl"}: floats in [0, 1], or -1 where undefined.
@@ -47,7 +51,58 @@ def evaluate_coco(gt: dict, results: list[dict], iou_type: str) -> dict[str, flo
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    if details is not None:
+        details["per_class"] = per_class_ap(evaluator, coco_gt)
+        details["curves"] = precision_recall_curves(evaluator, coco_gt)
     return {name: float(value) for name, value in zip(AP_NAMES, evaluator.stats[:6], strict=True)}
+
+
+def per_class_ap(evaluator: COCOeval, coco_gt: COCO) -> dict[str, dict[str, float]]:
+    """AP (IoU 0.50:0.95) and AP50 of each category, from `COCOeval.eval["precision"]`.
+
+    The precision array is (IoU thresholds T, recall thresholds R, categories K, areas A,
+    max detections M); a category's AP is the mean of its precisions over T and R at area
+    "all" and 100 detections, leaving out the -1 entries (no ground truth), as
+    `summarize()` does over all categories; -1 when the category has no ground truth.
+    """
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # (T, R, K)
+    iou_50 = list(evaluator.params.iouThrs).index(0.5)
+    return {
+        _category_name(coco_gt, category_id): {
+            "AP": _mean_defined(precision[:, :, k]),
+            "AP50": _mean_defined(precision[iou_50, :, k]),
+        }
+        for k, category_id in enumerate(evaluator.params.catIds)
+    }
+
+
+def precision_recall_curves(evaluator: COCOeval, coco_gt: COCO) -> dict[str, Any]:
+    """Per category, the precision at each of COCO's 101 recall thresholds, at IoU 0.50 and
+    0.75 (area "all", 100 detections); -1 where COCO has none (no ground truth).
+
+    Returns:
+        {"recall": [101 floats], "iou": [0.5, 0.75], "precision": {name: [[101], [101]]}}
+    """
+    thresholds = list(evaluator.params.iouThrs)
+    rows = [thresholds.index(0.5), thresholds.index(0.75)]
+    precision = evaluator.eval["precision"][rows][:, :, :, 0, -1]  # (2, R, K)
+    return {
+        "recall": [float(r) for r in evaluator.params.recThrs],
+        "iou": [0.5, 0.75],
+        "precision": {
+            _category_name(coco_gt, category_id): precision[:, :, k].tolist()
+            for k, category_id in enumerate(evaluator.params.catIds)
+        },
+    }
+
+
+def _mean_defined(values) -> float:
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else -1.0
+
+
+def _category_name(coco_gt: COCO, category_id) -> str:
+    return str(coco_gt.cats[category_id].get("name", category_id))
 
 
 def _coco_from_dict(gt: dict) -> COCO:

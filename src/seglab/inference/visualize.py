@@ -174,3 +174,31 @@ def plot_confusion_matrix(
     figure.tight_layout()
     image_format = Path(path).suffix.lstrip(".").lower() or "png"
     return atomic_write(path, lambda temporary: figure.savefig(temporary, format=image_format))
+
+
+def plot_precision_recall(curves: dict[str, Any], path: str | Path, *, title: str) -> Path:
+    """Save COCO precision-recall curves, one panel per IoU threshold, one line per class.
+
+    Args:
+        curves: `seglab.evaluation.coco.precision_recall_curves`: "recall" (R,), "iou" (T,),
+            "precision": {class: (T, R)}; -1 marks a class without ground truth (not drawn).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    recall = np.asarray(curves["recall"])
+    figure = Figure(figsize=(5 * len(curves["iou"]), 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    for index, iou in enumerate(curves["iou"]):
+        axes = figure.add_subplot(1, len(curves["iou"]), index + 1)
+        for name, precision in curves["precision"].items():
+            values = np.asarray(precision[index])
+            if (values > -1).any():
+                average = values[values > -1].mean()
+                axes.plot(recall, np.clip(values, 0, None), label=f"{name} (AP {average:.3f})")
+        axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+                 title=f"{title}, IoU {iou:.2f}")  # fmt: skip
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small", loc="lower left")
+    figure.tight_layout()
+    return atomic_write(path, lambda temporary: figure.savefig(temporary, format="png"))
