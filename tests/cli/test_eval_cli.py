@@ -296,3 +296,35 @@ def test_validation_loss_and_the_batch_size(tmp_path, capsys, loss, independent)
     spread = max(losses) - min(losses)
     # float32 sums of 48 x 48 pixel losses per image: a few 1e-7 relative apart at most
     assert (spread < 1e-5 * losses[0]) == independent, losses
+
+
+def test_unet_on_coco_instance_data_reports_the_mask_ap_of_its_instances(tmp_path, capsys):
+    """`seglab eval` of a U-Net on COCO data: mIoU and, from its connected components, the
+    mask AP that `seglab predict --instances components` + `seglab eval --gt --pred` give."""
+    from seglab.data.shapes import generate_shapes
+
+    root = generate_shapes(tmp_path / "shapes", task="instance", train=1, val=3, size=64)
+    torch.manual_seed(0)
+    model = seglab.build_model("unet", num_classes=4, base_channels=4, depth=2, norm="none")
+    for module in model.modules():  # large weights: confident, blob-shaped class maps
+        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            torch.nn.init.normal_(module.bias, std=0.1)
+    config = {"data": {"root": str(root), "layout": "coco", "image_size": 64}}
+    seglab.save_model(model.eval(), tmp_path / "unet.safetensors",
+                      class_names=["circle", "square", "triangle"], config=config)  # fmt: skip
+    model_path, gt = str(tmp_path / "unet.safetensors"), str(root / "val.json")
+    assert main(["eval", model_path, "--out", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert {"mIoU", "segm", "per_class_AP"} <= set(metrics)
+    assert list(metrics["per_class_AP"]["segm"]) == ["circle", "square", "triangle"]
+
+    assert main(["predict", model_path, str(root / "val"), "--instances", "components",
+                 "--gt", gt, "--out", str(tmp_path / "p")]) == 0  # fmt: skip
+    results = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert results  # the untrained U-Net finds regions: the AP compared is of real results
+    assert main(["eval", "--gt", gt, "--pred", str(tmp_path / "p" / "predictions.json"),
+                 "--iou-type", "segm", "--out", str(tmp_path / "f.json")]) == 0  # fmt: skip
+    from_files = json.loads((tmp_path / "f.json").read_text())
+    assert metrics["segm"] == pytest.approx(from_files["segm"], abs=1e-9)
+    assert (tmp_path / "plots" / "precision_recall_segm.png").is_file()

@@ -211,9 +211,26 @@ def evaluate_model(
             f"model's "
             f"{list(card.class_names)}; evaluate on data with the model's classes"
         )
-    return evaluate(
+    metrics = evaluate(
         model, dataset, batch_size=batch_size, device=device, progress=True, curves=curves
     )
+    if model.task == "semantic" and hasattr(dataset, "coco_gt"):  # COCO instance data
+        metrics.update(instance_ap(model, dataset, curves))
+    return metrics
+
+
+def instance_ap(model, dataset, curves: dict | None = None) -> dict[str, Any]:
+    """A semantic model's COCO mask AP on a COCO dataset: its instances (connected
+    components, `seglab.inference.instances`), as `seglab predict --instances components`
+    writes them, scored as `seglab eval --gt --pred` scores them."""
+    from seglab.inference.instances import coco_instance_results
+
+    results = coco_instance_results(model, dataset, method="components")
+    details: dict[str, Any] = {}
+    segm = evaluate_coco(dataset.coco_gt, results, "segm", details=details)
+    if curves is not None:
+        curves["segm"] = details["curves"]
+    return {"segm": segm, "per_class_AP": {"segm": details["per_class"]}}
 
 
 def _data_config(run_config: dict, root: Path | None, split: str, model_path: str):
