@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.seglab-installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= $(OMP_NUM_THREADS)
 PYTEST_WORKERS ?= $(if $(filter 1,$(OMP_NUM_THREADS)),2,1)
+PYTEST_ARGS ?=
 
 .PHONY: demo test test-all lint venv clean
 
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not slow"
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
