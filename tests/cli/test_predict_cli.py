@@ -17,6 +17,7 @@ import seglab
 from seglab.cli.main import main
 from seglab.errors import UserError
 from seglab.inference.predictor import collect_inputs, gt_image_ids, predict_files
+from seglab.inference.visualize import class_colour
 from seglab.models.card import ModelCard
 
 
@@ -125,7 +126,7 @@ def test_detector_writes_coco_results_images_and_overlays(image_dir, tmp_path):
     images = json.loads((out / "images.json").read_text())
     assert images[1] == {"id": 1, "file_name": str(image_dir / "sub" / "a.jpg"),
                          "height": 32, "width": 32}  # fmt: skip
-    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["00000_a.png", "00001_a.png"]
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a-2.png", "a.png"]
 
 
 def trained_at_32_px(model):
@@ -141,12 +142,14 @@ def test_semantic_model_writes_class_index_masks(image_dir, tmp_path):
     model = trained_at_32_px(seglab.build_model("unet", num_classes=3, base_channels=4, depth=2))
     out = tmp_path / "out"
     predict_files(model, collect_inputs([image_dir / "a.png"]), out)
-    mask = Image.open(out / "masks" / "00000_a.png")
-    assert mask.size == (40, 30) and mask.mode == "L"
+    mask = Image.open(out / "masks" / "a.png")
+    assert mask.size == (40, 30) and mask.mode == "P"  # class indices, shown in colour
     assert set(np.unique(np.asarray(mask))) <= {0, 1, 2}
-    assert (out / "overlays" / "00000_a.png").is_file()
+    palette = mask.getpalette()  # the overlays' colours: background black, classes 1, 2
+    assert palette[:3] == [0, 0, 0] and palette[3:9] == [*class_colour(1), *class_colour(2)]
+    assert (out / "overlays" / "a.png").is_file()
     record = json.loads((out / "predictions.json").read_text())[0]
-    assert record["mask"] == "masks/00000_a.png"
+    assert record["mask"] == "masks/a.png"
     assert sum(record["class_share"].values()) == pytest.approx(1.0)
 
 
@@ -166,7 +169,7 @@ def test_semantic_model_predicts_at_the_scale_it_was_trained_at(tmp_path):
     with torch.no_grad():
         logits = model([small[0]])[0]["logits"].softmax(0)
     expected = torch.nn.functional.interpolate(logits[None], size=(64, 96), mode="bilinear")[0]
-    class_map = np.asarray(Image.open(tmp_path / "out" / "masks" / "00000_big.png"))
+    class_map = np.asarray(Image.open(tmp_path / "out" / "masks" / "big.png"))
     top2 = expected.topk(2, dim=0).values
     clear = (top2[0] - top2[1] > 1e-3).numpy()
     assert class_map.shape == (64, 96) and clear.mean() > 0.9
@@ -195,7 +198,7 @@ def test_detector_takes_image_ids_from_the_ground_truth(image_dir, tmp_path):
     images = json.loads((out / "images.json").read_text())
     assert [(i["id"], i["file_name"]) for i in images] == [
         (102, str(image_dir / "a.png")), (100, str(image_dir / "sub" / "a.jpg"))]  # fmt: skip
-    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["00000_a.png", "00001_a.png"]
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a-2.png", "a.png"]
 
 
 def test_relative_path_decides_between_equal_base_names(tmp_path):
@@ -276,7 +279,7 @@ def test_valid_unet_tiled_class_map_equals_whole_image_prediction(tmp_path):
     out = tmp_path / "out"
     assert main(["predict", str(tmp_path / "unet.safetensors"), str(tmp_path / "big.png"),
                  "--tile-size", "60", "--out", str(out)]) == 0  # fmt: skip
-    class_map = np.asarray(Image.open(out / "masks" / "00000_big.png"))
+    class_map = np.asarray(Image.open(out / "masks" / "big.png"))
     probabilities = whole_image_probabilities(model, image)
     top2 = probabilities.topk(2, dim=0).values
     clear = (top2[0] - top2[1] > 1e-4).numpy()  # pixels whose argmax float error cannot flip
@@ -292,7 +295,7 @@ def test_valid_unet_with_a_tile_too_small_for_its_depth(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "unet.safetensors"), str(tmp_path / "img.png"),
                  "--tile-size", "132", "--out", str(out), "-q"]) == 0  # fmt: skip
     assert capsys.readouterr().err == ""
-    class_map = np.asarray(Image.open(out / "masks" / "00000_img.png"))
+    class_map = np.asarray(Image.open(out / "masks" / "img.png"))
     probabilities = whole_image_probabilities(model, image)
     top2 = probabilities.topk(2, dim=0).values
     clear = (top2[0] - top2[1] > 1e-4).numpy()
@@ -313,10 +316,10 @@ def test_same_unet_uses_tile_size_and_overlap_and_small_images_go_whole(tmp_path
     expected = predict_tiled(model, big, tile_size=32, overlap=8).argmax(0).numpy()
     whole = predict_tiled(model, big, tile_size=80).argmax(0).numpy()
     assert (expected != whole).any()  # the tiling is visible, so the options were used
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "masks" / "00000_big.png")), expected)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "masks" / "big.png")), expected)
     with torch.no_grad():
         probabilities = model([small])[0]["logits"].softmax(0)  # one pass on the whole image
-    small_map = np.asarray(Image.open(out / "masks" / "00001_small.png"))
+    small_map = np.asarray(Image.open(out / "masks" / "small.png"))
     top2 = probabilities.topk(2, dim=0).values
     clear = (top2[0] - top2[1] > 1e-5).numpy()
     assert clear.mean() > 0.9
@@ -401,3 +404,32 @@ def test_bad_tiles_and_gt_without_instances_on_a_unet(image_dir, tmp_path, capsy
     line = run_error(capsys, [*args, "--gt", str(gt)])
     assert "this model's task is semantic, so leave out --gt (or add --instances)" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_batches_give_the_detections_of_single_images(tmp_path, capsys):
+    torch.manual_seed(0)
+    detector = seglab.build_model(
+        "faster_rcnn", num_classes=3, backbone="resnet18", norm="bn", min_size=64, max_size=96,
+        fpn_channels=16, anchor_sizes=[8, 16, 32, 64, 128], rpn_pre_nms_top_n_test=50,
+        rpn_post_nms_top_n_test=20, representation_size=16, box_score_thresh=0.0,
+        detections_per_img=10,
+    )  # fmt: skip
+    seglab.save_model(detector.eval(), tmp_path / "model.safetensors", class_names=["a", "b"])
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, size in enumerate([(48, 40), (48, 40), (48, 40), (64, 32), (48, 40)]):
+        colour = (40 * index, 200 - 30 * index, 90)
+        Image.new("RGB", size, colour).save(folder / f"{index}.png")
+    found = {}
+    for batch_size in (1, 3):
+        out = tmp_path / f"batch{batch_size}"
+        assert main(["predict", str(tmp_path / "model.safetensors"), str(folder), "--out",
+                     str(out), "--batch-size", str(batch_size)]) == 0  # fmt: skip
+        found[batch_size] = json.loads((out / "predictions.json").read_text())
+        assert "predict: 5/5 image" in capsys.readouterr().err  # the progress display
+    assert len(found[1]) == len(found[3]) == 50
+    for single, batched in zip(found[1], found[3], strict=True):
+        assert single["image_id"] == batched["image_id"]
+        assert single["category_id"] == batched["category_id"]
+        assert single["bbox"] == pytest.approx(batched["bbox"], abs=1e-3)
+        assert single["score"] == pytest.approx(batched["score"], abs=1e-5)

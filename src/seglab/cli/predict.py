@@ -56,6 +56,10 @@ def add_parser(subparsers) -> None:
         help="semantic models: split the foreground into object instances (connected "
         "components, or watershed to separate touching objects) and write COCO results",
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=4,
+        help="classifiers and detectors: images of one size per forward pass (4)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.set_defaults(func=run)
 
@@ -69,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise UserError(f"--top-k {args.top_k}: must be at least 1")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     out_dir = check_output_folder(args.out)
     inputs = collect_inputs(args.inputs)
     image_ids = gt_image_ids(args.gt, inputs.images) if args.gt else None
@@ -76,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     options = {"tile_size": args.tile_size, "overlap": args.overlap, "instances": args.instances}
     predictions = predict_files(
         model, inputs, out_dir, top_k=args.top_k, score_threshold=args.score_threshold,
-        device=resolve_device(args.device, option="--device"), image_ids=image_ids, **options,
+        device=resolve_device(args.device, option="--device"), image_ids=image_ids,
+        batch_size=args.batch_size, **options,
     )  # fmt: skip
     for prediction in predictions:
         print(prediction.line)

@@ -15,7 +15,8 @@ Dispatch on `model.task`:
   bounded memory; an image no larger than a tile goes whole), and the class probabilities
   are resized back to the image's size; then either
   - `masks/` holds one class-index PNG per image (0 background, the argmax of the class
-    probabilities), `overlays/` the class maps over the images, `predictions.json` the pixel
+    probabilities; a palette PNG, so viewers show the classes in colour), `overlays/` the
+    class maps over the images, `predictions.json` the pixel
     share of each class; or, with `instances` ("components" or "watershed"),
   - the foreground probabilities are split into object instances
     (`seglab.inference.instances`) and written exactly as a detector's: COCO results in
@@ -23,8 +24,9 @@ Dispatch on `model.task`:
     `overlays/` with the instances drawn, so that `seglab eval --gt --pred --iou-type segm`
     scores a U-Net on the same instance AP as Mask R-CNN.
 
-Output files are named `<index>_<stem>.png` so that equal names from different folders do
-not collide. Every file is written atomically.
+Output files are named `<stem>.png` after their image; a stem seen before gets `-2`, `-3`,
+... (`output_names`), so that equal names from different folders do not collide. Every
+file is written atomically.
 """
 
 from __future__ import annotations
@@ -178,10 +180,7 @@ class Job:
     tile_size: int = DEFAULT_TILE_SIZE
     overlap: int = DEFAULT_OVERLAP
     instances: str | None = None  # semantic models: "components" / "watershed", or class maps
-
-    @property
-    def name(self) -> str:
-        return f"{self.index:05d}_{self.path.stem}"
+    name: str = ""  # output files' stem: the image's, "-2", "-3", ... after a repeated stem
 
 
 def predict_files(
@@ -196,8 +195,14 @@ def predict_files(
     tile_size: int | None = None,
     overlap: int | None = None,
     instances: str | None = None,
+    batch_size: int = 4,
 ) -> list[Prediction]:
     """Predict every image of `inputs`, write the outputs under `out_dir`, return the lines.
+
+    Classifiers and detectors run `batch_size` images per forward pass (consecutive images
+    of one size: a detector's padded batch then holds no padding that a single image would
+    not have, so batching does not change its detections); semantic models batch the tiles
+    of each image (`seglab.predict_tiled`).
 
     `image_ids` (one per image of `inputs`, see `gt_image_ids`) replace the running index as
     the COCO `image_id` of detectors and of `instances`. Semantic models only: `tile_size`
@@ -214,15 +219,22 @@ def predict_files(
     model = model.to(device).eval()
     channels = model.card.in_channels
     intensity = _training_intensity(model)  # the training data's range, if it had one
-    predict_one, prepare = _PREDICTORS[model.task], preprocessor(model)
-    predictions = []
+    prepare, names = preprocessor(model), output_names(inputs.images)
+    predictions: list[Prediction] = []
+    batch: list[tuple[Tensor, Job]] = []
     with torch.no_grad():
         for index, path in enumerate(progress(inputs.images, desc="predict", unit="image")):
             image = read_image(path, channels, inputs, intensity)
-            if image is not None:
-                job = Job(path, index, image_ids[index], out_dir, top_k, score_threshold,
-                          tile_size, overlap, instances)  # fmt: skip
-                predictions.append(predict_one(model, prepare(image).to(device), job))
+            if image is None:
+                continue
+            image = prepare(image).to(device)
+            if batch and (len(batch) == batch_size or batch[0][0].shape != image.shape):
+                predictions += _predict_batch(model, batch)
+                batch = []
+            batch.append((image, Job(path, index, image_ids[index], out_dir, top_k,
+                                     score_threshold, tile_size, overlap, instances,
+                                     names[index])))  # fmt: skip
+        predictions += _predict_batch(model, batch)
     _write_summary(predictions, out_dir, coco=model.task != "classification" and
                    (model.task != "semantic" or instances is not None))  # fmt: skip
     return predictions
@@ -258,8 +270,29 @@ def check_options(
                         f"model's task is {task}, so leave out --gt{hint}")  # fmt: skip
 
 
-def _classify(model: nn.Module, image: Tensor, job: Job) -> Prediction:
-    probabilities = model([image])[0]["logits"].float().softmax(0)
+def output_names(images: list[Path]) -> list[str]:
+    """The stem of each image's output files: its own, then `stem-2`, `stem-3`, ... for
+    the next images of the same stem (from other folders or with other suffixes)."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in images:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        names.append(path.stem if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}")
+    return names
+
+
+def _predict_batch(model: nn.Module, batch: list[tuple[Tensor, Job]]) -> list[Prediction]:
+    """One forward pass for the batch's images (semantic models: one image at a time)."""
+    if model.task == "semantic":
+        return [_segment(model, image, job) for image, job in batch]
+    outputs = model([image for image, _ in batch]) if batch else []
+    write = _PREDICTORS[model.task]
+    pairs = zip(batch, outputs, strict=True)
+    return [write(model, image, output, job) for (image, job), output in pairs]
+
+
+def _classify(model: nn.Module, image: Tensor, output: dict[str, Tensor], job: Job) -> Prediction:
+    probabilities = output["logits"].float().softmax(0)
     scores, labels = probabilities.topk(min(job.top_k, len(probabilities)))
     top = [
         {"label": int(label), "class": _class_name(model, int(label)), "score": float(score)}
@@ -269,8 +302,8 @@ def _classify(model: nn.Module, image: Tensor, job: Job) -> Prediction:
     return Prediction(job.path, f"{job.path}: {line}", {"file_name": str(job.path), "top_k": top})
 
 
-def _detect(model: nn.Module, image: Tensor, job: Job) -> Prediction:
-    output = {key: value.cpu() for key, value in model([image])[0].items()}
+def _detect(model: nn.Module, image: Tensor, output: dict[str, Tensor], job: Job) -> Prediction:
+    output = {key: value.cpu() for key, value in output.items()}
     return _detections(model, image, output, job)
 
 
@@ -313,7 +346,7 @@ def _segment(model: nn.Module, image: Tensor, job: Job) -> Prediction:
         output = instances_from_probabilities(probabilities, method=job.instances)
         return _detections(model, image, output, job, noun="instances")
     class_map = probabilities.argmax(0).to(torch.uint8)  # (H, W), 0 background
-    save_image(PIL.Image.fromarray(class_map.numpy()), job.out_dir / "masks" / f"{job.name}.png")
+    save_image(palette_mask(class_map), job.out_dir / "masks" / f"{job.name}.png")
     overlay = draw_semantic(image.cpu(), class_map, list(model.card.class_names))
     save_image(overlay, job.out_dir / "overlays" / f"{job.name}.png")
     counts = torch.bincount(class_map.flatten().long(), minlength=probabilities.shape[0])
@@ -327,11 +360,21 @@ def _segment(model: nn.Module, image: Tensor, job: Job) -> Prediction:
     return Prediction(job.path, f"{job.path}: {found or 'background only'}", record)
 
 
-_PREDICTORS = {
+def palette_mask(class_map: Tensor) -> PIL.Image.Image:
+    """(H, W) uint8 class indices as a palette PNG: the pixel values are the classes, and
+    viewers show them in the overlays' colours (background black, 255 "ignored" white)."""
+    from seglab.inference.visualize import class_colour
+
+    mask = PIL.Image.fromarray(class_map.cpu().numpy(), mode="P")
+    colours = [(0, 0, 0), *(class_colour(label) for label in range(1, 255)), (255, 255, 255)]
+    mask.putpalette([channel for colour in colours for channel in colour])
+    return mask
+
+
+_PREDICTORS = {  # how one image's output is written (semantic models: `_segment`)
     "classification": _classify,
     "detection": _detect,
     "instance": _detect,
-    "semantic": _segment,
 }
 
 
