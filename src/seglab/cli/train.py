@@ -6,10 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
+import warnings
 from pathlib import Path
 
 from seglab.errors import UserError
+from seglab.progress import quiet
 
 
 def add_parser(subparsers) -> None:
@@ -44,10 +48,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from seglab.engine.distributed import from_environment
     from seglab.engine.transcript import transcript
     from seglab.files import check_output_folder
 
     run_dir = check_output_folder(args.out)
+    if not from_environment().main:  # torchrun's other processes: rank 0 prints and logs
+        with quiet(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _train(args, run_dir)
     with transcript(run_dir):  # what is printed from here on also goes to RUN/train.log
         return _train(args, run_dir)
 

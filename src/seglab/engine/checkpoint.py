@@ -44,7 +44,9 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: RunState,
     data_order: dict[str, int],
+    rng_per_rank: list[dict[str, Any]] | None = None,
 ) -> Path:
+    """`rng_per_rank`: the generators of every training process (DDP), in rank order."""
     checkpoint = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -53,6 +55,8 @@ def save_checkpoint(
         "rng": rng_states(),
         "data_order": data_order,
     }
+    if rng_per_rank is not None:
+        checkpoint["rng_per_rank"] = rng_per_rank
     return atomic_torch_save(path, checkpoint)
 
 
@@ -62,15 +66,26 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> RunState:
-    """Restore model, optimizer, scheduler and generators in place; return the run state."""
+    """Restore model, optimizer, scheduler and generators in place; return the run state.
+
+    Process `rank` of `world_size` takes its own generators when the checkpoint was saved
+    by as many processes, else those of rank 0 (the resume is then no longer exact)."""
     checkpoint = read_checkpoint(path)
     remedy = "start a new RUN (--out) or delete the checkpoint to train this one from scratch"
     load_weights(model, checkpoint["model"], path, remedy=remedy)
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
-    set_rng_states(checkpoint["rng"])
+    per_rank = checkpoint.get("rng_per_rank") or [checkpoint["rng"]]
+    set_rng_states(per_rank[rank] if len(per_rank) == world_size else checkpoint["rng"])
     return RunState(**checkpoint["run_state"])
+
+
+def saved_world_size(path: str | Path) -> int:
+    """How many processes trained the run up to its checkpoint (1 before DDP existed)."""
+    return int(read_checkpoint(path)["data_order"].get("world_size", 1))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -69,6 +69,9 @@ class TrainConfig:
     init: str | None = None
     # TensorBoard event files in RUN/tensorboard/ (needs the tensorboard extra)
     tensorboard: bool = False
+    # several processes (torchrun, DDP): BatchNorm statistics over all processes' images
+    # (torch.nn.SyncBatchNorm, GPUs only); otherwise each process normalises its own batch
+    sync_batchnorm: bool = False
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ CHANGEABLE_ON_RESUME = (
     "train.workers",
     "train.device",
     "train.tensorboard",
+    "train.sync_batchnorm",
 )
 PATH_KEYS = (  # `/tmp/x/`, `/tmp/x` and `x` from /tmp are one folder
     "data.root",

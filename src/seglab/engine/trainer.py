@@ -16,11 +16,12 @@ no evaluation, no `best.safetensors`.
 from __future__ import annotations
 
 import os
+import signal
 import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,15 @@ from torch.utils.data import DataLoader
 from seglab import data as seglab_data
 from seglab import evaluation
 from seglab.data.splits import data_name
-from seglab.engine.checkpoint import CHECKPOINT_NAME, RunState, load_checkpoint, save_checkpoint
+from seglab.engine import distributed
+from seglab.engine.checkpoint import (
+    CHECKPOINT_NAME,
+    RunState,
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+    saved_world_size,
+)
 from seglab.engine.config import (
     Config,
     config_to_dict,
@@ -79,6 +88,8 @@ class Session:
     log: MetricsLog
     progress: bool
     tensorboard: TensorBoardLog | None = None  # train.tensorboard: true
+    processes: distributed.Processes = field(default_factory=distributed.Processes)
+    forward: Callable | None = None  # (images, targets) -> (outputs, losses), DDP-wrapped
 
 
 def train(
@@ -101,6 +112,7 @@ def train(
     finally:
         if session.tensorboard is not None:
             session.tensorboard.close()
+        distributed.stop()
 
 
 def _open_session(
@@ -126,30 +138,45 @@ def _open_session(
     config = fit_batch_size(config, len(train_set))
     check_resume(run_dir, config)
     torch.manual_seed(config.seed)
-    device = resolve_device(config.train.device)
+    processes = distributed.from_environment()  # torchrun's processes, or this one alone
+    distributed.check_world_size(processes, config.train.batch_size, len(train_set))
+    device = distributed.start(processes, resolve_device(config.train.device))
     model = _build_model(config, train_set, device)
+    if config.train.sync_batchnorm:
+        model = distributed.sync_batchnorm(model, processes, device)
     if not (run_dir / CHECKPOINT_NAME).is_file():  # a resumed run's weights: its checkpoint's
         _initial_weights(model, config, report)
     optimizer = build_optimizer(model, config.train)
     state = RunState()
     # the closure reads `state` as it is at each step: the one loaded below on a resume
     scheduler = build_scheduler(optimizer, config.train, elapsed_s=lambda: state.elapsed_s)
-    prepare_run_dir(run_dir, config)
+    if processes.main:  # only rank 0 writes; the others wait for the folder
+        prepare_run_dir(run_dir, config)
+    distributed.barrier()
     log = MetricsLog(run_dir / METRICS_NAME)
     if (run_dir / CHECKPOINT_NAME).is_file():
+        note = distributed.world_size_note(saved_world_size(run_dir / CHECKPOINT_NAME),
+                                           processes, config.train.batch_size)  # fmt: skip
+        if note is not None and processes.main:
+            warnings.warn(f"{run_dir}: {note}", SeglabWarning, stacklevel=3)
         state = load_checkpoint(
-            run_dir / CHECKPOINT_NAME, model=model, optimizer=optimizer, scheduler=scheduler
-        )
+            run_dir / CHECKPOINT_NAME, model=model, optimizer=optimizer, scheduler=scheduler,
+            rank=processes.rank, world_size=processes.world_size,
+        )  # fmt: skip
         _refresh_lr(scheduler)  # the budget (max_steps, max_minutes) may have changed
-    if log.path.is_file():
+    if log.path.is_file() and processes.main:
         log.truncate_after(state.step)  # lines of an interrupted session after its checkpoint
-    sampler = ResumableBatchSampler(
-        len(train_set), config.train.batch_size, seed=config.seed, start_step=state.step
-    )
-    tensorboard = TensorBoardLog(run_dir, state.step) if config.train.tensorboard else None
+    sampler = ResumableBatchSampler(  # the global batch: batch_size per process
+        len(train_set), config.train.batch_size * processes.world_size, seed=config.seed,
+        start_step=state.step,
+    )  # fmt: skip
+    tensorboard = None
+    if config.train.tensorboard and processes.main:
+        tensorboard = TensorBoardLog(run_dir, state.step)
     return Session(
         config, run_dir, device, model, optimizer, scheduler, sampler, train_set, val_set,
-        state, log, progress, tensorboard,
+        state, log, progress and processes.main, tensorboard, processes,
+        distributed.training_forward(model, processes, device),
     )  # fmt: skip
 
 
@@ -218,8 +245,9 @@ def _loop(session: Session) -> None:
                 window.add(losses, len(batch[0]))
                 bar.update(1)
                 _periodic(session, window, bar)
-                if stop.signal_number is not None and not _finished(session):
-                    _stop(session, stop.signal_number)
+                stopping = distributed.any_process(stop.signal_number is not None, session.device)
+                if stopping and not _finished(session):
+                    _stop(session, stop.signal_number or signal.SIGTERM)
         finally:
             del batches  # stop the loader's worker processes now, also when interrupted
 
@@ -230,13 +258,16 @@ def _periodic(session: Session, window: _LossWindow, bar: Any) -> None:
     last = _finished(session)
     if step % cfg.log_every == 0 or last:
         record = window.flush(step, session.optimizer.param_groups[0]["lr"])
+        record = distributed.reduce_record(record, session.device)  # over the processes
         record["elapsed_s"] = round(session.state.elapsed_s, 3)
-        session.log.append(record)
+        if session.processes.main:
+            session.log.append(record)
         if session.tensorboard is not None:
             session.tensorboard.train(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}")
     if (step % cfg.eval_every == 0 or last) and session.val_set is None:
-        write_plots(session.log.read(), session.run_dir / "plots")
+        if session.processes.main:
+            write_plots(session.log.read(), session.run_dir / "plots")
     elif step % cfg.eval_every == 0 or last:
         _evaluate(session)
     if step % cfg.checkpoint_every == 0 or last:
@@ -253,9 +284,12 @@ def _stop(session: Session, signal_number: int) -> None:
 
 def _train_loader(session: Session) -> DataLoader:
     cfg = session.config.train
+    sampler = session.sampler
+    if session.processes.distributed:
+        sampler = distributed.RankSlice(sampler, session.processes)  # this process's share
     return DataLoader(
         SeededItems(session.train_set, session.config.seed),
-        batch_sampler=session.sampler,
+        batch_sampler=sampler,
         num_workers=cfg.workers,
         collate_fn=seglab_data.collate,
         worker_init_fn=ignore_interrupts,
@@ -273,7 +307,7 @@ def _train_step(session: Session, batch: tuple[list[Tensor], list[dict]]) -> dic
         else nullcontext()
     )
     with autocast:
-        _, losses = model.forward_with_losses(images, targets)
+        _, losses = session.forward(images, targets)
     loss = sum(losses.values())
     if not torch.isfinite(loss):
         raise UserError(
@@ -320,11 +354,15 @@ def _evaluate(session: Session) -> dict[str, Any]:
     cfg, state = session.config.train, session.state
     with preserved_rng(cuda=session.device.type == "cuda"):
         metrics = evaluation.evaluate(
-            session.model, session.val_set, batch_size=cfg.batch_size, device=session.device
-        )
+            session.model, session.val_set, batch_size=cfg.batch_size, device=session.device,
+            shard=(session.processes.rank, session.processes.world_size),
+        )  # fmt: skip
     session.model.train()
     name, value = evaluation.primary_metric(metrics, session.model.task)
     state.last_metrics, state.last_eval_step = metrics, state.step
+    if not session.processes.main:  # the same metrics on every process; rank 0 writes
+        state.best_value = max(value, state.best_value or value)
+        return metrics
     session.log.append({"step": state.step, "split": "val", "primary": name, **metrics})
     if session.tensorboard is not None:
         session.tensorboard.validation(state.step, metrics)
@@ -338,6 +376,9 @@ def _evaluate(session: Session) -> dict[str, Any]:
 
 
 def _save(session: Session) -> None:
+    rng_per_rank = distributed.gather(rng_states())  # every process's generators: exact resume
+    if not session.processes.main:
+        return
     _save_model(session, session.run_dir / "model.safetensors")
     save_checkpoint(
         session.run_dir / CHECKPOINT_NAME,
@@ -346,6 +387,7 @@ def _save(session: Session) -> None:
         scheduler=session.scheduler,
         state=session.state,
         data_order=_data_order(session),
+        rng_per_rank=rng_per_rank if session.processes.distributed else None,
     )
 
 
@@ -355,7 +397,8 @@ def _save_model(session: Session, path: Path) -> None:
 
 def _data_order(session: Session) -> dict[str, int]:
     epoch, position = session.sampler.epoch_and_position(session.state.step)
-    return {"seed": session.config.seed, "epoch": epoch, "position": position}
+    return {"seed": session.config.seed, "epoch": epoch, "position": position,
+            "world_size": session.processes.world_size}  # fmt: skip
 
 
 def _finish(session: Session) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from seglab.data import batch_to_device, collate
 from seglab.data.coco_results import to_coco_results
@@ -43,6 +43,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = False,
     curves: dict | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Validation loss and the metrics of `model.task` over `dataset`, in one pass.
 
@@ -52,7 +53,10 @@ def evaluate(
     (the data does not resize detection images at evaluation; the model maps its boxes back).
 
     `curves`, when given, receives the precision-recall curves of each COCO iou type
-    (detectors: `seglab.evaluation.coco.precision_recall_curves`).
+    (detectors: `seglab.evaluation.coco.precision_recall_curves`). `shard = (rank, N)`:
+    one of N processes of a `torch.distributed` group (DDP training), each passing over
+    the items rank, rank + N, ...; their losses, results and confusion matrices are merged,
+    so every process returns the metrics of the whole dataset.
 
     Returns:
         {"loss": the summed losses of each batch, averaged over batches weighted by their
@@ -60,7 +64,9 @@ def evaluate(
     """
     if len(dataset) == 0:
         raise UserError(f"{getattr(dataset, 'root', 'dataset')}: no images to evaluate")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    rank, processes = shard
+    items = dataset if processes == 1 else Subset(dataset, range(rank, len(dataset), processes))
+    loader = DataLoader(items, batch_size=batch_size, shuffle=False, collate_fn=collate)
     accumulator = _ACCUMULATORS[model.task](dataset)
     was_training = model.training
     model.to(device).eval()
@@ -77,10 +83,21 @@ def evaluate(
                 accumulator.update(images, targets, outputs)
     finally:
         model.train(was_training)
+    if processes > 1:
+        loss_sum, images_seen = _merge_processes(accumulator, loss_sum, images_seen)
     metrics = {"loss": loss_sum / images_seen, **accumulator.compute()}
     if curves is not None:
         curves.update(getattr(accumulator, "curves", {}))
     return metrics
+
+
+def _merge_processes(accumulator, loss_sum: float, images_seen: int) -> tuple[float, int]:
+    """Every process's share of the pass, merged into `accumulator`; the summed loss and
+    image count of all processes."""
+    shares: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(shares, (accumulator.share(), loss_sum, images_seen))
+    accumulator.merge([share for share, _, _ in shares])
+    return sum(loss for _, loss, _ in shares), sum(count for _, _, count in shares)
 
 
 def primary_metric(metrics: dict[str, Any], task: str) -> tuple[str, float]:
@@ -128,6 +145,12 @@ class _CocoAccumulator:
         image_ids = [target["image_id"] for target in targets]
         self.results += to_coco_results(outputs, image_ids, self.category_ids)
 
+    def share(self) -> list[dict]:
+        return self.results
+
+    def merge(self, shares: list[list[dict]]) -> None:
+        self.results = [result for share in shares for result in share]
+
     def compute(self) -> dict[str, Any]:
         """{iou type: COCO AP}, and "per_class_AP": {iou type: {class: {"AP", "AP50"}}};
         keeps the precision-recall curves of each iou type in `self.curves`."""
@@ -139,6 +162,18 @@ class _CocoAccumulator:
             per_class[iou] = details["per_class"]
             self.curves[iou] = details["curves"]
         return {**metrics, "per_class_AP": per_class}
+
+
+def _confusion_share(self) -> ConfusionMatrix | None:
+    return self.confusion
+
+
+def _confusion_merge(self, shares: list[ConfusionMatrix | None]) -> None:
+    """The sum of the processes' confusion matrices (a process without items has None)."""
+    present = [share for share in shares if share is not None]
+    self.confusion = present[0]
+    for share in present[1:]:
+        self.confusion.matrix += share.matrix
 
 
 class _SemanticAccumulator:
@@ -163,6 +198,8 @@ class _SemanticAccumulator:
     def compute(self) -> dict[str, Any]:
         return semantic_metrics(self.confusion.matrix, self.class_names)
 
+    share, merge = _confusion_share, _confusion_merge
+
 
 class _ClassificationAccumulator:
     """Image confusion matrix of argmax(logits) against `labels`."""
@@ -180,6 +217,8 @@ class _ClassificationAccumulator:
 
     def compute(self) -> dict[str, Any]:
         return classification_metrics(self.confusion.matrix, self.class_names)
+
+    share, merge = _confusion_share, _confusion_merge
 
 
 _ACCUMULATORS = {
