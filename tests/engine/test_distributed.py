@@ -39,22 +39,37 @@ def write_config(path: Path, root: Path, batch_size: int) -> Path:
         "data": {"root": str(root), "layout": "folders", "image_size": 32},
         "train": {"batch_size": batch_size, "lr": 0.05, "optimizer": "sgd", "max_steps": 4,
                   "eval_every": 4, "checkpoint_every": 2, "log_every": 2, "workers": 0,
-                  "device": "cpu", "warmup_steps": 0},
+                  "device": "cpu", "warmup_steps": 0, "schedule": "step"},  # constant lr
     }))  # fmt: skip
     return path
 
 
-def test_two_processes_train_as_one_process_with_the_doubled_batch(classify_root, tmp_path):
-    run, out = tmp_path / "run2", tmp_path / "weights"
-    out.mkdir()
-    config = write_config(tmp_path / "per_process.yaml", classify_root, batch_size=2)
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+def torchrun(out: Path, *train_arguments: str) -> subprocess.CompletedProcess:
+    """`seglab train ...` in two CPU processes (ddp_train.py saves each one's weights)."""
+    out.mkdir(exist_ok=True)
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(DRIVER), str(out), "train", str(config), "--out", str(run)],
-        capture_output=True, text=True, timeout=300, env=environment,
+         str(DRIVER), str(out), "train", *train_arguments],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def two_process_run(classify_root, tmp_path_factory):
+    """4 steps of 2 processes x 2 images, and the folder of their weights."""
+    folder = tmp_path_factory.mktemp("ddp")
+    config = write_config(folder / "per_process.yaml", classify_root, batch_size=2)
+    done = torchrun(folder / "weights", str(config), "--out", str(folder / "run"))
+    return folder, done
+
+
+def test_two_processes_train_as_one_process_with_the_doubled_batch(
+    classify_root, two_process_run, tmp_path
+):
+    folder, done = two_process_run
+    run, out = folder / "run", folder / "weights"
     rank0, rank1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     assert all(torch.equal(a, b) for a, b in zip(rank0, rank1, strict=True))  # one model
 
@@ -89,3 +104,15 @@ def test_a_resume_with_another_number_of_processes_says_so():
     assert note == ("the run was trained by 2 process(es) and resumes with 1: each step now "
                     "takes 4 x 1 images instead of 4 x 2, so the result differs from an "
                     "uninterrupted run")  # fmt: skip
+
+
+def test_two_processes_resume_exactly(classify_root, two_process_run, tmp_path):
+    folder, _ = two_process_run
+    config = write_config(tmp_path / "per_process.yaml", classify_root, batch_size=2)
+    run = tmp_path / "run"
+    torchrun(tmp_path / "w", str(config), "--out", str(run), "--set", "train.max_steps=2")
+    resumed = torchrun(tmp_path / "w", "--out", str(run), "--set", "train.max_steps=4")
+    assert "resuming" in resumed.stdout and "process(es)" not in resumed.stderr
+    straight = load_file(str(folder / "run" / "model.safetensors"))
+    weights = load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(weights[name], value) for name, value in straight.items())
