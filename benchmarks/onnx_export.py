@@ -1,0 +1,62 @@
+"""ONNX export of each shipped recipe's model: export time, and onnxruntime against PyTorch.
+
+Rerun: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/onnx_export.py [--out DIR]`. Each
+recipe's `model:` section is built with fresh weights (3 object classes), exported with
+`seglab.inference.export.export_onnx` (which checks onnxruntime against PyTorch on a
+synthetic image at the recipe's `data.image_size` (256 px, the shapes data's size, for the
+detectors, which resize inside) and on that image resized by 0.75 x 1.25)
+and its report printed: export seconds, the largest differences, and the best of two runs
+of each engine per image (after a warm-up), on the CPU, one thread. Untrained detectors keep
+up to `detections_per_img` low-score boxes, more than a trained one, so their post-processing
+(NMS, mask pasting) is timed at its heaviest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+import seglab
+from seglab.engine.config import recipes_dir
+from seglab.inference.export import export_onnx, synthetic_image
+
+RECIPES = {
+    "cnn_shapes": {},
+    "unet_shapes": {},
+    "unet_shapes (valid padding)": {"padding": "valid", "depth": 4},
+    "faster_rcnn_r18_fpn_shapes": {},
+    "mask_rcnn_r18_fpn_shapes": {},
+}
+
+
+def build(recipe: str, overrides: dict) -> tuple[torch.nn.Module, int]:
+    """The recipe's model with fresh weights, and its data's image size."""
+    config = yaml.safe_load((recipes_dir() / f"{recipe.split()[0]}.yaml").read_text())
+    arguments = {key: value for key, value in config["model"].items() if key != "name"}
+    name = config["model"]["name"]
+    arguments["num_classes"] = 3 if name == "cnn" else 4  # 3 shapes (+ background)
+    torch.manual_seed(0)
+    model = seglab.build_model(name, **{**arguments, **overrides})
+    return model.eval(), int(config["data"].get("image_size", 256))  # shapes: 256 px
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="keep the .onnx files here")
+    args = parser.parse_args()
+    folder = args.out or Path(tempfile.mkdtemp())
+    for recipe, overrides in RECIPES.items():
+        model, size = build(recipe, overrides)
+        image = synthetic_image(model.card.in_channels, (size, size * 4 // 3))
+        path = folder / f"{recipe.split()[0]}{'_valid' if overrides else ''}.onnx"
+        report = export_onnx(model, path, image=image)
+        print(f"## {recipe}")
+        print("\n".join(report.lines()))
+
+
+if __name__ == "__main__":
+    main()
