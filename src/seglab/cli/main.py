@@ -35,8 +35,9 @@ SUBCOMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seglab",
-        description="Train, evaluate and predict with a CNN classifier, Faster R-CNN, "
-        "Mask R-CNN and U-Net; convert torchvision detection checkpoints.",
+        description="Train (on one process or several, under torchrun), evaluate, predict "
+        "with and export to ONNX a CNN classifier, R-CNN, Fast R-CNN, Faster R-CNN, Mask "
+        "R-CNN and U-Net; convert torchvision detection checkpoints.",
     )
     parser.add_argument("--version", action="version", version=f"seglab {seglab.__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
