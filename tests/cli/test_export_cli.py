@@ -1,5 +1,6 @@
 """`seglab export` as a user runs it (subprocess): a classifier exported, its report, and
-`seglab predict` on the .onnx file giving the PyTorch model's predictions."""
+`seglab predict` on the .onnx file giving the PyTorch model's predictions; the one-line
+refusals run in-process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 
 import seglab
+from seglab.cli.main import main
 
 
 def seglab_cli(*args: str) -> subprocess.CompletedProcess:
@@ -57,22 +59,21 @@ def test_export_then_predict_the_onnx_file(classifier, tmp_path):
         assert scores[0] == pytest.approx(scores[1], abs=1e-5)
 
 
-def test_export_needs_an_onnx_file_name(classifier, tmp_path):
-    done = seglab_cli("export", str(classifier / "model.safetensors"), "--out",
-                      str(tmp_path / "model.bin"))  # fmt: skip
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        f"seglab export: error: {tmp_path / 'model.bin'}: --out must end in .onnx (seglab "
-        "predict tells the formats apart by it)"
+def test_export_needs_an_onnx_file_name(classifier, tmp_path, capsys):
+    out = tmp_path / "model.bin"
+    assert main(["export", str(classifier / "model.safetensors"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"seglab export: error: {out}: --out must end in .onnx (seglab predict tells the "
+        "formats apart by it)"
     ]
-    assert not (tmp_path / "model.bin").exists()
+    assert not out.exists()
 
 
-def test_predict_refuses_an_onnx_file_not_written_by_seglab(tmp_path):
+def test_predict_refuses_an_onnx_file_not_written_by_seglab(tmp_path, capsys):
     (tmp_path / "other.onnx").write_bytes(b"not a model")
     Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "red.png")
-    done = seglab_cli("predict", str(tmp_path / "other.onnx"), str(tmp_path / "red.png"), "--out",
-                      str(tmp_path / "out"))  # fmt: skip
-    assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1
-    assert "other.onnx: not an ONNX model onnxruntime can run" in done.stderr
+    argv = ["predict", str(tmp_path / "other.onnx"), str(tmp_path / "red.png"), "--out",
+            str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "other.onnx: not an ONNX model onnxruntime can run" in error[0]

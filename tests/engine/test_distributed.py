@@ -65,6 +65,7 @@ def two_process_run(classify_root, tmp_path_factory):
     return folder, done
 
 
+@pytest.mark.filterwarnings("ignore:train.schedule=step without train.milestones")
 def test_two_processes_train_as_one_process_with_the_doubled_batch(
     classify_root, two_process_run, tmp_path
 ):
