@@ -56,8 +56,13 @@ def test_train_eval_predict_rescore(name, tmp_path):
     from_files = json.loads((tmp_path / "f.json").read_text())
 
     iou_types = ["bbox", "segm"] if name == "mask_rcnn" else ["bbox"]
-    assert sorted(from_files) == iou_types
+    assert sorted(from_files) == sorted([*iou_types, "per_class_AP"])
     for iou_type in iou_types:
         assert from_model[iou_type] == pytest.approx(from_files[iou_type], abs=1e-9)
+        per_class = from_model["per_class_AP"][iou_type]
+        assert per_class.keys() == from_files["per_class_AP"][iou_type].keys()
+        for class_name, values in per_class.items():
+            expected = from_files["per_class_AP"][iou_type][class_name]
+            assert values == pytest.approx(expected, abs=1e-9)
     assert from_model["bbox"]["AP50"] > 0  # some detections hit: the comparison is not 0 = 0
     assert from_model["loss"] > 0
