@@ -88,3 +88,10 @@ def test_a_disagreement_fails_the_export_and_writes_nothing(tmp_path, monkeypatc
     with pytest.raises(ExportCheckFailed, match=r"96x128 image: logits differ by up to 1\.00e-02"):
         export_onnx(model, tmp_path / "cnn.onnx")
     assert list(tmp_path.iterdir()) == []  # no file, no temporary left
+
+
+def test_selective_search_detectors_are_refused_before_exporting(tmp_path):
+    model = seglab.build_model("fast_rcnn", num_classes=3, backbone="resnet18")
+    with pytest.raises(seglab.UserError, match="fast_rcnn: its proposals come from selective"):
+        export_onnx(model.eval(), tmp_path / "fast.onnx")
+    assert list(tmp_path.iterdir()) == []
