@@ -1,6 +1,7 @@
 """The builders: Faster and Mask R-CNN's defaults are torchvision's (pinned against its
 modules, and a converted model's training losses equal torchvision's under one seed); the
-original Faster R-CNN without FPN; single-map backbones; renamed and refused options."""
+original Faster R-CNN without FPN; single-map backbones; renamed and refused options; the
+proposals the selective-search detectors ask their data for."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 from torchvision.models import detection
 
 import seglab
+from seglab.data.proposals import ProposalSettings
+from seglab.models.detection.builders import data_proposals
 from seglab.models.detection.convert import convert_torchvision
 from seglab.models.detection.options import FasterRCNNOptions
 from seglab.ops.roi_align import MultiScaleRoIAlign
@@ -176,3 +179,14 @@ def test_roi_pool_options_name_what_they_do():
 def test_options_a_detector_does_not_have_are_refused(name, options, message):
     with pytest.raises(seglab.UserError, match=message):
         seglab.build_model(name, num_classes=3, **{**SMALL, **options})
+
+
+def test_data_proposals_are_the_models_selective_search_settings():
+    """What the trainer and `seglab eval` ask the data for, before the model is built."""
+    settings = data_proposals("fast_rcnn", {"proposal_mode": "single", "max_proposals": 50})
+    assert settings == ProposalSettings(mode="single", scale=None, min_size=0.0, max_proposals=50)
+    model = seglab.build_model("rcnn", num_classes=3, proposal_scale=128, **SMALL)
+    assert data_proposals("rcnn", {"proposal_scale": 128}) == model.proposal_generator.settings
+    assert data_proposals("faster_rcnn", {}) is None and data_proposals("unet", {}) is None
+    with pytest.raises(seglab.UserError, match="proposal mode 'slow'"):
+        data_proposals("fast_rcnn", {"proposal_mode": "slow"})

@@ -36,6 +36,7 @@ from seglab.models.detection.rpn import RegionProposalNetwork, RPNHead
 from seglab.models.detection.selective_search import SelectiveSearchProposals
 from seglab.models.detection.transform import DetectionTransform
 from seglab.models.necks.fpn import FPN
+from seglab.models.zoo import model_spec
 from seglab.ops.anchors import AnchorGenerator
 from seglab.ops.roi_align import MultiScaleRoIAlign
 from seglab.ops.roi_pool import MultiScaleRoIPool
@@ -121,8 +122,8 @@ def data_proposals(name: str, arguments: dict) -> ProposalSettings | None:
     """The proposals model `name` built with `arguments` reads from its data's targets
     (`seglab.data.build_dataset(..., proposals=...)`), or None for a model that makes its
     own (the RPN) or has none. Known before the model is built (no `num_classes` needed)."""
-    options_class = {"rcnn": RCNNOptions, "fast_rcnn": FastRCNNOptions}.get(name)
-    if options_class is None:
+    _, options_class = model_spec(name).parts()
+    if not issubclass(options_class, SelectiveSearchOptions):
         return None
     # num_classes does not change the proposals: any valid value when not yet known
     return proposal_settings(options_class(**{"num_classes": 2, **arguments}))
