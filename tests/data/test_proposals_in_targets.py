@@ -41,12 +41,14 @@ def test_sanitizing_drops_objects_not_proposals():
     target = {
         "boxes": tv_tensors.BoundingBoxes(
             torch.tensor([[5.0, 5.0, 20.0, 20.0], [30.0, 30.0, 30.0, 40.0]]),  # 2nd: no width
-            format="XYXY", canvas_size=canvas,
+            format="XYXY",
+            canvas_size=canvas,
         ),  # fmt: skip
         "labels": torch.tensor([1, 2]),
         "proposals": tv_tensors.BoundingBoxes(
             torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 45.0, 40.0]]),
-            format="XYXY", canvas_size=canvas,
+            format="XYXY",
+            canvas_size=canvas,
         ),  # fmt: skip
     }
     image = tv_tensors.Image(torch.zeros(3, *canvas))
