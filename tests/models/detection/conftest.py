@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -61,6 +63,25 @@ def empty_image(size: int = 96):
         "image_id": 1,
     }
     return torch.full((3, size, size), 0.3), target
+
+
+def train_on(model, images, targets, *, steps: int, lr: float, cosine: bool = False):
+    """AdamW on `model`'s trainable parameters for `steps` steps on one batch, the
+    learning rate decayed to zero by a cosine when `cosine`; the total loss of each step."""
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=lr)
+    decay = (lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))) if cosine else None
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, decay or (lambda step: 1.0))
+    totals = []
+    for _ in range(steps):
+        _, losses = model.forward_with_losses(images, targets)
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        schedule.step()
+        totals.append(float(total.detach()))
+    return totals
 
 
 @pytest.fixture(params=["faster_rcnn", "mask_rcnn"])

@@ -3,11 +3,9 @@ batch, checkpoint round trip, gradients reaching the backbone."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from tests.models.detection.conftest import empty_image, square_image, tiny_detector
+from tests.models.detection.conftest import empty_image, square_image, tiny_detector, train_on
 
 import seglab
 
@@ -136,20 +134,7 @@ def test_overfits_one_batch(detector_name):
     model = tiny_detector(detector_name).train()
     batch = [square_image(), square_image(box=(50, 10, 90, 40), label=2)]
     images, targets = [b[0] for b in batch], [b[1] for b in batch]
-    steps = 80
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))
-    )
-    totals = []
-    for _ in range(steps):
-        _, losses = model.forward_with_losses(images, targets)
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        schedule.step()
-        totals.append(float(total.detach()))
+    totals = train_on(model, images, targets, steps=80, lr=1e-3, cosine=True)
     assert totals[-1] < 0.3 * totals[0], totals
     model.eval()
     with torch.no_grad():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.models.detection.conftest import empty_image, square_image
+from tests.models.detection.conftest import empty_image, square_image, train_on
 
 import seglab
 from seglab.models.detection.options import FastRCNNOptions
@@ -144,16 +144,7 @@ def test_overfits_one_batch():
     batch = [with_proposals(square_image()),
              with_proposals(square_image(box=(50, 10, 90, 40), label=2), seed=5)]  # fmt: skip
     images, targets = [b[0] for b in batch], [b[1] for b in batch]
-    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=3e-3)
-    totals = []
-    for _ in range(20):
-        _, losses = model.forward_with_losses(images, targets)
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        totals.append(float(total.detach()))
+    totals = train_on(model, images, targets, steps=20, lr=3e-3)
     # each step draws other RoIs, so the loss is noisy: compare the last steps' mean
     assert sum(totals[-3:]) / 3 < 0.7 * totals[0], totals  # measured: 0.51
     model.eval()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.models.detection.conftest import empty_image, square_image
+from tests.models.detection.conftest import empty_image, square_image, train_on
 from tests.models.detection.test_fast_rcnn import with_proposals
 
 import seglab
@@ -143,16 +143,7 @@ def test_overfits_one_batch():
     model = tiny_rcnn(trainable_stages=3).train()
     batch = [with_proposals(square_image()), with_proposals(blue_object(), seed=5)]
     images, targets = [b[0] for b in batch], [b[1] for b in batch]
-    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=3e-3)
-    totals = []
-    for _ in range(20):
-        _, losses = model.forward_with_losses(images, targets)
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        totals.append(float(total.detach()))
+    totals = train_on(model, images, targets, steps=20, lr=3e-3)
     assert sum(totals[-3:]) / 3 < 0.7 * totals[0], totals
     model.eval()
     with torch.no_grad():
