@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from seglab.cli.main import main
-from seglab.data import shapes
+from seglab.data import shapes, synthetic
 from seglab.data.shapes import CLASS_NAMES, generate_shapes
 from seglab.structures.masks import segmentation_to_mask
 
@@ -88,7 +88,7 @@ def test_classify_crops_hold_one_whole_object():
 
 def _fail_after(count):
     calls = {"n": 0}
-    original = shapes._png_bytes
+    original = synthetic.png_bytes
 
     def encode(array):
         calls["n"] += 1
@@ -101,7 +101,7 @@ def _fail_after(count):
 
 @pytest.mark.parametrize("task,marker", [("instance", "train.json"), ("semantic", "train")])
 def test_interrupted_generation_is_never_complete(tmp_path, monkeypatch, task, marker):
-    monkeypatch.setattr(shapes, "_png_bytes", _fail_after(3))
+    monkeypatch.setattr(synthetic, "png_bytes", _fail_after(3))
     with pytest.raises(KeyboardInterrupt):
         generate_shapes(tmp_path, task=task, train=6, val=2, size=64)
     assert not (tmp_path / marker).exists()
@@ -114,7 +114,7 @@ def test_interrupted_regeneration_never_mixes_old_and_new(tmp_path, monkeypatch)
     generate_shapes(tmp_path / "sem", task="semantic", train=6, val=2, size=64, seed=1)
     old_split = _files(tmp_path / "sem" / "train")
     for root, task in ((tmp_path / "coco", "instance"), (tmp_path / "sem", "semantic")):
-        monkeypatch.setattr(shapes, "_png_bytes", _fail_after(3))
+        monkeypatch.setattr(synthetic, "png_bytes", _fail_after(3))
         with pytest.raises(KeyboardInterrupt):
             generate_shapes(root, task=task, train=6, val=2, size=64, seed=2)
     assert not (tmp_path / "coco" / "train.json").exists()

@@ -1,7 +1,8 @@
 """The built-in synthetic dataset: circles, squares and triangles on noisy backgrounds.
 
 Every scene is drawn from its own random generator seeded by `(seed, split, index)`, so a
-dataset is byte-identical for a seed whatever order or subset is generated. Objects overlap
+dataset is byte-identical for a seed whatever order or subset is generated
+(`seglab.data.synthetic` writes the COCO and mask-folder layouts). Objects overlap
 and occlude each other (later ones are drawn on top; an object is placed only if every
 earlier object keeps at least half of its area visible), come in small, medium and large
 sizes (COCO's 32^2 / 96^2 area limits at 256 px), random colours, on flat, gradient and
@@ -18,23 +19,19 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from seglab.data import synthetic
+from seglab.data.synthetic import Summary, publish, scene_rng
 from seglab.errors import UserError
-from seglab.files import (
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    check_output_folder,
-)
-from seglab.structures.masks import mask_to_rle
+from seglab.files import atomic_write_bytes, atomic_write_text, check_output_folder
 
 CLASS_NAMES = ("circle", "square", "triangle")
 TASKS = ("instance", "semantic", "classify")
-_SPLIT_IDS = {"train": 0, "val": 1}
 _SUBPIXEL_BITS = 4  # cv2 drawing with 1/16 pixel precision
 _MAX_OBJECTS = 6
 _EMPTY_FRACTION = 0.08
@@ -48,17 +45,6 @@ class Shape:
     full_mask: np.ndarray  # (H, W) bool, inside the image
     visible_mask: np.ndarray  # (H, W) bool
     colour: np.ndarray  # (3,) float32 RGB
-
-
-@dataclass
-class Summary:
-    """What a generation wrote, for the CLI's one-line report."""
-
-    out_dir: Path
-    images: int
-    objects: int
-    classes: int
-    seconds: float
 
 
 def _draw_mask(kind: int, centre: np.ndarray, radius: float, angle: float, size: int, rng):
@@ -159,84 +145,6 @@ def render_scene(
     return _finish(image, rng), shapes
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
-    """Encode RGB (H, W, 3) or index (H, W) uint8 as PNG (deterministic bytes)."""
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".png", array)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buffer.tobytes()
-
-
-def _scene_rng(seed: int, split: str, index: int):
-    return np.random.default_rng([seed, _SPLIT_IDS[split], index])
-
-
-def _coco_annotations(shapes: list[Shape], image_id: int, first_id: int) -> list[dict]:
-    annotations = []
-    for shape in shapes:
-        ys, xs = np.nonzero(shape.visible_mask)
-        if len(xs) == 0:
-            continue
-        x0, y0 = int(xs.min()), int(ys.min())
-        annotations.append(
-            {
-                "id": first_id + len(annotations),
-                "image_id": image_id,
-                "category_id": shape.label,
-                "segmentation": mask_to_rle(shape.visible_mask),
-                "area": int(len(xs)),
-                "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
-                "iscrowd": 0,
-            }
-        )
-    return annotations
-
-
-def _write_coco_split(out_dir: Path, split: str, count: int, size: int, seed: int) -> int:
-    # Regenerating over an old dataset: drop its JSON first, so until the new one is written
-    # the split is visibly incomplete rather than old annotations over new images.
-    (out_dir / f"{split}.json").unlink(missing_ok=True)
-    images, annotations = [], []
-    for index in range(count):
-        image, shapes = render_scene(size, _scene_rng(seed, split, index))
-        file_name = f"{index:06d}.png"
-        atomic_write_bytes(out_dir / split / file_name, _png_bytes(image))
-        image_id = index + 1
-        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
-        annotations += _coco_annotations(shapes, image_id, first_id=len(annotations) + 1)
-    categories = [
-        {"id": k, "name": name, "supercategory": "shape"} for k, name in enumerate(CLASS_NAMES, 1)
-    ]
-    coco = {"images": images, "annotations": annotations, "categories": categories}
-    atomic_write_json(out_dir / f"{split}.json", coco, indent=None)
-    return len(annotations)
-
-
-def _publish(partial: Path, final: Path) -> None:
-    """Move a completely written split folder into place."""
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
-
-
-def _write_semantic_split(out_dir: Path, split: str, count: int, size: int, seed: int) -> int:
-    partial = out_dir / f".{split}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    objects = 0
-    for index in range(count):
-        image, shapes = render_scene(size, _scene_rng(seed, split, index))
-        class_map = np.zeros((size, size), dtype=np.uint8)
-        for shape in shapes:  # drawing order: later objects occlude earlier ones
-            class_map[shape.full_mask] = shape.label
-        objects += sum(bool(shape.visible_mask.any()) for shape in shapes)
-        atomic_write_bytes(partial / "images" / f"{index:06d}.png", _png_bytes(image))
-        atomic_write_bytes(partial / "masks" / f"{index:06d}.png", _png_bytes(class_map))
-    _publish(partial, out_dir / split)
-    return objects
-
-
 # Crops hold one whole object (a square's corner lies at sqrt(2) radius, a jittered
 # triangle's at 1.15 radius), large enough to be recognised after resizing to 64 px.
 _CROP_MARGIN = 1.55  # plus > 1 px to spare at the smallest radius
@@ -247,12 +155,12 @@ def _crop_radius(size: int, rng) -> float:
 
 
 def _write_classify_split(out_dir: Path, split: str, count: int, size: int, seed: int) -> int:
-    partial = out_dir / f".{split}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    building = out_dir / f".{split}.partial"
+    shutil.rmtree(building, ignore_errors=True)
     for name in CLASS_NAMES:
-        (partial / name).mkdir(parents=True)
+        (building / name).mkdir(parents=True)
     for index in range(count):
-        rng = _scene_rng(seed, split, index)
+        rng = scene_rng(seed, split, index)
         while True:  # one object per crop; retry the rare scene where it did not fit
             image, shapes = render_scene(
                 size, rng, count=1, radius_fn=_crop_radius, margin=_CROP_MARGIN
@@ -260,9 +168,18 @@ def _write_classify_split(out_dir: Path, split: str, count: int, size: int, seed
             if shapes:
                 break
         name = CLASS_NAMES[shapes[0].label - 1]
-        atomic_write_bytes(partial / name / f"{index:06d}.png", _png_bytes(image))
-    _publish(partial, out_dir / split)
+        atomic_write_bytes(building / name / f"{index:06d}.png", synthetic.png_bytes(image))
+    publish(building, out_dir / split)
     return count
+
+
+def _write_coco_split(out_dir: Path, split: str, count: int, size: int, seed: int) -> int:
+    render = partial(render_scene, size)
+    return synthetic.write_coco_split(out_dir, split, count, seed, render, CLASS_NAMES, "shape")
+
+
+def _write_semantic_split(out_dir: Path, split: str, count: int, size: int, seed: int) -> int:
+    return synthetic.write_semantic_split(out_dir, split, count, seed, partial(render_scene, size))
 
 
 _WRITERS = {
