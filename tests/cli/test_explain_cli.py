@@ -1,5 +1,6 @@
-"""`seglab explain`: --list, a quick --only subset written as a self-contained page, and
-user mistakes as one line with exit code 2."""
+"""`seglab explain`: --list, a quick --only subset written as a self-contained page, a
+model file shown by the figures of its kind, and user mistakes as one line with exit
+code 2."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 
 import pytest
 
+import seglab
 from seglab.cli.main import main
 from seglab.explain.page import FIGURES
 
@@ -46,3 +48,26 @@ def test_user_mistakes_are_one_line(tmp_path, capsys, arguments, message):
     assert main(["explain", *arguments]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and message in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    ("arch", "figure", "picture", "arguments"),
+    [
+        ("rcnn", "rcnn", "rcnn.png", dict(min_size=96, max_size=96, warp_size=32,
+                                          context_padding=2, box_roi_size=2)),
+        ("fast_rcnn", "fast-rcnn", "fast-r-cnn.png", dict(min_size=192, max_size=192)),
+    ],
+)  # fmt: skip
+def test_model_file_is_the_one_its_figure_shows(tmp_path, capsys, arch, figure, picture,
+                                                arguments):  # fmt: skip
+    model = seglab.build_model(arch, num_classes=4, backbone="resnet18", norm="bn", fpn=False,
+                               max_proposals=40, representation_size=32,
+                               **arguments)  # fmt: skip
+    path = tmp_path / f"{arch}.safetensors"
+    seglab.save_model(model, path, class_names=["circle", "square", "triangle"])
+    out = tmp_path / "page"
+    assert main(["explain", "--model", str(path), "--only", figure, "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert f"the model {path} ({arch})" in page
+    assert sorted(p.name for p in (out / "images").iterdir()) == [picture]
+    assert "training" not in capsys.readouterr().out  # no small model was trained

@@ -18,6 +18,15 @@ SMALL_MASK_RCNN = dict(
 )  # fmt: skip
 
 
+SMALL_SELECTIVE_SEARCH = dict(
+    num_classes=4, backbone="resnet18", norm="bn", fpn=False, proposal_mode="fast",
+    max_proposals=60, representation_size=32, box_score_thresh=0.0, detections_per_img=10,
+)  # fmt: skip
+SMALL_RCNN = dict(SMALL_SELECTIVE_SEARCH, min_size=96, max_size=96, warp_size=32,
+                  context_padding=2, box_roi_size=2, crops_per_batch=16)  # fmt: skip
+SMALL_FAST_RCNN = dict(SMALL_SELECTIVE_SEARCH, min_size=384, max_size=384)
+
+
 @pytest.fixture(scope="module")
 def page_context() -> Context:
     return Context(generated_image(0))
@@ -32,3 +41,15 @@ def mask_rcnn():
 @pytest.fixture(scope="module")
 def mask_rcnn_run(mask_rcnn, page_context):
     return run_detector(mask_rcnn, page_context.image)
+
+
+@pytest.fixture(scope="module")
+def rcnn():
+    torch.manual_seed(0)
+    return seglab.build_model("rcnn", **SMALL_RCNN).eval()
+
+
+@pytest.fixture(scope="module")
+def fast_rcnn():
+    torch.manual_seed(0)
+    return seglab.build_model("fast_rcnn", **SMALL_FAST_RCNN).eval()

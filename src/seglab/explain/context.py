@@ -26,6 +26,7 @@ from seglab.explain.training import (
     shapes_scene,
     train_quick_model,
 )
+from seglab.models.detection.selective_search import SelectiveSearchProposals
 
 # kind of figure -> the architectures that can show it
 KIND_ARCHS = {
@@ -149,7 +150,7 @@ class Context:
             self._notes[id(model)] = f"{recipe.label} with its initial (untrained) weights"
             return model
         self.log(f"training {recipe.label} for {recipe.steps} steps")
-        own = self._own_samples(recipe.crops)
+        own = self._own_samples(recipe.crops, model)
         seconds = train_quick_model(model, name, seed=self.seed, samples=own)
         if recipe.crops:
             data = "generated crops" + (" and this page's objects" if own else "")
@@ -162,14 +163,21 @@ class Context:
         )
         return model
 
-    def _own_samples(self, crops: bool) -> list[tuple[Tensor, dict]] | None:
-        """The page's own scene (detectors) or its objects (classifier), when generated."""
+    def _own_samples(self, crops: bool, model: nn.Module) -> list[tuple[Tensor, dict]] | None:
+        """The page's own scene (detectors) or its objects (classifier), when generated.
+
+        A selective-search detector gets the scene's proposals in its target, searched
+        once by its own proposal generator (as the data's proposal cache gives them), not
+        again at every step."""
         target = self.page_image.target
         if target is None:
             return None
         if crops:
             return object_crops(self.page_image.image, target, CROP_SIDE, copies=12)
-        return [(self.page_image.image, target)]
+        generator = getattr(model, "proposal_generator", None)
+        if isinstance(generator, SelectiveSearchProposals):
+            target = {**target, "proposals": generator.search(self.image_for(model))}
+        return [(self.image_for(model), target)]
 
 
 def model_channels(model: nn.Module) -> int:

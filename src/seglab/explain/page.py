@@ -19,7 +19,7 @@ from pathlib import Path
 
 import seglab
 from seglab.errors import UserError
-from seglab.explain import cnn, mask_rcnn, proposals, roi_align, rpn, unet
+from seglab.explain import cnn, fast_rcnn, mask_rcnn, proposals, roi_align, rpn, unet
 from seglab.explain.context import QUICK_FOR_KIND, Context
 from seglab.explain.figure import Figure
 from seglab.files import atomic_write_bytes, atomic_write_text
@@ -65,11 +65,11 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Convolutional-Neural-Networks-CNN-1.png", _CNN, cnn.cnn_figure,
                (("cnn", True),)),
     FigureSpec("rcnn", "R-CNN: region proposals, each warped and classified by a CNN",
-               "rcnn.png", _RCNN, proposals.rcnn_figure, (("cnn", True),)),
+               "rcnn.png", _RCNN, proposals.rcnn_figure, (("rcnn", True),)),
     FigureSpec("selective-search", "Selective search: hierarchical grouping, step by step",
                "busca-seletiva.png", _RCNN, proposals.selective_search_figure),
     FigureSpec("fast-rcnn", "Fast R-CNN: one feature map, RoI max pooling to 7 x 7",
-               "fast-r-cnn.png", _FAST, proposals.fast_rcnn_figure, (("cnn", False),)),
+               "fast-r-cnn.png", _FAST, fast_rcnn.fast_rcnn_figure, (("fast_rcnn", True),)),
     FigureSpec("faster-rcnn", "Faster R-CNN: the RPN's anchors and its top proposals",
                "faster-r-cnn.png", _FASTER, rpn.faster_rcnn_figure, (("faster_rcnn", True),)),
     FigureSpec("anchors", "Anchors: positive, negative and ignored for one box", "ancoras.png",

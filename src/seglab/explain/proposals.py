@@ -1,12 +1,12 @@
-"""Figures 4-6, the study text's "R-CNN", "busca seletiva" and "Fast R-CNN": region
-proposals, warped and classified one by one, or pooled from one shared feature map.
+"""Figures 4 and 5, the study text's "R-CNN" and "busca seletiva": region proposals,
+each warped and classified on its own by R-CNN, and how selective search groups them.
 
-The regions are `seglab.ops.selective_search`'s; the warp is RoIAlign on the image with
-R-CNN's 16 pixels of context (`seglab.ops.roi_align`, as R-CNN's warp does); the classifier
-of the warped regions is the page's CNN (`cnn.py`: R-CNN is regions plus a CNN classifier;
-it has no background class, so its scores say what each region would be if it were an
-object); the RoI max pooling is `seglab.ops.roi_pool` on the CNN's stride-8 feature map,
-with the kernel's sub-windows (`roi_grids`).
+Figure 4 shows an R-CNN (`seglab.models.detection.rcnn`) detecting on the page's image:
+its proposals are those its own proposal generator (selective search) made, the crops are
+what its `WarpedRegionCNN` warped (read with a forward hook on the CNN it runs on every
+region) and the probabilities are the softmax of its box predictor's class logits for those
+regions in the same forward pass. Figure 5 replays selective search's grouping
+(`grouping.py`).
 """
 
 from __future__ import annotations
@@ -15,134 +15,194 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from seglab.explain.cnn import classifier_input_side, record_outputs
 from seglab.explain.context import Context
+from seglab.explain.detector_run import DetectorRun, run_detector
 from seglab.explain.figure import Figure, draw_box, new_figure, png, show_image, to_uint8_image
 from seglab.explain.grouping import hierarchical_grouping
-from seglab.explain.roi_grids import SubWindow, roi_pool_windows
-from seglab.ops.roi_align import roi_align
-from seglab.ops.roi_pool import roi_pool
-from seglab.ops.selective_search import selective_search
 from seglab.structures.boxes import box_iou
 
-CONTEXT_PADDING, WARP_SIZE = 16, 224  # R-CNN §2.1 / appendix A: p = 16 at a 224 px warp
-SHOWN_CROPS = 4
-POOLED = 7  # Fast R-CNN's H = W = 7
-FEATURE_BLOCKS = 3  # the CNN's blocks before its map is pooled: stride 8
-
-
-def proposals(image: Tensor) -> Tensor:
-    """R-CNN's proposals: selective search "fast" (its setting), up to 2000."""
-    return selective_search(image, mode="fast")
-
-
-def with_context(boxes: Tensor) -> Tensor:
-    """Dilate boxes so that, warped to 224 px, 16 px of context surround them (R-CNN §2.1)."""
-    grow = CONTEXT_PADDING / (WARP_SIZE - 2 * CONTEXT_PADDING)
-    sizes = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2) * torch.tensor([-1, -1, 1, 1])
-    return boxes + sizes * grow
-
-
-def warp(image: Tensor, boxes: Tensor, side: int) -> Tensor:
-    """(C, H, W) image, (N, 4) boxes -> (N, C, side, side) warped regions (bilinear, 2 x 2
-    samples per output pixel, zero outside the image)."""
-    rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1)
-    return roi_align(image[None], rois, side, 1.0, sampling_ratio=2, aligned=True)
+SHOWN_REGIONS = 4  # three that cover objects, one that does not
+DRAWN_PROPOSALS = 300
+BACKGROUND_IOU = 0.3  # a region "on no object": below this IoU with every object
+REGION_COLOURS = ("#d62728", "#2ca02c", "#ff7f00", "#9467bd")
 
 
 @dataclass(frozen=True)
-class WarpedRegion:
-    box: Tensor  # (4,) the proposal
-    crop: Tensor  # (C, S, S) warped with context
-    probabilities: Tensor  # (K,) the classifier's softmax
-    iou: float  # best IoU with a ground-truth box (-1 without ground truth)
+class RCNNRegions:
+    """One R-CNN forward pass on the page's image, and the regions the figure shows.
+
+    Attributes:
+        run: the detector's parts' outputs (proposals in the resized frame).
+        proposals: (P, 4) xyxy, the proposals in the page image's pixels.
+        probabilities: (P, K + 1) softmax of the box predictor's class logits, column 0
+            background.
+        chosen: indices into `proposals` of the regions shown.
+        crops: (n, C, S, S) what the CNN reads for each chosen region: the warp with
+            context, in the model's normalised input.
+        pixels: (n, C, S, S) the crops in [0, 1] (normalisation undone).
+        ious: best IoU of each chosen region with a ground-truth box (-1 without them).
+        matched_labels: the label (1..K) of that box (-1 without ground truth).
+        class_names: K + 1 names, background first.
+    """
+
+    run: DetectorRun
+    proposals: Tensor
+    probabilities: Tensor
+    chosen: list[int]
+    crops: Tensor
+    pixels: Tensor
+    ious: list[float]
+    matched_labels: list[int]
+    class_names: list[str]
 
 
-def warped_regions(context: Context, model, boxes: Tensor) -> list[WarpedRegion]:
-    """For the proposals that best cover each object (or the first ones), the warped crop
-    and the classifier's probabilities."""
-    image = context.image_for(model)
-    chosen, ious = _chosen(context, boxes)
-    crops = warp(image, with_context(boxes[chosen]), classifier_input_side(model))
-    with torch.no_grad():
-        logits = torch.stack([output["logits"] for output in model(list(crops))])
-    return [
-        WarpedRegion(boxes[index], crop, row.softmax(dim=0), iou)
-        for index, crop, row, iou in zip(chosen, crops, logits, ious, strict=True)
-    ]
+def rcnn_regions(
+    model: nn.Module, image: Tensor, target: dict | None, shown: int = SHOWN_REGIONS
+) -> RCNNRegions:
+    """Run the R-CNN `model` on `image` and keep the crops of `shown` of its regions.
+
+    Args:
+        target: the image's ground truth (`boxes` in its pixels), or None: then the regions
+            shown are the model's most confident (and its surest background one).
+    """
+    run = run_detector(model, image)
+    proposals = run.to_original(run.proposals)
+    probabilities = run.heads["box_predictor"][0].softmax(dim=1)  # (P, K + 1)
+    chosen = choose_regions(proposals, probabilities, target, shown)
+    ious, matched_labels = _best_matches(proposals[chosen], target)
+    crops = warped_regions(model, run, run.proposals[chosen])
+    mean = model.transform.image_mean.reshape(-1, 1, 1)
+    std = model.transform.image_std.reshape(-1, 1, 1)
+    return RCNNRegions(
+        run=run, proposals=proposals, probabilities=probabilities, chosen=chosen,
+        crops=crops, pixels=(crops * std + mean).clamp(0, 1), ious=ious,
+        matched_labels=matched_labels,
+        class_names=output_names(model, probabilities.shape[1]),
+    )  # fmt: skip
 
 
-def _chosen(context: Context, boxes: Tensor) -> tuple[list[int], list[float]]:
-    target = context.page_image.target
+def warped_regions(model: nn.Module, run: DetectorRun, boxes: Tensor) -> Tensor:
+    """(n, 4) regions in the resized frame -> (n, C, S, S): what the model's region pooling
+    (`WarpedRegionCNN`) hands its CNN for them, read with a forward hook on that CNN. Each
+    region is warped on its own, so these are the crops of the full forward pass too."""
+    pool = model.roi_heads.box_roi_pool
+    crops: list[Tensor] = []
+    handle = pool.cnn.register_forward_hook(lambda _module, inputs, _out: crops.append(inputs[0]))
+    try:
+        with torch.no_grad():
+            pool(run.features, [boxes], run.image_sizes)
+    finally:
+        handle.remove()
+    return torch.cat(crops)
+
+
+def choose_regions(
+    proposals: Tensor, probabilities: Tensor, target: dict | None, shown: int
+) -> list[int]:
+    """`shown - 1` regions on objects and one on none: with ground truth, each object's
+    best-covering proposal and an object-sized proposal below `BACKGROUND_IOU` with all of
+    them; without, the most confident distinct detections and the surest background."""
+    if target is not None and len(target["boxes"]):
+        iou = box_iou(target["boxes"].to(proposals), proposals)  # (G, P)
+        on_objects = list(dict.fromkeys(iou.argmax(dim=1).tolist()))[: shown - 1]
+        object_area = _areas(target["boxes"].float()).mean()
+        free = torch.where(iou.max(dim=0).values < BACKGROUND_IOU)[0]
+        if len(free):
+            closest = (_areas(proposals[free]).log() - object_area.log()).abs().argmin()
+            on_objects.append(int(free[closest]))
+        return on_objects
+    foreground = probabilities[:, 1:].max(dim=1).values
+    chosen: list[int] = []
+    for index in foreground.argsort(descending=True).tolist():
+        if len(chosen) == shown - 1:
+            break
+        if not chosen or box_iou(proposals[index][None], proposals[chosen]).max() < 0.5:
+            chosen.append(index)
+    large = torch.where(_areas(proposals) >= _areas(proposals).median())[0]
+    chosen.append(int(large[probabilities[large, 0].argmax()]))
+    return chosen
+
+
+def _best_matches(boxes: Tensor, target: dict | None) -> tuple[list[float], list[int]]:
+    """Per box: its best IoU with a ground-truth box and that box's label (-1: none)."""
     if target is None or len(target["boxes"]) == 0:
-        return list(range(min(SHOWN_CROPS, len(boxes)))), [-1.0] * min(SHOWN_CROPS, len(boxes))
-    iou = box_iou(target["boxes"], boxes)  # (G, N)
-    best = iou.argmax(dim=1)[:SHOWN_CROPS].tolist()
-    return best, [float(iou[:, index].max()) for index in best]
+        return [-1.0] * len(boxes), [-1] * len(boxes)
+    best_iou, best = box_iou(target["boxes"].to(boxes), boxes).max(dim=0)  # over (G, n)
+    return best_iou.tolist(), target["labels"][best].tolist()
 
 
-@dataclass(frozen=True)
-class RoIPooling:
-    feature: Tensor  # (C, h, w) the CNN's map of the whole image
-    stride: int
-    box: Tensor  # (4,) the RoI in image pixels
-    windows: list[list[SubWindow]]
-    pooled: Tensor  # (C, 7, 7) roi_pool's output
-    channel: int  # the channel drawn
+def _areas(boxes: Tensor) -> Tensor:
+    return (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-6).prod(dim=1)
 
 
-def roi_pooling(model, image: Tensor, box: Tensor) -> RoIPooling:
-    """The CNN's map after `FEATURE_BLOCKS` blocks, and one RoI max pooled from it."""
-    block = model.features[FEATURE_BLOCKS - 1]
-    seen = record_outputs(model, {"map": block}, lambda: model([image]))
-    feature = seen["map"][1][0]  # (C, h, w)
-    stride = image.shape[-1] // feature.shape[-1]
-    pooled = roi_pool(feature[None], torch.cat([box.new_zeros(1), box])[None], POOLED, 1 / stride)
-    channel = int(pooled[0].flatten(1).std(dim=1).argmax())
-    windows = roi_pool_windows(tuple(feature.shape[-2:]), box, POOLED, 1 / stride)
-    return RoIPooling(feature, stride, box, windows, pooled[0], channel)
+def output_names(model: nn.Module, outputs: int) -> list[str]:
+    """Names of a detector's K + 1 class outputs: background, then its classes."""
+    names = list(model.card.class_names)
+    if len(names) != outputs - 1:
+        names = [str(label) for label in range(1, outputs)]
+    return ["background", *names]
 
 
 # -- drawing ------------------------------------------------------------------------------
 
 
 def rcnn_figure(context: Context) -> Figure:
-    model = context.model("cnn")
-    image = context.image_for(model)
-    boxes = proposals(image)
-    regions = warped_regions(context, model, boxes)
-    names = list(model.card.class_names) or [str(k) for k in range(model.head.fc.out_features)]
-    figure = new_figure(10.0, 3.6)
-    axes = figure.subplots(
-        1, 1 + len(regions), gridspec_kw={"width_ratios": [2.2] + [1] * len(regions)}
-    )
-    show_image(axes[0], to_uint8_image(image), f"{len(boxes)} proposals (first 60 drawn)")
-    for box in boxes[:60]:
-        draw_box(axes[0], box, "#1f77b4", width=0.6, alpha=0.7)
-    for index, region in enumerate(regions):
-        colour = ("#d62728", "#2ca02c", "#ff7f00", "#9467bd")[index % 4]
-        draw_box(axes[0], region.box, colour, width=2)
-        best = int(region.probabilities.argmax())
-        iou = f"IoU {region.iou:.2f}\n" if region.iou >= 0 else ""
-        show_image(
-            axes[index + 1],
-            to_uint8_image(region.crop),
-            f"{iou}{names[best]} {float(region.probabilities[best]):.2f}",
-        )
-        for spine in axes[index + 1].spines.values():
+    model = context.model("rcnn")
+    data = rcnn_regions(model, context.image_for(model), context.page_image.target)
+    pool = model.roi_heads.box_roi_pool
+    figure = new_figure(10.0, 3.8)
+    grid = figure.add_gridspec(2, 1 + len(data.chosen), height_ratios=[1.15, 1],
+                               width_ratios=[2.3] + [1] * len(data.chosen))  # fmt: skip
+    image_axes = figure.add_subplot(grid[:, 0])
+    count = len(data.proposals)
+    drawn = min(count, DRAWN_PROPOSALS)
+    show_image(image_axes, to_uint8_image(context.image_for(model)),
+               f"{count} selective-search proposals" + (f" ({drawn} drawn)" if drawn < count
+                                                        else ""))  # fmt: skip
+    for box in data.proposals[:drawn]:
+        draw_box(image_axes, box, "#1f77b4", width=0.5, alpha=0.5)
+    for column, index in enumerate(data.chosen):
+        colour = REGION_COLOURS[column % len(REGION_COLOURS)]
+        draw_box(image_axes, data.proposals[index], colour, width=2.2)
+        crop_axes = figure.add_subplot(grid[0, column + 1])
+        show_image(crop_axes, to_uint8_image(data.pixels[column]), _crop_title(data, column))
+        for spine in crop_axes.spines.values():
             spine.set_edgecolor(colour)
-            spine.set_linewidth(2)
+            spine.set_linewidth(2.5)
+        bars = figure.add_subplot(grid[1, column + 1])
+        _probability_bars(bars, data.probabilities[index], data.class_names, colour, column == 0)
     figure.tight_layout()
+    side = pool.warp_size
     return Figure(
-        f"Left: the {len(boxes)} regions selective search proposes (its fast mode, as "
-        "R-CNN); right: the regions that best cover the objects, each dilated by 16 px of "
-        "context, warped to a fixed square and classified on its own by "
-        f"{context.note(model)} (label and probability). One CNN pass per region is R-CNN's "
-        "cost; its classifier also has a background class, this one does not.",
+        f"Left: the {count} regions selective search proposes on the page's image (R-CNN's "
+        f"fast mode). Right: four of them as {context.note(model)} sees them, each dilated "
+        f"by {pool.context_padding} px of context, warped to {side} x {side} px and run "
+        "through its CNN on its own, and below each the probabilities its softmax gives "
+        "(K classes and background) for that region. One CNN pass per region is what makes "
+        "R-CNN slow.",
         png(figure),
     )
+
+
+def _crop_title(data: RCNNRegions, column: int) -> str:
+    iou, label = data.ious[column], data.matched_labels[column]
+    if iou < 0:
+        return f"region {data.chosen[column]}"
+    return f"IoU {iou:.2f}, " + (data.class_names[label] if iou >= BACKGROUND_IOU else "no object")
+
+
+def _probability_bars(axes, probabilities: Tensor, names: list[str], colour, labelled: bool):
+    positions = np.arange(len(names))
+    axes.barh(positions, probabilities.numpy(), color=colour, height=0.65)
+    for position, value in zip(positions, probabilities.tolist(), strict=True):
+        axes.text(min(value, 0.62) + 0.03, position, f"{value:.2f}", va="center", fontsize=7)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(len(names) - 0.5, -0.5)
+    axes.set_yticks(positions, labels=names if labelled else [], fontsize=7)
+    axes.tick_params(axis="x", labelsize=6)
+    axes.tick_params(axis="y", length=0)
 
 
 def selective_search_figure(context: Context) -> Figure:
@@ -169,48 +229,5 @@ def selective_search_figure(context: Context) -> Figure:
         "regions (colour, texture, size and fill) merged again and again until one is left. "
         f"Every region formed is a proposal ({len(grouping.boxes)} boxes, white: those merged "
         "so far); these are exactly the boxes of seglab's selective_search in its single mode.",
-        png(figure),
-    )
-
-
-def fast_rcnn_figure(context: Context) -> Figure:
-    model = context.model("cnn")
-    image = context.image_for(model)
-    boxes = proposals(image)
-    index, _ = _chosen(context, boxes)
-    data = roi_pooling(model, image, boxes[index[0]])
-    figure = new_figure(10.0, 3.6)
-    left, middle, right = figure.subplots(1, 3)
-    show_image(left, to_uint8_image(image), "image and RoIs")
-    for box in boxes[:30]:
-        draw_box(left, box, "#1f77b4", width=0.6, alpha=0.7)
-    draw_box(left, data.box, "#d62728", width=2)
-    channel = data.feature[data.channel]
-    height, width = channel.shape
-    middle.imshow(
-        channel.numpy(), cmap="viridis", extent=(0, width, height, 0), interpolation="nearest"
-    )
-    middle.set_title(
-        f"feature map {height} x {width} x {data.feature.shape[0]} (channel "
-        f"{data.channel}), stride {data.stride}",
-        fontsize=9,
-    )
-    for row in data.windows:
-        for window in row:
-            draw_box(middle, (window.x0, window.y0, window.x1, window.y1), "white", width=0.8)
-    draw_box(middle, data.box / data.stride, "#d62728", width=1.5, style="--")
-    right.imshow(data.pooled[data.channel].numpy(), cmap="viridis", interpolation="nearest")
-    right.set_title(f"RoI max pooling -> {POOLED} x {POOLED}", fontsize=9)
-    for panel in (middle, right):
-        panel.set_xticks([])
-        panel.set_yticks([])
-    figure.tight_layout()
-    return Figure(
-        f"Fast R-CNN runs the CNN once on the whole image ({context.note(model)}, its first "
-        f"{FEATURE_BLOCKS} blocks, stride {data.stride}) and projects each region onto that "
-        f"map. RoI max pooling splits the region (red) into {POOLED} x {POOLED} sub-windows of "
-        "whole cells (white, as seglab's roi_pool cuts them: about h/7 x w/7, overlapping "
-        "where the region is small) and keeps each one's maximum, per channel: a fixed-size "
-        "input for the fully connected layers, whatever the region's size.",
         png(figure),
     )
