@@ -14,10 +14,9 @@ from seglab.models.transfer import init_from
 FINETUNE = sorted(path.stem for path in recipes_dir().glob("*_finetune.yaml"))
 
 
-def test_faster_and_mask_rcnn_have_finetune_recipes():
-    assert {"faster_rcnn_r18_fpn_shapes_finetune", "mask_rcnn_r18_fpn_shapes_finetune"} <= set(
-        FINETUNE
-    )
+def test_every_detector_has_a_finetune_recipe():
+    detectors = ("rcnn_r18_c4", "fast_rcnn_r18_c4", "faster_rcnn_r18_fpn", "mask_rcnn_r18_fpn")
+    assert {f"{name}_shapes_finetune" for name in detectors} <= set(FINETUNE)
 
 
 @pytest.mark.parametrize("name", FINETUNE)
