@@ -16,6 +16,7 @@ from seglab.data.weight_map import (
     border_weight_map,
     class_frequency_weights,
     instances_from_classes,
+    nearest_two_distances,
 )
 
 
@@ -126,3 +127,24 @@ def test_data_pipeline_adds_an_aligned_weight_map(tmp_path, task):
             assert values.max() - values.min() < 1e-6, (index, class_index)
         checked += int(foreground.any())
     assert checked > 0
+
+
+def test_distances_within_reach_equal_the_whole_image_transforms():
+    """Each instance's transform over its box grown by `reach` gives the exact distances
+    below `reach` (the reference: one transform per instance over the whole image)."""
+    from scipy import ndimage
+
+    from seglab.data.cells import render_cells
+
+    _, nuclei = render_cells(128, np.random.default_rng(3))
+    instance_ids = np.zeros((128, 128), dtype=np.int32)
+    for index, nucleus in enumerate(nuclei, 1):
+        instance_ids[nucleus.visible_mask] = index
+    every = np.stack(
+        [ndimage.distance_transform_edt(instance_ids != i) for i in range(1, len(nuclei) + 1)]
+    )
+    first, second = np.sort(every, axis=0)[:2]
+    for reach in (7.5, 30):
+        nearest, next_nearest = nearest_two_distances(instance_ids, reach=reach)
+        np.testing.assert_array_equal(nearest, np.minimum(first, reach))
+        np.testing.assert_array_equal(next_nearest, np.minimum(second, reach))

@@ -8,6 +8,8 @@ that need the model (channels) or the whole train split (something to learn).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from seglab.data.cache import MemoryCache
 from seglab.data.coco import CocoDataset
 from seglab.data.config import DataConfig
 from seglab.data.findings import Findings
+from seglab.data.fingerprint import ScalePlan, measure_fingerprint, plan_scale
 from seglab.data.image_folders import ImageFolderDataset
 from seglab.data.intensity import check_intensity, measure_intensity_range
 from seglab.data.mask_folders import MaskFolderDataset
@@ -29,7 +32,7 @@ from seglab.data.splits import (
     split_exists,
     split_place,
 )
-from seglab.data.transforms import build_transforms
+from seglab.data.transforms import AUTO, build_transforms
 from seglab.errors import UserError
 
 TASKS = ("classification", "detection", "instance", "semantic")
@@ -74,6 +77,8 @@ def build_dataset(
             f"{' or '.join(k for k, v in LAYOUT_TASKS.items() if task in v)}"
         )
     _check_options(cfg)
+    if cfg.image_size == AUTO and task == "semantic":
+        cfg = dataclasses.replace(cfg, image_size=plan_image_size(cfg).image_size)
     root = Path(cfg.root) if cfg.root is not None else None
     if given_files(cfg, split) is None and root is not None and not root.is_dir():
         raise UserError(f"{root}: data root not found")
@@ -98,6 +103,19 @@ def build_dataset(
         image_ids = [info["id"] for info in dataset.images]
         dataset.proposals = load_proposals(root, split, image_ids, proposals)
     return dataset
+
+
+def plan_image_size(cfg: DataConfig) -> ScalePlan:
+    """`data.image_size: auto`: the working scale planned from a fingerprint of the train
+    split's masks (`seglab.data.fingerprint`); computed once per process for a config."""
+    return _planned(dataclasses.replace(cfg, cache_mb=0))
+
+
+@functools.lru_cache(maxsize=4)
+def _planned(cfg: DataConfig) -> ScalePlan:
+    masks = dataclasses.replace(cfg, image_size=1, weight_map=False, elastic=False)
+    train_set = build_dataset(masks, "train", task="semantic", train=False, findings=Findings())
+    return plan_scale(measure_fingerprint(train_set))
 
 
 def _check_options(cfg: DataConfig) -> None:
@@ -228,6 +246,7 @@ def batch_to_device(
 
 
 __all__ = [
+    "AUTO",
     "DataConfig",
     "Findings",
     "batch_to_device",
@@ -236,5 +255,6 @@ __all__ = [
     "collate",
     "learning_problem",
     "LAYOUT_TASKS",
+    "plan_image_size",
     "TASKS",
 ]

@@ -17,10 +17,14 @@ class DataConfig:
             and the folder its `file_name`s are relative to, anywhere; a split given so
             replaces ROOT's (`seglab.data.splits`). Without `root`, `train_*` are required
             and the val split is the one given, if any.
-        image_size: classification: every image is resized to `S x S`; semantic: training
-            images are resized (shortest side) and cropped to `S x S`, validation images are
-            resized so their shortest side is `S`; detection/instance: unused (the model
-            resizes).
+        image_size: classification: every image is resized to `S x S`; semantic: images
+            are resized so that their shortest side is `S` (training images then cropped
+            to `crop_size`); `auto` (semantic): planned from the training masks so that
+            small objects and the gaps between touching ones keep enough pixels
+            (`seglab.data.fingerprint`), and recorded in the run; detection/instance:
+            unused (the model resizes).
+        crop_size: semantic: side of the random square crop each training image gives,
+            after the resize; null: `image_size`.
         hflip, vflip: probabilities of a horizontal / vertical flip (training only).
         rot90: random multiples of 90 degrees (U-Net paper), training only.
         scale_jitter: `(lo, hi)` relative scale drawn uniformly per image, training only.
@@ -43,7 +47,8 @@ class DataConfig:
 
     root: str | None = None
     layout: str = "coco"
-    image_size: int = 256
+    image_size: int | str = 256
+    crop_size: int | None = None
     hflip: float = 0.5
     vflip: float = 0.0
     rot90: bool = False

@@ -8,9 +8,10 @@ labels and masks (`SanitizeBoundingBoxes`).
 Pipelines (`build_transforms`):
 - classification: resize to `S x S`; train adds scale jitter (zoom about a random window),
   flips, rot90, photometric jitter.
-- semantic: train: resize the shortest side to `S` (times the scale jitter), random crop
-  `S x S` (zero padding, labelled background where the image is smaller), flips, rot90,
-  photometric, elastic, weight map; val: resize the shortest side to `S`.
+- semantic: train: resize the shortest side to `S` (times the scale jitter), random square
+  crop of side `crop_size` (default `S`; zero padding, labelled background where the image
+  is smaller), flips, rot90, photometric, elastic, weight map; val: resize the shortest
+  side to `S`.
 - detection / instance: no resize (the model resizes); train: large-scale jitter (resize by
   the jitter factor, crop or pad back to the input size), flips, rot90, photometric.
 Masks are resized by sampling at pixel centres, aligned with the image (`_resize`).
@@ -30,6 +31,8 @@ from torchvision.transforms.v2._utils import query_size
 from seglab.data.config import DataConfig
 from seglab.data.elastic import ElasticDeformation
 from seglab.errors import UserError
+
+AUTO = "auto"  # data.image_size planned from the data (seglab.data.fingerprint)
 
 
 class RandomRot90(v2.Transform):
@@ -182,9 +185,12 @@ def _classification_steps(cfg: DataConfig, train: bool) -> list:
 
 
 def _semantic_steps(cfg: DataConfig, train: bool) -> list:
+    if cfg.image_size == AUTO:
+        raise ValueError("data.image_size auto: plan it first (seglab.data.plan_image_size)")
     if not train:
         return [ResizeShortSide(cfg.image_size)]
-    size = (cfg.image_size, cfg.image_size)
+    crop = cfg.crop_size or cfg.image_size
+    size = (crop, crop)
     scale_range = cfg.scale_jitter or (1.0, 1.0)
     steps = [RandomScaleCrop(scale_range, output_size=size, short_side=cfg.image_size)]
     steps += _geometric_and_photometric(cfg)
@@ -209,9 +215,17 @@ _STEPS = {
 
 
 def _check_options(cfg: DataConfig, task: str) -> None:
-    if cfg.image_size < 1:
+    if cfg.image_size == AUTO:
+        if task != "semantic":
+            raise UserError(f"data.image_size auto: only for semantic segmentation, not {task!r}")
+    elif isinstance(cfg.image_size, str) or cfg.image_size < 1:
         raise UserError(
-            f"data.image_size must be a positive number of pixels, not {cfg.image_size}"
+            f"data.image_size must be a positive number of pixels or auto, not {cfg.image_size}"
+        )
+    if cfg.crop_size is not None and (task != "semantic" or cfg.crop_size < 1):
+        raise UserError(
+            f"data.crop_size: a positive number of pixels, for semantic segmentation only "
+            f"(not {cfg.crop_size} for {task!r})"
         )
     for name in ("hflip", "vflip"):
         if not 0 <= getattr(cfg, name) <= 1:
@@ -224,8 +238,14 @@ def _check_options(cfg: DataConfig, task: str) -> None:
             raise UserError(f"data.{name}: only for semantic segmentation, not task {task!r}")
 
 
+def check_transform_options(cfg: DataConfig, *, task: str) -> None:
+    """Raise a UserError for a `data:` option `build_transforms` would refuse."""
+    _check_options(cfg, task)
+
+
 def build_transforms(cfg: DataConfig, *, task: str, train: bool) -> v2.Compose:
-    """The `(image, target) -> (image, target)` pipeline for `task`; see the module doc."""
+    """The `(image, target) -> (image, target)` pipeline for `task`; see the module doc.
+    A semantic `cfg.image_size` must be planned (a number, not `auto`)."""
     _check_options(cfg, task)
     steps: list = []
     if cfg.weight_map:  # first: computed (and cached) once per image, then augmented with it

@@ -22,7 +22,7 @@ from seglab.data import LAYOUT_TASKS
 from seglab.data.config import DataConfig
 from seglab.data.intensity import check_intensity
 from seglab.data.splits import check_locations, data_name
-from seglab.data.transforms import build_transforms
+from seglab.data.transforms import check_transform_options
 from seglab.errors import SeglabWarning, UserError
 from seglab.files import atomic_write_text
 from seglab.models.zoo import builder_parameters, model_task
@@ -298,7 +298,7 @@ def _check_data(config: Config, source: str) -> None:
             f"({task}); use {fitting}"
         )
     try:  # the data options, checked by the code that uses them
-        build_transforms(data, task=task, train=True)
+        check_transform_options(data, task=task)
         check_locations(data)
         check_intensity(data)
     except UserError as error:
@@ -392,6 +392,12 @@ def with_intensity_range(config: Config, intensity_range: tuple[float, float] | 
     return dataclasses.replace(
         config, data=dataclasses.replace(config.data, intensity_range=intensity_range)
     )
+
+
+def with_image_size(config: Config, image_size: int) -> Config:
+    """The config with `data.image_size` set (a planned `auto` size, recorded so that
+    evaluation and predict resize alike)."""
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, image_size=image_size))
 
 
 def with_num_classes(config: Config, num_classes: int) -> Config:

@@ -47,6 +47,7 @@ from seglab.engine.config import (
     config_warnings,
     fit_batch_size,
     resolve_num_classes,
+    with_image_size,
     with_intensity_range,
 )
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
@@ -134,6 +135,10 @@ def _open_session(
     if val_set is None:
         warnings.warn(_NO_VALIDATION, SeglabWarning, stacklevel=3)
     config = with_intensity_range(config, train_set.intensity)  # measured from percentiles
+    planned = None
+    if config.data.image_size == seglab_data.AUTO and task == "semantic":
+        planned = seglab_data.plan_image_size(config.data)  # what build_dataset used
+        config = with_image_size(config, planned.image_size)
     config = resolve_num_classes(config, list(train_set.class_names))
     config = fit_batch_size(config, len(train_set))
     check_resume(run_dir, config)
@@ -141,6 +146,8 @@ def _open_session(
     processes = distributed.from_environment()  # torchrun's processes, or this one alone
     distributed.check_world_size(processes, config.train.batch_size, len(train_set))
     device = distributed.start(processes, resolve_device(config.train.device))
+    if planned is not None and processes.main:
+        report(planned.reason)
     model = _build_model(config, train_set, device)
     if config.train.sync_batchnorm:
         model = distributed.sync_batchnorm(model, processes, device)

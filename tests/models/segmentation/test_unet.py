@@ -293,7 +293,10 @@ def tiny_semantic_shapes(tmp_path_factory):
     ("overrides", "message"),
     [
         (["model.padding=sideways"], "padding='sideways' is not one of valid, same"),
-        (["model.padding=valid", "data.image_size=64"], "input side 64 makes a 2x2 pooling"),
+        (
+            ["model.padding=valid", "data.image_size=64", "data.crop_size=64"],
+            "input side 64 makes a 2x2 pooling",
+        ),  # fmt: skip
     ],
 )
 def test_bad_unet_settings_exit_2_with_one_error_line(
