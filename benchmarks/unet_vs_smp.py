@@ -1,4 +1,9 @@
-"""Our U-Net against segmentation_models_pytorch's `Unet`, at matched parameter count.
+"""Our U-Net against segmentation_models_pytorch's `Unet`, at the same budget and loss.
+
+Ours (`--ours`): `recipe` (default) is the `unet_shapes` recipe's model and data settings
+(depth 5, base 8, `data.image_size: auto` planned from the training masks, 96 px crops, its
+learning rate); `matched` is a U-Net of `--depth` poolings whose base is chosen to match smp's
+parameter count (below). smp's model trains on the same batches, loss and schedule.
 
 Two figures, ours and theirs measured in the same run:
 - training throughput: forward + loss + backward images/s at 256 x 256 (`--size`), the two
@@ -13,7 +18,7 @@ smp is a benchmark-only dependency (never imported by seglab):
     .venv/bin/pip install segmentation-models-pytorch
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/unet_vs_smp.py --out runs/unet_vs_smp.json
 
-Our configuration: `--depth` poolings (default 6), `base_channels` chosen so that our
+`--ours matched`: `--depth` poolings (default 6), `base_channels` chosen so that our
 parameter count is closest to smp's whole model (encoder without pretrained weights,
 `encoder_weights=None`). At a fixed parameter count a U-Net's cost per pixel falls with depth
 (parameters grow as 4**depth * base**2, compute as (depth + 1) * base**2): depth 6 with
@@ -23,6 +28,7 @@ base 11 matches smp's resnet18 Unet (13.7M vs 14.3M parameters); depth 5 needs b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import tempfile
@@ -30,16 +36,20 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from seglab.data import DataConfig, build_dataset, collate
+from seglab.data import DataConfig, build_dataset, collate, plan_image_size
 from seglab.data.shapes import generate_shapes
+from seglab.engine.config import load_config
 from seglab.evaluation import evaluate
 from seglab.files import atomic_write_json
 from seglab.models.inputs import Normalize
 from seglab.models.segmentation.losses import segmentation_losses
 from seglab.models.segmentation.unet import UNet
+
+RECIPE = "unet_shapes"
 
 
 class SmpSemantic(nn.Module):
@@ -53,8 +63,15 @@ class SmpSemantic(nn.Module):
         self.normalize = Normalize(3)
 
     def _logits(self, images) -> Tensor:
-        batch = torch.stack([image.as_subclass(Tensor) for image in images])
-        return self.net(self.normalize(batch))
+        """smp's encoders take sides divisible by 32: mirror-pad to that, crop back (as our
+        same-padding U-Net does inside)."""
+        batch = self.normalize(torch.stack([image.as_subclass(Tensor) for image in images]))
+        height, width = batch.shape[-2:]
+        pad_h, pad_w = -height % 32, -width % 32
+        padded = F.pad(batch, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
+                       mode="reflect")  # fmt: skip
+        logits = self.net(padded)
+        return logits[..., pad_h // 2 : pad_h // 2 + height, pad_w // 2 : pad_w // 2 + width]
 
     def forward(self, images, targets=None):
         return [{"logits": logits} for logits in self._logits(images)]
@@ -80,6 +97,19 @@ def build_pair(args, num_classes: int) -> tuple[nn.Module, nn.Module, dict]:
     net = smp.Unet(encoder_name=args.encoder, encoder_weights=None, classes=num_classes)
     theirs = SmpSemantic(net, loss="ce+dice")
     target = count(theirs)
+    if args.ours == "recipe":
+        torch.manual_seed(args.seed)
+        recipe_args = load_config(RECIPE).model.args
+        ours = UNet(num_classes=num_classes, **recipe_args)
+        settings = " ".join(f"{key}={value}" for key, value in recipe_args.items())
+        info = {
+            "ours": f"seglab UNet of the {RECIPE} recipe: {settings}",
+            "theirs": f"smp.Unet encoder={args.encoder} (encoder_weights=None)",
+            "params_ours": count(ours),
+            "params_theirs": target,
+            "params_theirs_encoder": count(net.encoder),
+        }
+        return ours, theirs, info
 
     def ours_with(base: int) -> UNet:
         return UNet(
@@ -168,6 +198,22 @@ def data_root(args) -> Path:
     return generate_shapes(root, task="semantic", train=args.train, val=args.val, seed=args.seed)
 
 
+def data_config(args, root: Path) -> DataConfig:
+    """The data pipeline both models train on: the recipe's (its image size planned from
+    the training masks when `auto`, its crop and augmentations), or `--crop` for both."""
+    if args.ours != "recipe":
+        return DataConfig(
+            root=str(root), layout="masks", image_size=args.crop, vflip=0.5, rot90=True,
+            weight_map=args.weight_map,
+        )  # fmt: skip
+    recipe = load_config(RECIPE, [f"data.root={root}"]).data
+    cfg = dataclasses.replace(recipe, weight_map=args.weight_map, cache_mb=1024)
+    if cfg.image_size == "auto":
+        print(plan_image_size(cfg).reason)
+        cfg = dataclasses.replace(cfg, image_size=plan_image_size(cfg).image_size)
+    return cfg
+
+
 def print_table(rows: list[tuple[str, float, float]], info: dict) -> None:
     print(f"ours:   {info['ours']}\ntheirs: {info['theirs']}")
     print(f"{'metric':<34}{'ours':>12}{'theirs':>12}{'ours/theirs':>13}")
@@ -181,16 +227,22 @@ def main() -> None:
     parser.add_argument("--data", help="semantic shapes root (masks layout); default: generate")
     parser.add_argument("--train", type=int, default=600, help="generated training images")
     parser.add_argument("--val", type=int, default=100, help="generated validation images")
+    parser.add_argument(
+        "--ours", choices=("recipe", "matched"), default="recipe",
+        help="our model and data: the unet_shapes recipe's, or matched parameters at --crop",
+    )  # fmt: skip
     parser.add_argument("--encoder", default="resnet18", help="smp encoder (no weights)")
     parser.add_argument("--depth", type=int, default=6, help="our number of poolings")
     parser.add_argument("--upsampling", default="bilinear", choices=("bilinear", "transpose"))
     parser.add_argument("--size", type=int, default=256, help="throughput image side")
-    parser.add_argument("--crop", type=int, default=64, help="training crop / val resize")
+    parser.add_argument("--crop", type=int, default=64, help="matched: training crop / val resize")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=3, help="steps per throughput round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating throughput rounds")
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per model")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--lr", type=float, help="AdamW lr for both (default: the recipe's, 3e-3 for matched)"
+    )
     parser.add_argument(
         "--weight-map",
         action=argparse.BooleanOptionalAction,
@@ -203,12 +255,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
+    if args.lr is None:
+        args.lr = load_config(RECIPE).train.lr if args.ours == "recipe" else 3e-3
 
     root = data_root(args)
-    cfg = DataConfig(
-        root=str(root), layout="masks", image_size=args.crop, vflip=0.5, rot90=True,
-        weight_map=args.weight_map,
-    )  # fmt: skip
+    cfg = data_config(args, root)
+    print(f"data: image_size {cfg.image_size}, crop_size {cfg.crop_size}, lr {args.lr:g}")
     train_set = build_dataset(cfg, "train", task="semantic", train=True)
     val_set = build_dataset(cfg, "val", task="semantic", train=False)
     ours, theirs, info = build_pair(args, len(train_set.class_names) + 1)

@@ -17,6 +17,7 @@ from seglab.data.fingerprint import (
     plan_scale,
 )
 from seglab.data.transforms import ResizeShortSide
+from seglab.errors import UserError
 from seglab.structures.masks import mask_to_rle
 
 
@@ -147,3 +148,20 @@ def test_training_with_auto_records_the_planned_size(tmp_path, capsys):
     recorded = yaml.safe_load((run / "config.yaml").read_text())["data"]["image_size"]
     assert len(line) == 1 and f": {recorded} px" in line[0]
     assert isinstance(recorded, int) and 16 <= recorded <= 96
+
+
+def test_auto_is_refused_for_classifiers_and_ignored_by_data_check(tmp_path, capsys):
+    from seglab.cli.main import main
+    from seglab.data.cells import generate_cells
+    from seglab.data.transforms import build_transforms
+
+    with pytest.raises(UserError, match="image_size auto: for semantic segmentation"):
+        build_transforms(DataConfig(image_size="auto"), task="classification", train=True)
+    root = generate_cells(tmp_path / "cells", task="instance", train=2, val=1, size=64, seed=0)
+    config = tmp_path / "u.yaml"
+    config.write_text(
+        yaml.safe_dump({"model": {"name": "unet", "in_channels": 1},
+                        "data": {"root": str(root), "layout": "coco", "image_size": "auto"}})
+    )  # fmt: skip
+    assert main(["data", "check", str(config)]) == 0
+    assert "training can start" in capsys.readouterr().out

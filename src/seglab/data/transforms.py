@@ -216,8 +216,8 @@ _STEPS = {
 
 def _check_options(cfg: DataConfig, task: str) -> None:
     if cfg.image_size == AUTO:
-        if task != "semantic":
-            raise UserError(f"data.image_size auto: only for semantic segmentation, not {task!r}")
+        if task == "classification":  # detection and instance models resize themselves
+            raise UserError("data.image_size auto: for semantic segmentation, not classification")
     elif isinstance(cfg.image_size, str) or cfg.image_size < 1:
         raise UserError(
             f"data.image_size must be a positive number of pixels or auto, not {cfg.image_size}"
