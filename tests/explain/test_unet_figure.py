@@ -18,6 +18,11 @@ def test_paper_configuration_shapes_on_meta_tensors():
     assert valid_output_size(572) == 388
     concat = [s.shape for s in shapes if s.kind == "concat"]
     assert concat[0] == (1, 1024, 56, 56) and concat[-1] == (1, 128, 392, 392)
+    # in the order they run: up-convolution, copy-and-concatenate, two convolutions per
+    # expansive level, then the 1x1 classifier
+    first_up = next(index for index, s in enumerate(shapes) if s.kind == "up")
+    decoder = ["up", "concat", "conv", "conv"] * 4 + ["classifier"]
+    assert [s.kind for s in shapes[first_up:]] == decoder
 
 
 def test_shapes_equal_a_real_forward_pass():

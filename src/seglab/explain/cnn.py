@@ -334,6 +334,7 @@ def _stack_picture(data: StackData):
     scores.barh(range(len(names)), data.probabilities.numpy(), color="#dd8452", height=0.6)
     scores.set_yticks(range(len(names)), labels=names, fontsize=8)
     scores.set_xlim(0, 1)
+    scores.set_box_aspect(0.25 * len(names))  # bars of a readable height, not the figure's
     scores.invert_yaxis()
     scores.set_title("class probabilities", fontsize=8)
     figure.tight_layout()

@@ -18,6 +18,8 @@ from seglab.explain.detector_run import DetectorRun, run_detector
 from seglab.explain.figure import Figure, draw_box, new_figure, png, show_image, to_uint8_image
 from seglab.inference.visualize import draw_detections
 
+OVERLAY_ENLARGEMENT = 3  # the output overlay is drawn at 3x: its labels stay small
+
 
 @dataclass(frozen=True)
 class PyramidLevel:
@@ -181,11 +183,11 @@ def mask_rcnn_figure(context: Context) -> Figure:
     run = run_detector(model, image)
     stages = pipeline_stages(model, image, run)
     figure = new_figure(10.0, 0.3 * len(stages) + 1.2)
-    left, middle, right = figure.subplots(1, 3, gridspec_kw={"width_ratios": [1, 3.2, 1]})
-    show_image(left, to_uint8_image(image), "input")
-    _stage_list(middle, stages)
-    overlay = draw_detections(image, run.output, list(model.card.class_names))
-    show_image(right, np.asarray(overlay), "output (score >= 0.5)")
+    grid = figure.add_gridspec(2, 2, width_ratios=[2.3, 1])
+    _stage_list(figure.add_subplot(grid[:, 0]), stages)
+    show_image(figure.add_subplot(grid[0, 1]), to_uint8_image(image), "input")
+    overlay = draw_detections(*_enlarged(image, run.output), list(model.card.class_names))
+    show_image(figure.add_subplot(grid[1, 1]), np.asarray(overlay), "output (score >= 0.5)")
     figure.tight_layout()
     return Figure(
         f"One forward pass of {context.note(model)}, each part's output as the model "
@@ -196,6 +198,17 @@ def mask_rcnn_figure(context: Context) -> Figure:
     )
 
 
+def _enlarged(image: Tensor, output: dict, factor: int = OVERLAY_ENLARGEMENT):
+    """The image and its detections at `factor` times the size (pixels repeated, boxes and
+    masks scaled), so that the overlay's labels cover less of the objects."""
+    enlarged = image.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    detections = {**output, "boxes": output["boxes"] * factor}
+    if "masks" in output:
+        detections["masks"] = output["masks"].repeat_interleave(factor, dim=-2)
+        detections["masks"] = detections["masks"].repeat_interleave(factor, dim=-1)
+    return enlarged, detections
+
+
 def _stage_list(axes, stages: list[Stage]) -> None:
     for index, stage in enumerate(stages):
         colour = (
@@ -203,9 +216,9 @@ def _stage_list(axes, stages: list[Stage]) -> None:
             if stage.part.startswith("backbone")
             else ("#dd8452" if "mask" in stage.part else "#55a868")
         )
-        axes.text(0, index, stage.part, va="center", fontsize=7.5, color=colour)
-        axes.text(40, index, stage.what, va="center", fontsize=7.5)
-        axes.text(72, index, str(stage.shape), va="center", fontsize=7.5, family="monospace")
+        axes.text(0, index, stage.part, va="center", fontsize=8, color=colour)
+        axes.text(36, index, stage.what, va="center", fontsize=8)
+        axes.text(72, index, str(stage.shape), va="center", fontsize=8, family="monospace")
     axes.set_xlim(0, 100)
     axes.set_ylim(len(stages) - 0.5, -0.8)
     axes.axis("off")

@@ -200,6 +200,9 @@ def _iou_panel(axes, labels: AnchorLabels, matcher: Matcher, level_names: list[s
         np.where((labels.matched == Matcher.IGNORED).numpy(), "#ff7f00", "#999999"),
     )
     axes.scatter(labels.iou.numpy(), labels.level.numpy() + jitter, c=colours, s=4)
+    for colour, name in (("#2ca02c", "positive"), ("#ff7f00", "ignored"), ("#999999", "negative")):
+        axes.scatter([], [], color=colour, s=12, label=name)
+    axes.legend(fontsize=7, loc="upper right", frameon=False)
     for threshold in (matcher.low_threshold, matcher.high_threshold):
         axes.axvline(threshold, color="black", linewidth=0.8, linestyle="--")
     axes.set_yticks(range(len(level_names)), labels=level_names, fontsize=8)

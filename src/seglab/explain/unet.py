@@ -35,7 +35,7 @@ TOUCHING_SCENE_SEED = 7
 @dataclass(frozen=True)
 class LayerShape:
     name: str  # module name in the model
-    kind: str  # conv, pool, up, concat
+    kind: str  # conv, pool, up, concat, classifier (the last 1x1 convolution)
     level: int  # 0 = full resolution ... depth = bottleneck
     shape: tuple[int, ...]  # (N, C, H, W)
 
@@ -52,12 +52,17 @@ def unet_shapes(model: UNet, input_side: int = PAPER_INPUT) -> list[LayerShape]:
     (the input of each expansive level's convolutions), in the order they ran."""
     shapes: list[LayerShape] = []
 
-    def record(name: str, kind: str, level: int, use_input: bool = False):
-        def hook(_module, inputs, output) -> None:  # None: the output is unchanged
-            tensor = inputs[0] if use_input else output
-            shapes.append(LayerShape(name, kind, level, tuple(tensor.shape)))
+    def record(name: str, kind: str, level: int):
+        def hook(_module, _inputs, output) -> None:  # None: the output is unchanged
+            shapes.append(LayerShape(name, kind, level, tuple(output.shape)))
 
         return hook
+
+    def record_input(name: str, level: int):
+        def pre_hook(_module, inputs) -> None:  # before the convolutions: in execution order
+            shapes.append(LayerShape(name, "concat", level, tuple(inputs[0].shape)))
+
+        return pre_hook
 
     handles = []
     for name, module in model.named_modules():
@@ -65,7 +70,7 @@ def unet_shapes(model: UNet, input_side: int = PAPER_INPUT) -> list[LayerShape]:
         if kind is not None:
             handles.append(module.register_forward_hook(record(name, kind, level)))
         if name.endswith(".convs") and name.startswith("expansive"):
-            handles.append(module.register_forward_hook(record(name, "concat", level, True)))
+            handles.append(module.register_forward_pre_hook(record_input(name, level)))
     device = next(model.parameters()).device
     try:
         with torch.no_grad():
@@ -91,7 +96,7 @@ def _kind_and_level(name: str, module: nn.Module, depth: int) -> tuple[str | Non
     if isinstance(module, nn.ConvTranspose2d):
         return "up", level + 1
     if isinstance(module, nn.Conv2d):
-        return "conv", level
+        return ("classifier" if module.kernel_size == (1, 1) else "conv"), level
     if isinstance(module, nn.MaxPool2d):
         return "pool", level
     return None, level
@@ -220,7 +225,8 @@ def _side(shape: LayerShape) -> str:
     return f"{shape.shape[-2]} x {shape.shape[-1]} x {shape.shape[1]}"
 
 
-_KIND_COLOURS = {"conv": "#4c72b0", "pool": "#d62728", "up": "#2ca02c", "concat": "#999999"}
+_KIND_COLOURS = {"conv": "#4c72b0", "pool": "#d62728", "up": "#2ca02c", "concat": "#999999",
+                 "classifier": "#17becf"}  # fmt: skip
 
 
 def _draw_u(axes, shapes: list[LayerShape]) -> None:
@@ -231,15 +237,16 @@ def _draw_u(axes, shapes: list[LayerShape]) -> None:
         height = 0.25 + 0.6 * layer.shape[-1] / shapes[0].shape[-1]
         y = -layer.level * 1.2
         axes.add_patch(_bar(x, y, height, _KIND_COLOURS[layer.kind]))
-        if layer.kind in ("conv", "concat"):
+        if layer.kind in ("conv", "concat", "classifier"):
             axes.text(x, y - height / 2 - 0.06, str(layer.shape[-1]), ha="center", va="top",
                       fontsize=6)  # fmt: skip
-        if layer.kind == "conv" and (index + 1 == len(shapes) or shapes[index + 1].kind != "conv"):
+        last_of_run = index + 1 == len(shapes) or shapes[index + 1].kind != layer.kind
+        if layer.kind in ("conv", "classifier") and last_of_run:
             axes.text(x + 0.25, y + height / 2, f"x{layer.shape[1]}", ha="left", va="top",
-                      fontsize=6.5, color=_KIND_COLOURS["conv"])  # fmt: skip
+                      fontsize=6.5, color=_KIND_COLOURS[layer.kind])  # fmt: skip
     for kind, colour in _KIND_COLOURS.items():
         axes.plot([], [], color=colour, linewidth=6, label=_KIND_LABELS[kind])
-    axes.legend(fontsize=7, loc="lower center", ncol=4, frameon=False)
+    axes.legend(fontsize=7, loc="lower center", ncol=5, frameon=False)
     axes.set_xlim(-0.3, x + 0.5)
     axes.set_ylim(-5.9, 0.7)
     axes.axis("off")
@@ -248,7 +255,7 @@ def _draw_u(axes, shapes: list[LayerShape]) -> None:
 
 
 _KIND_LABELS = {"conv": "3x3 conv + ReLU", "pool": "2x2 max pool", "up": "2x2 up-conv",
-                "concat": "copy, crop and concatenate"}  # fmt: skip
+                "concat": "copy, crop and concatenate", "classifier": "1x1 conv"}  # fmt: skip
 
 
 def _bar(x: float, y: float, height: float, colour: str) -> Rectangle:
