@@ -112,3 +112,18 @@ def test_scoring_gives_the_ground_truth_ap_one_and_an_empty_model_zero(bench, sh
             return [empty for _ in images]
 
     assert bench.evaluate_detector(Nothing(), val_set)["segm"]["AP"] == 0.0
+
+
+def test_seglab_trainer_counts_its_budget_on_the_given_clock(bench, shapes, tmp_path):
+    """`--clock cpu` must reach the trainer: with a clock that jumps 61 s per reading, a
+    one-minute budget ends the run after its first step (on the wall clock: max_steps 3)."""
+    root = shapes[0].json_path.parent
+    overrides = [f"data.root={root}", "data.channels=3", "model.min_size=64", "model.max_size=64",
+                 "train.max_minutes=1", "train.max_steps=3", "train.batch_size=2",
+                 "train.device=cpu"]  # fmt: skip
+    config = bench.load_config(bench.RECIPE, overrides)
+    readings = iter(range(0, 61 * 1000, 61))
+    with bench.trainer_clock(lambda: float(next(readings))):
+        metrics = bench.trainer.train(config, tmp_path / "run", progress=False)
+    assert metrics["step"] == 1
+    assert bench.trainer.time is __import__("time")  # restored
