@@ -1,14 +1,16 @@
 """ONNX export of each shipped recipe's model: export time, and onnxruntime against PyTorch.
 
-Rerun: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/onnx_export.py [--out DIR]`. Each
-recipe's `model:` section is built with fresh weights (3 object classes), exported with
+Rerun: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/onnx_export.py [--out DIR]
+[--recipes NAME ...]`. Each recipe's `model:` section is built with fresh weights (3 object
+classes), exported with
 `seglab.inference.export.export_onnx` (which checks onnxruntime against PyTorch on a
 synthetic image at the recipe's `data.image_size` (256 px, the shapes data's size, for the
 detectors, which resize inside) and on that image resized by 0.75 x 1.25)
 and its report printed: export seconds, the largest differences, and the best of two runs
 of each engine per image (after a warm-up), on the CPU, one thread. Untrained detectors keep
 up to `detections_per_img` low-score boxes, more than a trained one, so their post-processing
-(NMS, mask pasting) is timed at its heaviest.
+(NMS, mask pasting) is timed at its heaviest. R-CNN and Fast R-CNN: both engines run with
+the same selective-search proposals (the graph's second input), whose time is printed apart.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ RECIPES = {
     "unet_shapes (valid padding)": {"padding": "valid", "depth": 4},
     "faster_rcnn_r18_fpn_shapes": {},
     "mask_rcnn_r18_fpn_shapes": {},
+    "rcnn_r18_c4_shapes": {},
+    "fast_rcnn_r18_c4_shapes": {},
 }
 
 
@@ -47,9 +51,12 @@ def build(recipe: str, overrides: dict) -> tuple[torch.nn.Module, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="keep the .onnx files here")
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), metavar="NAME",
+                        help="only these (default: all): " + ", ".join(RECIPES))  # fmt: skip
     args = parser.parse_args()
     folder = args.out or Path(tempfile.mkdtemp())
-    for recipe, overrides in RECIPES.items():
+    for recipe in args.recipes or RECIPES:
+        overrides = RECIPES[recipe]
         model, size = build(recipe, overrides)
         image = synthetic_image(model.card.in_channels, (size, size * 4 // 3))
         path = folder / f"{recipe.split()[0]}{'_valid' if overrides else ''}.onnx"

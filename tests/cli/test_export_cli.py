@@ -1,6 +1,7 @@
-"""`seglab export` as a user runs it (subprocess): a classifier exported, its report, and
-`seglab predict` on the .onnx file giving the PyTorch model's predictions; the one-line
-refusals run in-process."""
+"""`seglab export` as a user runs it (subprocess): a classifier and a Fast R-CNN exported,
+their reports, and `seglab predict` on the .onnx file giving the PyTorch model's
+predictions (Fast R-CNN: selective search run outside the graph with the model's settings);
+the one-line refusals run in-process."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from PIL import Image
 
 import seglab
 from seglab.cli.main import main
+from seglab.inference.export import synthetic_image
+from seglab.inference.onnx_model import OnnxModel
 
 
 def seglab_cli(*args: str) -> subprocess.CompletedProcess:
@@ -57,6 +60,77 @@ def test_export_then_predict_the_onnx_file(classifier, tmp_path):
         assert [e["class"] for e in mine["top_k"]] == [e["class"] for e in theirs["top_k"]]
         scores = [[e["score"] for e in r["top_k"]] for r in (mine, theirs)]
         assert scores[0] == pytest.approx(scores[1], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def fast_rcnn(tmp_path_factory):
+    """A small Fast R-CNN whose sharpened class logits (background biased) find objects in
+    the synthetic images and none in a flat one."""
+    torch.manual_seed(0)
+    model = seglab.build_model(
+        "fast_rcnn", num_classes=3, backbone="resnet18", norm="bn", trainable_stages=5,
+        min_size=96, max_size=160, representation_size=64, box_score_thresh=0.5,
+        max_proposals=100,
+    ).eval()  # fmt: skip
+    class_logits = model.roi_heads.box_predictor.class_logits
+    with torch.no_grad():
+        class_logits.weight.mul_(20.0)
+        class_logits.bias.zero_()
+        class_logits.bias[0] = 2.0
+    folder = tmp_path_factory.mktemp("run")
+    seglab.save_model(model, folder / "model.safetensors", class_names=["a", "b"])
+    return folder
+
+
+def test_fast_rcnn_export_then_predict_the_onnx_file(fast_rcnn, tmp_path):
+    onnx_file = tmp_path / "fast_rcnn.onnx"
+    exported = seglab_cli("export", str(fast_rcnn / "model.safetensors"), "--out",
+                          str(onnx_file))  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    lines = exported.stdout.splitlines()
+    assert lines[1] == (
+        "input: images (1, 3, H, W) float in [0, 1], any H, W >= 16; proposals (P, 4) float "
+        "xyxy in the image's pixels, any P (selective search, fast mode, as it is, min size "
+        "0 px, at most 100, run outside the graph)"
+    )
+    assert lines[2] == "outputs: boxes, labels, scores"
+    assert lines[4].startswith("  96x128: ") and "ms (+ selective search " in lines[4]
+
+    images = {"shapes": synthetic_image(3, (90, 120), seed=5),
+              "more": synthetic_image(3, (120, 100), seed=6),
+              "flat": torch.full((3, 80, 96), 0.5)}  # fmt: skip
+    for name, image in images.items():
+        pixels = (image * 255).round().byte().permute(1, 2, 0).numpy()  # (C, H, W) -> (H, W, C)
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+    results = {}
+    for model in (fast_rcnn / "model.safetensors", onnx_file):
+        out = tmp_path / model.suffix[1:]
+        files = [str(tmp_path / f"{name}.png") for name in images]
+        done = seglab_cli("predict", str(model), *files, "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        results[model.suffix] = json.loads((out / "predictions.json").read_text())
+    pytorch, onnx = results[".safetensors"], results[".onnx"]
+    assert {result["image_id"] for result in pytorch} == {0, 1}  # none on the flat image
+    assert len(onnx) == len(pytorch)
+    for theirs in pytorch:  # each PyTorch detection has its own ONNX twin
+        twins = [mine for mine in onnx if same_detection(mine, theirs)]
+        assert twins, f"no detection of onnxruntime matches {theirs}"
+        onnx.remove(twins[0])
+
+    no_proposals = OnnxModel(onnx_file).detect_with_proposals([images["shapes"]],
+                                                              [torch.zeros((0, 4))])[0]  # fmt: skip
+    assert [tuple(value.shape) for value in no_proposals.values()] == [(0, 4), (0,), (0,)]
+
+
+def same_detection(mine: dict, theirs: dict) -> bool:
+    """COCO results of one detection: image, class, score within 1e-4, box within 0.01 px
+    (the export check's tolerances)."""
+    box_gap = max(abs(a - b) for a, b in zip(mine["bbox"], theirs["bbox"], strict=True))
+    return (
+        (mine["image_id"], mine["category_id"]) == (theirs["image_id"], theirs["category_id"])
+        and abs(mine["score"] - theirs["score"]) <= 1e-4
+        and box_gap <= 1e-2
+    )
 
 
 def test_export_needs_an_onnx_file_name(classifier, tmp_path, capsys):

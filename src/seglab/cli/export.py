@@ -18,8 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "dynamic image sizes, then run the file with onnxruntime on two images of different "
         "sizes and compare with PyTorch (detections: count, labels, boxes, scores, masks). "
         "The file is written only when they agree within the printed tolerances; otherwise "
-        "the command says what differs and exits 1. Needs the export extra "
-        "(pip install 'seglab[export]').",
+        "the command says what differs and exits 1. R-CNN and Fast R-CNN take the "
+        "selective-search proposals as a second input (OpenCV runs outside the graph; "
+        "seglab predict model.onnx computes them with the model's settings). Needs the "
+        "export extra (pip install 'seglab[export]').",
     )
     parser.add_argument("model", metavar="MODEL", help="RUN/model.safetensors")
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the only one)")

@@ -8,9 +8,17 @@ One graph per task; every input is float in [0, 1] (normalisation is in the grap
 | semantic (U-Net) | images (B, C, H, W) | logits (B, K, H', W') | B, H, W (1) |
 | detection | images (1, C, H, W) | boxes (N, 4), labels (N,), scores (N,) | H, W, N |
 | instance (Mask R-CNN) | images (1, C, H, W) | the above and masks (N, 1, H, W) | H, W, N |
+| R-CNN, Fast R-CNN | images (1, C, H, W), proposals (P, 4) | as detection | H, W, P, N |
 
 (1) same padding: any H, W >= 2**depth; valid padding: the allowed sides s0 + 2**depth k.
 Boxes are xyxy in the input's pixels, labels int64 1..K, masks probabilities in [0, 1].
+
+R-CNN and Fast R-CNN take their regions as a second input, xyxy in the image's pixels:
+selective search is OpenCV's graph segmentation and merging, not tensor operations, so it
+stays outside the graph (`OnnxModel` runs it with the model's settings, as the PyTorch
+model does) and the graph is `SelectiveSearchDetector.detect_with_proposals`. Fast R-CNN's
+RoI max pooling becomes ONNX's MaxRoiPool, whose onnxruntime kernel quantises the regions
+as torchvision's (tested equal bit for bit); R-CNN's warp is RoIAlign, as Faster R-CNN's.
 
 The exporter is `torch.onnx.export`'s default since torch 2.9, the one built on
 `torch.export`: image sizes stay symbolic and the number of detections is data-dependent,
@@ -36,15 +44,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.export import Dim
 
-from seglab.errors import UserError
 from seglab.files import atomic_write
 from seglab.inference.onnx_check import CheckResult, compare_outputs
 from seglab.inference.onnx_model import OUTPUT_NAMES, OnnxModel
+from seglab.models.detection.selective_search import SelectiveSearchDetector
 from seglab.models.zoo import model_card
 
 # Sides of the check images (the second is another size, to show the graph is dynamic).
 SYNTHETIC_SIZE = (96, 128)
 SECOND_SIZE_SCALE = (0.75, 1.25)
+# The most proposals the R-CNN and Fast R-CNN graphs take (selective search gives about
+# 2000); a bound keeps the exporter's arithmetic on the sizes within int64.
+MAX_PROPOSALS = 2**20
 
 
 class ExportCheckFailed(Exception):
@@ -94,6 +105,7 @@ def export_onnx(
     first = image if image is not None else synthetic_image(channels, SYNTHETIC_SIZE)
     check_images = [fit_size(model, first), fit_size(model, resized(first), grow=1)]
     graph = _graph(model)
+    inputs = _example_inputs(model, check_images[0])
     start = time.perf_counter()
     # torchvision's and onnxscript's notes to developers, and the graph of each attempt the
     # exporter drops for the next (torch.export non-strict, then strict) go unshown
@@ -101,9 +113,10 @@ def export_onnx(
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         program = torch.onnx.export(
-            graph, (check_images[0][None],), dynamic_shapes=(_dynamic_axes(model),),
-            input_names=["images"], output_names=list(OUTPUT_NAMES[model.task]),
+            graph, inputs, dynamic_shapes=_dynamic_shapes(model),
+            input_names=_input_names(model), output_names=list(OUTPUT_NAMES[model.task]),
             opset_version=opset, external_data=False, verbose=False,
+            custom_translation_table=custom_translations(),
         )  # fmt: skip
     seconds = time.perf_counter() - start
     proto = program.model_proto
@@ -150,14 +163,68 @@ class _DetectorGraph(nn.Module):
         return tuple(detections[name] for name in self.names)
 
 
+class _GivenProposalsGraph(nn.Module):
+    """R-CNN, Fast R-CNN: one image (1, C, H, W) and its proposals (P, 4) xyxy in its
+    pixels -> its boxes, labels, scores (`SelectiveSearchDetector.detect_with_proposals`)."""
+
+    def __init__(self, model: SelectiveSearchDetector):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, proposals: Tensor) -> tuple[Tensor, ...]:
+        detections = self.model.detect_with_proposals([images[0]], [proposals])[0]
+        return tuple(detections[name] for name in OUTPUT_NAMES["detection"])
+
+
 def _graph(model: nn.Module) -> nn.Module:
     if model.task in ("classification", "semantic"):
         return _LogitsGraph(model).eval()
-    if model_card(model).arch in ("rcnn", "fast_rcnn"):
-        raise UserError(f"{model_card(model).arch}: its proposals come from selective search "
-                        "(OpenCV), which has no ONNX form; Faster and Mask R-CNN export with "
-                        "their RPN in the graph")  # fmt: skip
+    if isinstance(model, SelectiveSearchDetector):
+        return _GivenProposalsGraph(model).eval()
     return _DetectorGraph(model).eval()
+
+
+def _example_inputs(model: nn.Module, image: Tensor) -> tuple[Tensor, ...]:
+    """What the graph is traced with: the first check image, and for R-CNN and Fast R-CNN
+    its selective-search proposals (two whole-image boxes more when it has fewer than two:
+    the exporter takes a size of 0 or 1 in its example for a constant)."""
+    if not isinstance(model, SelectiveSearchDetector):
+        return (image[None],)
+    proposals = model.proposal_generator.search(image)
+    if len(proposals) < 2:
+        height, width = image.shape[-2:]
+        whole = torch.tensor([[0.0, 0.0, width, height]] * 2)
+        proposals = torch.cat([proposals, whole])
+    return image[None], proposals
+
+
+def _input_names(model: nn.Module) -> list[str]:
+    return ["images", "proposals"] if isinstance(model, SelectiveSearchDetector) else ["images"]
+
+
+def _dynamic_shapes(model: nn.Module) -> tuple[dict[int, object], ...]:
+    """Which axes of each input are dynamic (`torch.export.Dim`)."""
+    if isinstance(model, SelectiveSearchDetector):
+        return _dynamic_axes(model), {0: Dim("proposals", min=0, max=MAX_PROPOSALS)}
+    return (_dynamic_axes(model),)
+
+
+def custom_translations() -> dict:
+    """ONNX translations of the torchvision kernels the exporter has none for."""
+    return {torch.ops.torchvision.roi_pool.default: _max_roi_pool}
+
+
+def _max_roi_pool(features, rois, spatial_scale: float, pooled_height: int, pooled_width: int):
+    """torchvision::roi_pool as ONNX's MaxRoiPool: the same (K, 5) rois and (K, C, h, w)
+    output. The second output, the argmax the backward pass reads, has no use in a graph
+    for inference: a placeholder of its type (int32) stands for it."""
+    from onnxscript import INT32
+    from onnxscript import opset18 as op
+
+    pooled = op.MaxRoiPool(
+        features, rois, pooled_shape=[pooled_height, pooled_width], spatial_scale=spatial_scale
+    )
+    return pooled, op.Cast(pooled, to=INT32.dtype)
 
 
 def _dynamic_axes(model: nn.Module) -> dict[int, object]:
@@ -176,6 +243,11 @@ def _dynamic_axes(model: nn.Module) -> dict[int, object]:
 
 def _describe_inputs(model: nn.Module) -> str:
     channels = model.card.in_channels
+    if isinstance(model, SelectiveSearchDetector):
+        search = model.proposal_generator.settings.describe()
+        return (f"images (1, {channels}, H, W) float in [0, 1], any H, W >= 16; proposals "
+                "(P, 4) float xyxy in the image's pixels, any P (selective search, "
+                f"{search}, run outside the graph)")  # fmt: skip
     if model.task in ("detection", "instance"):
         return f"images (1, {channels}, H, W) float in [0, 1], any H, W >= 16"
     if model.task == "classification":

@@ -9,6 +9,10 @@ masks 9e-5. The tolerances leave a factor of 10 to 500 for deeper models, larger
 and other CPUs. Detections must be as many, and pair one to one: the same label, a score
 within SCORE_ATOL, a box within BOX_ATOL (the order of near-equal scores may differ);
 then the masks of each pair within MASK_ATOL.
+
+R-CNN and Fast R-CNN: both engines run with the same selective-search proposals, computed
+once (and timed apart: the same OpenCV call for either), so the graphs are compared alone;
+that `OnnxModel` finds the same proposals as the PyTorch model is tested on its own.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class CheckResult:
     torch_ms: float
     onnx_ms: float
     problems: list[str] = field(default_factory=list)
+    search_ms: float | None = None  # R-CNN, Fast R-CNN: selective search, outside both
 
     def line(self) -> str:
         compared = ", ".join(
@@ -44,15 +49,18 @@ class CheckResult:
             for name, value in self.differences.items()
         )
         height, width = self.size_hw
-        return (f"{height}x{width}: {self.summary}, max |difference| {compared or '-'}; "
-                f"PyTorch {self.torch_ms:.1f} ms, onnxruntime {self.onnx_ms:.1f} ms")  # fmt: skip
+        search = "" if self.search_ms is None else (
+            f" (+ selective search {self.search_ms:.1f} ms for either)")  # fmt: skip
+        times = f"PyTorch {self.torch_ms:.1f} ms, onnxruntime {self.onnx_ms:.1f} ms{search}"
+        return f"{height}x{width}: {self.summary}, max |difference| {compared or '-'}; {times}"
 
 
 def compare_outputs(model: nn.Module, exported, image: Tensor) -> CheckResult:
     """Run `model` (PyTorch, eval mode) and `exported` (`OnnxModel`) on a (C, H, W) image."""
+    proposals, search_ms = _proposals(model, image)
     with torch.no_grad():
-        reference, torch_ms = _timed(lambda: model([image])[0])
-    output, onnx_ms = _timed(lambda: exported([image])[0])
+        reference, torch_ms = _timed(lambda: _run(model, image, proposals))
+    output, onnx_ms = _timed(lambda: _run(exported, image, proposals))
     size_hw = (int(image.shape[-2]), int(image.shape[-1]))
     if "logits" in reference:
         result = _compare_logits(reference["logits"], output["logits"])
@@ -60,10 +68,27 @@ def compare_outputs(model: nn.Module, exported, image: Tensor) -> CheckResult:
         result = _compare_detections(reference, output)
     summary, differences, tolerances, problems = result
     problems = [f"{size_hw[0]}x{size_hw[1]} image: {problem}" for problem in problems]
-    return CheckResult(size_hw, summary, differences, tolerances, torch_ms, onnx_ms, problems)
+    return CheckResult(
+        size_hw, summary, differences, tolerances, torch_ms, onnx_ms, problems, search_ms
+    )
 
 
-def _timed(run: Callable[[], dict], repeats: int = 2) -> tuple[dict, float]:
+def _proposals(model: nn.Module, image: Tensor) -> tuple[Tensor | None, float | None]:
+    """R-CNN, Fast R-CNN: the image's selective-search proposals and the time they took;
+    None for the other models."""
+    if not hasattr(model, "detect_with_proposals"):
+        return None, None
+    return _timed(lambda: model.proposal_generator.search(image))
+
+
+def _run(engine, image: Tensor, proposals: Tensor | None) -> dict[str, Tensor]:
+    """The outputs of a PyTorch model or `OnnxModel` on one image (with these proposals)."""
+    if proposals is None:
+        return engine([image])[0]
+    return engine.detect_with_proposals([image], [proposals])[0]
+
+
+def _timed(run: Callable[[], object], repeats: int = 2) -> tuple[object, float]:
     """The result of `run` and its best time in milliseconds after one warm-up run."""
     result = run()
     times = []

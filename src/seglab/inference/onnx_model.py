@@ -4,7 +4,9 @@
 `to()`, and `model(images)` -> one dict per image, in eval mode), so `seglab predict
 model.onnx` runs the same code as for `model.safetensors` and writes the same files. The
 graphs it runs are described in `seglab.inference.export`; the model card travels in the
-ONNX file's `metadata_props`.
+ONNX file's `metadata_props`. R-CNN's and Fast R-CNN's graphs take the proposals as a
+second input: `OnnxModel` computes them with selective search as the PyTorch model does,
+with the settings of the card's arguments (`proposal_mode`, `proposal_scale`, ...).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from torch import Tensor
 
 from seglab.errors import UserError, require_file
 from seglab.models.card import ModelCard
+from seglab.models.detection.builders import data_proposals
+from seglab.models.detection.selective_search import SelectiveSearchProposals
 from seglab.models.inputs import stack_images
 from seglab.models.zoo import load_model, model_task
 
@@ -59,6 +63,9 @@ class OnnxModel:
         self.task = self.card.task
         for name, value in json.loads(metadata.get("seglab_attributes", "{}")).items():
             setattr(self, name, value)  # U-Net: padding, depth (tiling reads them)
+        # R-CNN, Fast R-CNN: selective search with the settings the PyTorch model has
+        settings = data_proposals(self.card.arch, self.card.arch_args)
+        self.proposal_generator = None if settings is None else SelectiveSearchProposals(settings)
 
     def __call__(self, images: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
         """What the PyTorch model returns in eval mode, as CPU tensors."""
@@ -68,9 +75,22 @@ class OnnxModel:
             return [{"logits": torch.from_numpy(per_image)} for per_image in logits]
         return [self._detect(image) for image in images]
 
-    def _detect(self, image: Tensor) -> dict[str, Tensor]:
+    def detect_with_proposals(self, images: list[Tensor], proposals: list[Tensor]) -> list[dict]:
+        """R-CNN, Fast R-CNN: detections with these proposals, per image (P_i, 4) xyxy in its
+        pixels, instead of selective search's (as the PyTorch model's method of this name)."""
+        if self.proposal_generator is None:
+            raise ValueError(f"{self.card.arch} makes its own proposals")
+        pairs = zip(images, proposals, strict=True)
+        return [self._detect(image, boxes) for image, boxes in pairs]
+
+    def _detect(self, image: Tensor, proposals: Tensor | None = None) -> dict[str, Tensor]:
         batch = image[None].float().cpu().numpy()  # (C, H, W) -> (1, C, H, W)
-        outputs = self.session.run(None, {"images": batch})
+        inputs = {"images": batch}
+        if self.proposal_generator is not None:
+            if proposals is None:
+                proposals = self.proposal_generator.search(image)
+            inputs["proposals"] = proposals.float().cpu().reshape(-1, 4).numpy()
+        outputs = self.session.run(None, inputs)
         pairs = zip(OUTPUT_NAMES[self.task], outputs, strict=True)
         return {name: torch.from_numpy(np.asarray(value)) for name, value in pairs}
 

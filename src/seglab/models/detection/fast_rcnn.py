@@ -16,9 +16,9 @@ search, which Faster R-CNN replaced.
 
 from __future__ import annotations
 
-from seglab.models.detection.two_stage import TwoStageDetector
+from seglab.models.detection.selective_search import SelectiveSearchDetector
 
 
-class FastRCNN(TwoStageDetector):
+class FastRCNN(SelectiveSearchDetector):
     """Two-stage detector whose RoI features are pooled from one CNN pass over the image,
     its proposals given by selective search (see `TwoStageDetector`)."""

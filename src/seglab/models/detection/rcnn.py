@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seglab.models.detection.two_stage import TwoStageDetector
+from seglab.models.detection.selective_search import SelectiveSearchDetector
 from seglab.ops.roi_align import boxes_to_rois, roi_align
 
 
-class RCNN(TwoStageDetector):
+class RCNN(SelectiveSearchDetector):
     """Two-stage detector whose RoI features are a CNN run on each warped region (see
     `TwoStageDetector`; wired by `builders.build_rcnn`)."""
 
@@ -100,6 +100,8 @@ class WarpedRegionCNN(nn.Module):
         """
         image = features["image"]
         rois = boxes_to_rois([self.with_context(boxes) for boxes in proposals])  # (K, 5)
+        if torch.compiler.is_exporting():
+            return self._exported_region_features(image, rois)
         pooled = [self._region_features(image, chunk) for chunk in rois.split(self.crops_per_batch)]
         if not pooled:
             return image.new_zeros((0, self.cnn.out_channels, self.output_size, self.output_size))
@@ -118,6 +120,15 @@ class WarpedRegionCNN(nn.Module):
         samples per output pixel; outside the image: zero, the mean after normalisation)."""
         size = (self.warp_size, self.warp_size)
         return roi_align(image, rois, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+    def _exported_region_features(self, image: Tensor, rois: Tensor) -> Tensor:
+        """`forward`'s result under ONNX export, where the region count K is data-dependent:
+        every region through the CNN in one batch (no loop over chunks of an unknown count;
+        memory grows with K x warp_size^2), with one placeholder region appended and its
+        features dropped, so that the CNN's batch is never empty (its layers branch on that,
+        which the exporter cannot decide for an unknown K)."""
+        placeholder = rois.new_zeros((1, 5))  # batch 0, a box of no area
+        return self._region_features(image, torch.cat([rois, placeholder]))[:-1]
 
     def _region_features(self, image: Tensor, rois: Tensor) -> Tensor:
         maps = list(self.cnn(self.warp(image, rois)).values())[-1]  # (k, C, S/16, S/16)
