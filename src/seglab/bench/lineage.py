@@ -44,6 +44,8 @@ from seglab.models.zoo import load_model
 
 # model -> its shipped shapes recipe (configs/), in the order of the lineage.
 RECIPES = {
+    "rcnn": "rcnn_r18_c4_shapes",
+    "fast_rcnn": "fast_rcnn_r18_c4_shapes",
     "faster_rcnn": "faster_rcnn_r18_fpn_shapes",
     "mask_rcnn": "mask_rcnn_r18_fpn_shapes",
 }
