@@ -89,7 +89,7 @@ class SelectiveSearchDetector(TwoStageDetector):
 
         Args:
             images: float (C, H, W) images in [0, 1].
-            proposals: per image (N_i, 4) float xyxy in its pixels; N_i may be 0.
+            proposals: per image (N_i, 4) float xyxy in its pixels.
 
         Returns:
             One dict per image as `forward` (boxes, labels, scores), equal to `forward`'s
