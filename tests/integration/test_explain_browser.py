@@ -54,7 +54,7 @@ def test_quick_page_loads_whole_in_a_browser(chromium_binary, tmp_path):
     (tmp_path / "screenshot.png").write_bytes(report.screenshot)
 
 
-@pytest.mark.slow  # about 2 minutes: trains the small models; the quick page covers the checks
+@pytest.mark.slow  # ~40 s on 2 idle cores (trains the small models); the quick page checks the same
 def test_full_page_loads_whole_in_a_browser(chromium_binary, tmp_path):
     out = tmp_path / "page"
     assert main(["explain", "--out", str(out), "-q"]) == 0

@@ -18,7 +18,7 @@ from seglab.explain.detector_run import DetectorRun, run_detector
 from seglab.explain.figure import Figure, draw_box, new_figure, png, show_image, to_uint8_image
 from seglab.inference.visualize import draw_detections
 
-OVERLAY_ENLARGEMENT = 3  # the output overlay is drawn at 3x: its labels stay small
+OVERLAY_ENLARGEMENT = 2  # the output overlay is drawn at 2x: its labels cover less
 
 
 @dataclass(frozen=True)

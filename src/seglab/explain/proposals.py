@@ -176,8 +176,10 @@ def rcnn_figure(context: Context) -> Figure:
     figure.tight_layout()
     side = pool.warp_size
     return Figure(
-        f"Left: the {count} regions selective search proposes on the page's image (R-CNN's "
-        f"fast mode). Right: four of them as {context.note(model)} sees them, each dilated "
+        f"Left: the {count} regions the R-CNN's selective search "
+        f"({model.proposal_generator.settings.mode} mode; the paper's is fast) proposes on "
+        "the page's image. Right: "
+        f"{len(data.chosen)} of them as {context.note(model)} sees them, each dilated "
         f"by {pool.context_padding} px of context, warped to {side} x {side} px and run "
         "through its CNN on its own, and below each the probabilities its softmax gives "
         "(K classes and background) for that region. One CNN pass per region is what makes "
@@ -197,7 +199,10 @@ def _probability_bars(axes, probabilities: Tensor, names: list[str], colour, lab
     positions = np.arange(len(names))
     axes.barh(positions, probabilities.numpy(), color=colour, height=0.65)
     for position, value in zip(positions, probabilities.tolist(), strict=True):
-        axes.text(min(value, 0.62) + 0.03, position, f"{value:.2f}", va="center", fontsize=7)
+        inside = value > 0.62  # written on the bar's end, else just after it
+        axes.text(value - 0.03 if inside else value + 0.03, position, f"{value:.2f}",
+                  va="center", ha="right" if inside else "left", fontsize=7,
+                  color="white" if inside else "black")  # fmt: skip
     axes.set_xlim(0, 1)
     axes.set_ylim(len(names) - 0.5, -0.5)
     axes.set_yticks(positions, labels=names if labelled else [], fontsize=7)
