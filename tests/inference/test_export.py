@@ -18,7 +18,7 @@ from seglab.inference.export import (
     export_onnx,
     synthetic_image,
 )
-from seglab.inference.onnx_check import compare_outputs
+from seglab.inference.onnx_check import _compare_detections, compare_outputs
 from seglab.inference.onnx_model import OnnxModel
 from seglab.ops.roi_pool import roi_pool
 
@@ -204,3 +204,26 @@ def test_roi_max_pooling_exports_with_torchvisions_numbers(tmp_path):
     for feature_map, regions in ((features, rois), (features[..., :7, :9], rois[:0])):
         (pooled,) = session.run(None, {"features": feature_map.numpy(), "rois": regions.numpy()})
         assert torch.equal(torch.from_numpy(pooled), roi_pool(feature_map, regions, (3, 2), 0.25))
+
+
+def detections(boxes, scores, labels=None) -> dict[str, torch.Tensor]:
+    labels = labels or [1] * len(scores)
+    return {"boxes": torch.tensor(boxes), "scores": torch.tensor(scores),
+            "labels": torch.tensor(labels)}  # fmt: skip
+
+
+def test_a_near_tie_may_keep_another_box_but_no_more():
+    """Two overlapping boxes scored alike within rounding: which NMS keeps is arbitrary,
+    one such swap passes (and is reported); a larger score gap, or every box moved, fails."""
+    boxes = [[0.0, 0.0, 40.0, 40.0], [50.0, 50.0, 90.0, 80.0], [0.0, 60.0, 20.0, 90.0]]
+    reference = detections(boxes, [0.9, 0.8, 0.7])
+    swapped = [boxes[0], [54.0, 50.0, 94.0, 80.0], boxes[2]]  # IoU 0.82 with the kept one
+    summary, _, _, problems = _compare_detections(reference, detections(swapped,
+                                                  [0.9, 0.8 + 4e-7, 0.7]))  # fmt: skip
+    assert problems == [] and summary == "3 detections (1 near-tie: another box kept)"
+    _, _, _, problems = _compare_detections(reference, detections(swapped, [0.9, 0.80002, 0.7]))
+    assert problems and "1 of 3 detections have no counterpart" in problems[0]
+    moved = [[x0 + 2, y0, x1 + 2, y1] for x0, y0, x1, y1 in boxes]
+    _, _, _, problems = _compare_detections(reference, detections(moved, [0.9, 0.8, 0.7]))
+    assert problems == ["3 of 3 detections kept another box of the same label and score in "
+                        "onnxruntime: more than ties explain"]  # fmt: skip
