@@ -129,6 +129,16 @@ def test_detector_writes_coco_results_images_and_overlays(image_dir, tmp_path):
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a-2.png", "a.png"]
 
 
+def test_models_run_in_inference_mode(image_dir, tmp_path):
+    """predict needs no autograd at all: inference_mode, not only no_grad (no version
+    counters, no view tracking)."""
+    modes = []
+    detector = FixedDetector()
+    detector.register_forward_pre_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    predict_files(detector, collect_inputs([image_dir]), tmp_path / "out")
+    assert modes and all(modes)
+
+
 def trained_at_32_px(model):
     """`model` with the card of a U-Net trained on circles and squares at 32 px."""
     model.card = dataclasses.replace(

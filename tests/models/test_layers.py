@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+import torch
 from torch import nn
 
 import seglab
 from seglab.errors import UserError
-from seglab.models.layers import check_norm, conv_norm, group_norm_groups, norm_layer
+from seglab.models.layers import (
+    check_norm,
+    conv_norm,
+    conv_norm_act,
+    fold_norm_into_conv,
+    group_norm_groups,
+    norm_layer,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +72,56 @@ def test_frozen_batch_norm_is_a_name_of_the_same_vocabulary():
     assert isinstance(norm_layer("frozen_bn", 8), FrozenBatchNorm2d)
     with pytest.raises(UserError, match="not one of none, bn"):
         seglab.build_model("fast_rcnn", num_classes=3, backbone="vgg16", norm="frozen_bn")
+
+
+def _randomised(norm_name: str, channels: int) -> nn.Module:
+    """A norm whose statistics and affine terms are far from the identity."""
+    norm = norm_layer(norm_name, channels)
+    generator = torch.Generator().manual_seed(channels)
+    for name, tensor in [*norm.named_parameters(), *norm.named_buffers()]:
+        if tensor.is_floating_point():
+            values = torch.rand(tensor.shape, generator=generator) + 0.5
+            tensor.data.copy_(values if "var" in name or name == "weight" else values - 1.0)
+    return norm
+
+
+@pytest.mark.parametrize("norm_name, train", [("none", False), ("frozen_bn", False),
+                                              ("frozen_bn", True), ("bn", False), ("bn", True),
+                                              ("gn", False)])  # fmt: skip
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_conv_norm_act_is_the_modules_run_one_by_one(norm_name, train, grad, layout,
+                                                     float32_close):  # fmt: skip
+    """relu(norm(conv(x)) + residual) in every variant: folded or not, fused by oneDNN
+    (no_grad) or separate steps (autograd), either memory layout."""
+    conv, _ = conv_norm(16, 24, 3, norm=norm_name, padding=1)
+    conv.stride = (2, 2)
+    norm = _randomised(norm_name, 24).train(train)
+    x = torch.randn(2, 16, 15, 12).contiguous(memory_format=layout)
+    residual = torch.randn(2, 24, 8, 6)
+    reference = copy.deepcopy(norm)  # BatchNorm in training updates its statistics
+    for relu, shortcut in [(True, None), (False, None), (True, residual), (False, residual)]:
+        expected = reference(conv(x)) + (0 if shortcut is None else shortcut)
+        expected = torch.relu(expected) if relu else expected
+        with torch.set_grad_enabled(grad):
+            result = conv_norm_act(conv, norm, x, relu=relu, residual=shortcut)
+        assert result.requires_grad == grad
+        float32_close(result, expected.detach(), convs=1, fan_in=16 * 9)
+    if norm_name == "bn" and train:  # not folded: batch statistics, running ones updated
+        torch.testing.assert_close(norm.running_mean, reference.running_mean)
+
+
+def test_folding_changes_no_parameter_and_gradients_reach_the_conv():
+    conv, _ = conv_norm(8, 8, 3, norm="frozen_bn", padding=1)
+    norm = _randomised("frozen_bn", 8)
+    state = {k: v.clone() for k, v in [*conv.state_dict().items(), *norm.state_dict().items()]}
+    x = torch.randn(1, 8, 6, 6)
+    conv_norm_act(conv, norm, x, relu=True).sum().backward()
+    expected_grad = conv.weight.grad.clone()
+    conv.weight.grad = None
+    torch.relu(norm(conv(x))).sum().backward()
+    torch.testing.assert_close(expected_grad, conv.weight.grad)
+    after = {**conv.state_dict(), **norm.state_dict()}
+    assert set(after) == set(state) and all(torch.equal(after[k], state[k]) for k in state)
+    assert fold_norm_into_conv(conv, norm_layer("gn", 8)) is None
+    assert fold_norm_into_conv(conv, norm_layer("bn", 8).train()) is None

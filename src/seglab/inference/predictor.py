@@ -222,7 +222,7 @@ def predict_files(
     prepare, names = preprocessor(model), output_names(inputs.images)
     predictions: list[Prediction] = []
     batch: list[tuple[Tensor, Job]] = []
-    with torch.no_grad():
+    with torch.inference_mode():  # no autograd bookkeeping (no_grad still counts versions)
         for index, path in enumerate(progress(inputs.images, desc="predict", unit="image")):
             image = read_image(path, channels, inputs, intensity)
             if image is None:

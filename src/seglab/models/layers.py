@@ -10,11 +10,18 @@ One vocabulary for every model's `norm` argument (CNN, U-Net, ResNet, FPN, detec
 - `gn`: GroupNorm, independent of the batch size (Wu & He 2018).
 
 The spellings of earlier versions (`batch`, `group`) are refused with the new name.
+
+`conv_norm_act` is how the detectors' convolutions run (ResNet, FPN, RPN and mask heads):
+a norm that is a fixed affine map (FrozenBatchNorm2d, BatchNorm2d in eval mode) is folded
+into the convolution's weight and bias on each call (nothing stored, parameters and their
+names unchanged), and, where no gradient is needed, oneDNN applies the residual sum and
+the ReLU inside the convolution; elsewhere the same arithmetic runs as separate steps.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.errors import UserError
@@ -100,3 +107,102 @@ def conv_norm(
     bias = norm in (None, "none")
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
     return [conv, norm_layer(norm, out_channels)]
+
+
+def fold_norm_into_conv(
+    conv: nn.Conv2d, norm: nn.Module | None
+) -> tuple[Tensor, Tensor | None] | None:
+    """(weight, bias) of one convolution equal to `norm(conv(x))`, or None when `norm` is not
+    a fixed affine map (BatchNorm2d in training, GroupNorm).
+
+    A frozen norm is `y * scale + shift` per output channel, so it moves into the conv:
+    `weight * scale` and `bias * scale + shift` (a bias-free conv gets `shift`).
+    """
+    if norm is None or isinstance(norm, nn.Identity):
+        return conv.weight, conv.bias
+    if isinstance(norm, FrozenBatchNorm2d):
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        shift = norm.bias - norm.running_mean * scale
+    elif isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None:
+        scale = (norm.running_var + norm.eps).rsqrt()
+        shift = -norm.running_mean * scale
+        if norm.weight is not None:
+            scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+    else:
+        return None
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)  # (C_out,) -> (C_out, 1, 1, 1)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return weight, bias
+
+
+def conv_norm_act(
+    conv: nn.Conv2d,
+    norm: nn.Module | None,
+    x: Tensor,
+    *,
+    relu: bool,
+    residual: Tensor | None = None,
+) -> Tensor:
+    """`relu(norm(conv(x)) + residual)` (ReLU and residual optional), the norm folded.
+
+    Args:
+        conv: a zero-padded Conv2d; norm: its norm (None or Identity for none).
+        x: (N, C_in, H, W), any memory format (channels_last is the fast one on CPUs).
+        residual: (N, C_out, H', W') added before the ReLU (a ResNet block's shortcut).
+
+    Under ONNX export or torch.compile the modules run one by one, as written.
+    """
+    folded = None if _tracing() else fold_norm_into_conv(conv, norm)
+    if folded is None or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        out = conv(x) if norm is None else norm(conv(x))
+    else:
+        weight, bias = folded
+        if _fusable(x, weight):
+            return _onednn_conv(conv, x, weight, bias, relu=relu, residual=residual)
+        out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if residual is not None:
+        out = out + residual
+    return F.relu(out) if relu else out
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """(N, C, H, W) laid out channels-last (oneDNN's convolutions need no reordering then);
+    unchanged under ONNX export and torch.compile, which choose layouts themselves."""
+    return x if _tracing() else x.contiguous(memory_format=torch.channels_last)
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def _fusable(x: Tensor, weight: Tensor) -> bool:
+    """oneDNN's fused convolution: float32 on a CPU, no autograd graph to record."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return (
+        not needs_grad
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32 == weight.dtype
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+    )
+
+
+def _onednn_conv(
+    conv: nn.Conv2d,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    *,
+    relu: bool,
+    residual: Tensor | None,
+) -> Tensor:
+    """The convolution with its residual sum and ReLU as oneDNN post-ops: one pass over the
+    output instead of three (the kernel torch.compile's CPU backend emits for this pattern)."""
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    arguments = (weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+    if residual is None:
+        activation = "relu" if relu else "none"
+        return torch.ops.mkldnn._convolution_pointwise(x, *arguments, activation, [], "")
+    return torch.ops.mkldnn._convolution_pointwise.binary(
+        x, residual, *arguments, "add", None, "relu" if relu else None, [], None
+    )

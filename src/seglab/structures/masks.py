@@ -67,17 +67,17 @@ def _expand_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.cat([centres - half_sizes, centres + half_sizes], dim=1)
 
 
-def _paste_one(mask: torch.Tensor, box: list[int], height: int, width: int) -> torch.Tensor:
-    """Resize an (M, M) mask to its integer box (inclusive corners) and place it."""
+def _paste_one(mask: torch.Tensor, box: list[int], image_mask: torch.Tensor) -> None:
+    """Resize an (M, M) mask to its integer box (inclusive corners) and write it into the
+    (H, W) zeros `image_mask`, in place: only the box's pixels are touched."""
+    height, width = image_mask.shape
     x0, y0, x1, y1 = box
     box_w, box_h = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
     resized = F.interpolate(mask[None, None], size=(box_h, box_w), mode="bilinear")[0, 0]
-    image_mask = mask.new_zeros((height, width))
     left, right = max(x0, 0), min(x1 + 1, width)
     top, bottom = max(y0, 0), min(y1 + 1, height)
     if right > left and bottom > top:
         image_mask[top:bottom, left:right] = resized[top - y0 : bottom - y0, left - x0 : right - x0]
-    return image_mask
 
 
 def paste_masks_in_image(
@@ -116,11 +116,10 @@ def paste_masks_in_image(
         # ONNX export: one graph for any number of masks and any image size (no per-mask
         # Python loop); equal to the loop's result to float rounding (tests/structures)
         result = paste_masks_separable(padded, expanded, height, width)
-    else:
-        pasted = [
-            _paste_one(m, b.tolist(), height, width) for m, b in zip(padded, expanded, strict=True)
-        ]
-        result = torch.stack(pasted) if pasted else masks_nmm.new_zeros((0, height, width))
+    else:  # one (N, H, W) block of zeros, each mask written inside its box
+        result = masks_nmm.new_zeros((masks_nmm.shape[0], height, width))
+        for index, (mask, box) in enumerate(zip(padded, expanded.tolist(), strict=True)):
+            _paste_one(mask, box, result[index])  # (a view autograd can write through)
     if threshold is not None:
         result = (result > threshold).to(torch.uint8)
     return result[:, None] if has_channel else result

@@ -1,5 +1,6 @@
 """ResNet backbone: shapes, torchvision's names and outputs, frozen BN, freezing rule."""
 
+import copy
 from collections import OrderedDict
 
 import pytest
@@ -52,8 +53,10 @@ def test_parameter_counts_match_the_published_resnets_without_classifier():
     )
 
 
-@pytest.mark.parametrize("depth", [18, 34])
-def test_same_names_and_outputs_as_torchvision(depth):
+@pytest.mark.parametrize("depth", [18, 34, 50])
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
+def test_same_names_and_outputs_as_torchvision(depth, grad, float32_close):
+    """Both paths of `conv_norm_act`: folded convs (autograd), and oneDNN's fused ones."""
     build = getattr(torchvision.models, f"resnet{depth}")
     reference = build(weights=None, norm_layer=TorchvisionFrozenBN)
     randomise_norm_statistics(reference, seed=depth)
@@ -62,9 +65,45 @@ def test_same_names_and_outputs_as_torchvision(depth):
     ours.load_state_dict(state, strict=True)  # the names really are torchvision's
     body = IntermediateLayerGetter(reference, RETURN_LAYERS).eval()
     images = torch.rand(1, 3, 64, 64)
-    expected, result = body(images), ours.eval()(images)
+    with torch.no_grad():
+        expected = body(images)
+    with torch.set_grad_enabled(grad):
+        result = ours.eval()(images)
+    convs = sum(isinstance(m, nn.Conv2d) for m in reference.modules())
+    assert result["c5"].requires_grad == grad  # layer2..layer4 train (c2: frozen layer1)
     for name in RETURN_LAYERS.values():
-        assert torch.equal(result[name], expected[name])
+        float32_close(result[name], expected[name], convs=convs, fan_in=3 * 3 * 512)
+
+
+@pytest.mark.parametrize("norm", ["frozen_bn", "bn", "gn"])
+def test_training_step_gradients_equal_torchvision_blocks(norm, float32_close):
+    """Train mode: a frozen norm is folded into its conv, BatchNorm and GroupNorm are not;
+    the gradients of every trainable weight are the unfolded blocks' (torchvision's)."""
+    torch.manual_seed(0)
+    ours = ResNetBackbone(18, norm=norm, trainable_stages=5)
+    randomise_norm_statistics(ours, seed=1)
+    theirs = copy.deepcopy(ours)
+    images = torch.rand(2, 3, 64, 64)
+    outputs = {}
+    for name, model in (("ours", ours), ("theirs", theirs)):
+        model.train()
+        if name == "ours":
+            features = model(images)
+        else:  # the modules one by one, as torchvision's forward runs them
+            x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
+            features = {}
+            for key in ("c2", "c3", "c4", "c5"):
+                x = features[key] = getattr(model, f"layer{len(features) + 1}")(x)
+        sum((f * (index + 1)).mean() for index, f in enumerate(features.values())).backward()
+        outputs[name] = features
+    convs = sum(isinstance(m, nn.Conv2d) for m in ours.modules())
+    for key in outputs["theirs"]:
+        float32_close(outputs["ours"][key], outputs["theirs"][key].detach(), convs=convs,
+                      fan_in=3 * 3 * 512)  # fmt: skip
+    for (name, mine), theirs_parameter in zip(ours.named_parameters(), theirs.parameters(),
+                                              strict=True):  # fmt: skip
+        assert mine.grad is not None, name
+        float32_close(mine.grad, theirs_parameter.grad, convs=2 * convs, fan_in=3 * 3 * 512)
 
 
 def test_frozen_batch_norm_equals_torchvision_and_batch_norm():

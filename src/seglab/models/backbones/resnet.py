@@ -10,6 +10,11 @@ torchvision detection checkpoint's `backbone.body.*` keys load after dropping th
 Normalisation: detectors fine-tuned from ImageNet weights freeze BatchNorm (batches of 1-2
 images give useless batch statistics), hence `FrozenBatchNorm2d`; training from scratch on
 a CPU needs a trainable norm ("bn" or "gn", GroupNorm being independent of batch size).
+
+The blocks keep torchvision's modules (and so its parameter names) but run through
+`conv_norm_act`: the image is laid out channels-last, each frozen norm is folded into its
+convolution, and without autograd the shortcut sum and ReLU happen inside the convolution.
+The arithmetic is torchvision's block's (`_run_block`), in fewer passes over memory.
 """
 
 from __future__ import annotations
@@ -19,9 +24,16 @@ from functools import partial
 
 import torchvision
 from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from seglab.errors import UserError
-from seglab.models.layers import FrozenBatchNorm2d, check_norm, norm_layer
+from seglab.models.layers import (
+    FrozenBatchNorm2d,
+    channels_last,
+    check_norm,
+    conv_norm_act,
+    norm_layer,
+)
 
 _RESNETS = {
     18: (torchvision.models.resnet18, [64, 128, 256, 512]),
@@ -106,14 +118,34 @@ class ResNetBackbone(nn.Module):
                 parameter.requires_grad_(False)
 
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
-        """(N, in_channels, H, W) -> OrderedDict c2 (stride 4), c3 (8), c4 (16)[, c5 (32)]."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        stages = OrderedDict(c2=self.layer1(x))
-        stages["c3"] = self.layer2(stages["c2"])
-        stages["c4"] = self.layer3(stages["c3"])
-        if self.layer4 is not None:
-            stages["c5"] = self.layer4(stages["c4"])
+        """(N, in_channels, H, W) -> OrderedDict c2 (stride 4), c3 (8), c4 (16)[, c5 (32)],
+        channels-last tensors (as the input, outside ONNX export and torch.compile)."""
+        x = conv_norm_act(self.conv1, self.bn1, channels_last(images), relu=True)
+        x = self.maxpool(x)
+        layers = [self.layer1, self.layer2, self.layer3, self.layer4]
+        stages = OrderedDict()
+        for name, layer in zip(("c2", "c3", "c4", "c5"), layers, strict=True):
+            if layer is None:
+                break
+            for block in layer:
+                x = _run_block(block, x)
+            stages[name] = x
         return stages
+
+
+def _run_block(block: nn.Module, x: Tensor) -> Tensor:
+    """torchvision's BasicBlock / Bottleneck forward, each conv + norm (+ ReLU, + shortcut)
+    one `conv_norm_act`: relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut) and the like."""
+    if not isinstance(block, BasicBlock | Bottleneck):
+        return block(x)
+    shortcut = x
+    if block.downsample is not None:  # Sequential(1x1 conv, norm): the projection shortcut
+        shortcut = conv_norm_act(block.downsample[0], block.downsample[1], x, relu=False)
+    out = conv_norm_act(block.conv1, block.bn1, x, relu=True)
+    if isinstance(block, Bottleneck):
+        out = conv_norm_act(block.conv2, block.bn2, out, relu=True)
+        return conv_norm_act(block.conv3, block.bn3, out, relu=True, residual=shortcut)
+    return conv_norm_act(block.conv2, block.bn2, out, relu=True, residual=shortcut)
 
 
 def set_frozen_bn_eps(module: nn.Module, eps: float) -> None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.models.detection.box_head import conv_norm_block
+from seglab.models.layers import channels_last, conv_norm_act
 from seglab.ops.roi_align import roi_align
 
 
@@ -34,8 +35,9 @@ class MaskHead(nn.Module):
         return self.convs[-1][0].out_channels
 
     def forward(self, pooled: Tensor) -> Tensor:
-        for block in self.convs:
-            pooled = F.relu(block(pooled))
+        pooled = channels_last(pooled)
+        for conv, norm in self.convs:
+            pooled = conv_norm_act(conv, norm, pooled, relu=True)
         return pooled
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.models.detection.transform import ImageBatch
+from seglab.models.layers import conv_norm_act
 from seglab.ops.anchors import AnchorGenerator
 from seglab.ops.matcher import Matcher
 from seglab.ops.nms import batched_nms
@@ -43,7 +44,7 @@ class RPNHead(nn.Module):
         objectness, deltas = [], []
         for feature in features:
             for conv in self.convs:
-                feature = F.relu(conv(feature))
+                feature = conv_norm_act(conv, None, feature, relu=True)
             objectness.append(self.objectness(feature))
             deltas.append(self.box_deltas(feature))
         return objectness, deltas

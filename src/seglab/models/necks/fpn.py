@@ -6,8 +6,8 @@ neighbour) and added, and a 3x3 conv smooths the sum into P_l. P6 ("pool") is P5
 subsampled by 2 (a max-pool of kernel 1, stride 2) for the RPN's largest anchors (§4.1).
 
 Parameters are laid out like torchvision's `FeaturePyramidNetwork` (`inner_blocks` are our
-`lateral_convs`, `layer_blocks` our `output_convs`), so the outputs are bit-equal given the
-same weights.
+`lateral_convs`, `layer_blocks` our `output_convs`), so the outputs are equal given the
+same weights (to float rounding: a norm is folded into its conv, `layers.conv_norm_act`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections import OrderedDict
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seglab.models.layers import check_norm, conv_norm
+from seglab.models.layers import check_norm, conv_norm, conv_norm_act
 
 FPN_NORMS = ("none", "bn", "gn")  # None (YAML null) means "none"
 
@@ -71,19 +71,24 @@ class FPN(nn.Module):
             (half the size of the last) when `extra_pool`.
         """
         stages = list(features.values())
-        merged = self.lateral_convs[-1](stages[-1])  # the top of the top-down pathway
-        pyramid = [self.output_convs[-1](merged)]
+        merged = _conv(self.lateral_convs[-1], stages[-1])  # the top of the top-down pathway
+        pyramid = [_conv(self.output_convs[-1], merged)]
         for index in range(len(stages) - 2, -1, -1):
-            lateral = self.lateral_convs[index](stages[index])
-            top_down = F.interpolate(merged, size=lateral.shape[-2:], mode="nearest")
-            merged = lateral + top_down
-            pyramid.insert(0, self.output_convs[index](merged))
+            top_down = F.interpolate(merged, size=stages[index].shape[-2:], mode="nearest")
+            # lateral + top_down, the sum done by the lateral conv (`conv_norm_act`)
+            merged = _conv(self.lateral_convs[index], stages[index], residual=top_down)
+            pyramid.insert(0, _conv(self.output_convs[index], merged))
 
         names = [f"p{level}" for level in range(2, 2 + len(pyramid))]
         if self.extra_pool:
             pyramid.append(F.max_pool2d(pyramid[-1], kernel_size=1, stride=2, padding=0))
             names.append("pool")
         return OrderedDict(zip(names, pyramid, strict=True))
+
+
+def _conv(block: nn.Sequential, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    """block(x) (+ residual): the Sequential(conv, norm) of `_conv_norm`, norm folded."""
+    return conv_norm_act(block[0], block[1], x, relu=False, residual=residual)
 
 
 def _conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: str | None):
