@@ -55,8 +55,8 @@ def _fingerprint(small, gap, side=256.0):
 
 def test_plan_keeps_small_objects_and_narrow_gaps_and_never_upsamples():
     by_objects = plan_scale(_fingerprint(small=32, gap=None))
-    assert by_objects.image_size == round(256 * MIN_OBJECT_PX / 32) == 64
-    assert "small objects" in by_objects.reason and "64 px" in by_objects.reason
+    assert by_objects.image_size == round(256 * MIN_OBJECT_PX / 32) == 40
+    assert "small objects" in by_objects.reason and "40 px" in by_objects.reason
     by_gaps = plan_scale(_fingerprint(small=64, gap=2))
     assert by_gaps.image_size == 128 and "narrow gaps" in by_gaps.reason
     tiny = plan_scale(_fingerprint(small=4, gap=0.5))

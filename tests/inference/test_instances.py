@@ -164,3 +164,23 @@ def test_coco_instance_results_on_shapes_data(tmp_path):
     assert {result["category_id"] for result in results} <= set(dataset.category_ids)
     metrics = evaluate_coco(dataset.coco_gt, results, "segm")
     assert 0.0 <= metrics["AP"] <= 1.0 or metrics["AP"] == -1.0
+
+
+def test_the_line_parting_touching_targets_is_given_back():
+    """COCO semantic targets part touching objects of a class by 2 px (seglab.data.coco);
+    predicted exactly so, the instances are the objects whole again, and their free borders
+    do not grow (but for the few corner pixels where the line meets them)."""
+    from seglab.data.coco import _part_touching
+
+    squares = np.zeros((2, 48, 64), dtype=bool)
+    squares[0, 8:40, 6:30] = True
+    squares[1, 12:36, 30:58] = True  # touches the first along column 29 | 30
+    class_map = squares.any(axis=0).astype(np.int64)
+    instance_ids = (squares * np.arange(1, 3)[:, None, None]).sum(axis=0).astype(np.int32)
+    _part_touching(class_map, instance_ids)
+    assert (class_map[12:36, 29:31] == 0).all()
+    output = instances_from_probabilities(probabilities_from(class_map, 2))
+    found = sorted(output["masks"][:, 0].bool().numpy(), key=lambda mask: np.argwhere(mask)[0, 1])
+    found = np.stack(found)
+    assert (found >= squares).all()  # every pixel given back
+    assert (found & ~squares).sum() <= 8  # 2 corner pixels at each end, for each square
