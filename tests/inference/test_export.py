@@ -214,7 +214,8 @@ def detections(boxes, scores, labels=None) -> dict[str, torch.Tensor]:
 
 def test_a_near_tie_may_keep_another_box_but_no_more():
     """Two overlapping boxes scored alike within rounding: which NMS keeps is arbitrary,
-    one such swap passes (and is reported); a larger score gap, or every box moved, fails."""
+    one such swap passes (and is reported), as does another box of the lowest score (the
+    top-N cut between equal scores); a larger score gap, or every box moved, fails."""
     boxes = [[0.0, 0.0, 40.0, 40.0], [50.0, 50.0, 90.0, 80.0], [0.0, 60.0, 20.0, 90.0]]
     reference = detections(boxes, [0.9, 0.8, 0.7])
     swapped = [boxes[0], [54.0, 50.0, 94.0, 80.0], boxes[2]]  # IoU 0.82 with the kept one
@@ -222,6 +223,12 @@ def test_a_near_tie_may_keep_another_box_but_no_more():
                                                   [0.9, 0.8 + 4e-7, 0.7]))  # fmt: skip
     assert problems == [] and summary == "3 detections (1 near-tie: another box kept)"
     _, _, _, problems = _compare_detections(reference, detections(swapped, [0.9, 0.80002, 0.7]))
+    assert problems and "1 of 3 detections have no counterpart" in problems[0]
+    elsewhere = [boxes[0], boxes[1], [60.0, 0.0, 70.0, 30.0]]  # the last place, no overlap
+    _, _, _, problems = _compare_detections(reference, detections(elsewhere, [0.9, 0.8, 0.7]))
+    assert problems == []
+    _, _, _, problems = _compare_detections(reference, detections(
+        [boxes[0], [90.0, 0.0, 99.0, 30.0], boxes[2]], [0.9, 0.8, 0.7]))  # fmt: skip
     assert problems and "1 of 3 detections have no counterpart" in problems[0]
     moved = [[x0 + 2, y0, x1 + 2, y1] for x0, y0, x1, y1 in boxes]
     _, _, _, problems = _compare_detections(reference, detections(moved, [0.9, 0.8, 0.7]))
