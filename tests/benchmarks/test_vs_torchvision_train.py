@@ -120,7 +120,7 @@ def test_seglab_trainer_counts_its_budget_on_the_given_clock(bench, shapes, tmp_
     root = shapes[0].json_path.parent
     overrides = [f"data.root={root}", "data.channels=3", "model.min_size=64", "model.max_size=64",
                  "train.max_minutes=1", "train.max_steps=3", "train.batch_size=2",
-                 "train.device=cpu"]  # fmt: skip
+                 "train.warmup_steps=1", "train.device=cpu"]  # fmt: skip
     config = bench.load_config(bench.RECIPE, overrides)
     readings = iter(range(0, 61 * 1000, 61))
     with bench.trainer_clock(lambda: float(next(readings))):
