@@ -180,3 +180,16 @@ def test_checkpoint_round_trip(tmp_path):
 def test_options_rcnn_does_not_have(options, message):
     with pytest.raises(seglab.UserError, match=message):
         seglab.build_model("rcnn", num_classes=3, **{**TINY_RCNN, **options})
+
+
+@pytest.mark.parametrize("name", ["rcnn", "fast_rcnn"])
+def test_no_regions_give_no_detections(name):
+    """Every region may be filtered out (proposal_min_size) or none found: no detections."""
+    from tests.models.detection.test_fast_rcnn import tiny_fast_rcnn
+
+    model = (tiny_rcnn() if name == "rcnn" else tiny_fast_rcnn()).eval()
+    image, _ = square_image()
+    with torch.no_grad():
+        (output,) = model.detect_with_proposals([image], [torch.zeros(0, 4)])
+    assert output["boxes"].shape == (0, 4) and output["scores"].shape == (0,)
+    assert output["labels"].shape == (0,)

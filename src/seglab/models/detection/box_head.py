@@ -163,8 +163,8 @@ def fast_rcnn_loss(
 
 def decode_per_class(box_coder: BoxCoder, box_deltas: Tensor, proposals: Tensor) -> Tensor:
     """Class-specific deltas (K, C*4) applied to proposals (K, 4) -> boxes (K, C, 4)."""
-    # (K, C*4) decoded -> (K, C, 4)
-    return box_coder.decode(box_deltas, proposals).reshape(box_deltas.shape[0], -1, 4)
+    # (K, C*4) decoded -> (K, C, 4); C named, as -1 is ambiguous when K is 0
+    return box_coder.decode(box_deltas, proposals).reshape(-1, box_deltas.shape[1] // 4, 4)
 
 
 def postprocess_boxes(
