@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from seglab.bench.peer import peak_rss_growth, peer_table
+from seglab.bench.peer import compare_outputs, peak_rss_growth, peer_table
 from seglab.bench.peer_models import model_pair, photographs
 from seglab.cli.main import main
 
@@ -78,3 +78,23 @@ def test_quick_run_writes_the_report(tmp_path, capsys):
         assert len(report[mode]["seconds"]["seglab"]) == 1 and report[mode]["ratio"] > 0
     assert set(report["stages"]["seglab"]) >= {"backbone", "FPN", "RPN", "mask head"}
     assert out.with_suffix(".md").read_text() == printed
+
+
+def test_outputs_pair_detections_whose_scores_tie():
+    """Two detections of one label whose scores tie within rounding may come in either
+    order (another summation order decides); a box moved by a pixel is a difference."""
+    boxes = torch.tensor([[10.0, 10, 50, 50], [200, 200, 260, 250]])
+    masks = torch.zeros(2, 1, 300, 300)
+    masks[0, :, 10:50, 10:50], masks[1, :, 200:250, 200:260] = 1, 1
+    theirs = {"boxes": boxes, "scores": torch.tensor([0.5, 0.5]), "labels": torch.tensor([3, 3]),
+              "masks": masks}  # fmt: skip
+    swapped = {key: value.flip(0) for key, value in theirs.items()}
+    swapped["scores"] = torch.tensor([0.5, 0.5 - 1e-6])
+    image = torch.zeros(3, 300, 300)
+
+    def peers(ours):
+        return {"torchvision": lambda images: [theirs], "seglab": lambda images: [ours]}
+
+    assert compare_outputs(peers(swapped), [image])["equal"]
+    moved = {**theirs, "boxes": boxes + torch.tensor([1.0, 0, 1, 0])}
+    assert not compare_outputs(peers(moved), [image])["equal"]

@@ -31,8 +31,13 @@ from torch import Tensor, nn
 
 from seglab.bench.peer_models import model_pair, photographs, training_batch
 from seglab.bench.stages import ForwardTimer
+from seglab.inference.onnx_check import pair_detections
 
 PEERS = ("torchvision", "seglab")
+# float32 rounding over ResNet-50 + FPN + RPN + box head, ~60 convs of up to 3 x 3 x 256
+# products summed in another order (seglab's fast paths): a fraction of a box coordinate
+# (tests/integration/test_detection_torchvision_equivalence.py says why)
+BOX_ROUNDING = 60 * (3 * 3 * 256) ** 0.5 * 2**-24
 # stage -> the submodules whose forward time it is, in each peer; "post-processing" is the
 # rest of the call (box decoding, NMS, mapping back to the image, mask pasting)
 STAGE_MODULES = {
@@ -160,26 +165,42 @@ def _profile(models: dict[str, nn.Module], images: list[Tensor]) -> dict[str, di
 
 
 def compare_outputs(models: dict[str, nn.Module], images: list[Tensor]) -> dict:
-    """Whether both give the same detections: labels equal, largest box / score / mask
-    difference (the equivalence test's tolerances: 1e-2 px, 1e-4, 1e-3)."""
+    """Whether both give the same detections: as many per image, each of torchvision's paired
+    with one of ours of the same label and a score within 1e-4 (`pair_detections`: two
+    detections whose scores tie within rounding may come in either order), boxes within
+    `BOX_ROUNDING` of the image side, masks within 1e-3 plus one pixel's shift (the mask's
+    steepest step between two pixels): both pastes round box corners to whole pixels, and a
+    corner within rounding of the cut moves the pasted mask by one (seen at --quick's 128 px;
+    the equivalence test at 320 px holds masks to the box's shift alone)."""
     with torch.no_grad():
         theirs, ours = (models[name](images) for name in PEERS)
-    same_labels = all(
-        torch.equal(t["labels"], o["labels"]) for t, o in zip(theirs, ours, strict=True)
-    )
-    if not same_labels:
-        return {"same_labels": False, "detections": [len(o["labels"]) for o in ours]}
-    largest = {
-        key: max(_largest_difference(t[key], o[key]) for t, o in zip(theirs, ours, strict=True))
-        for key in ("boxes", "scores", "masks")
-    }
-    equal = largest["boxes"] <= 1e-2 and largest["scores"] <= 1e-4 and largest["masks"] <= 1e-3
-    return {"same_labels": True, "equal": equal, "largest_difference": largest,
-            "detections": [len(o["labels"]) for o in ours]}  # fmt: skip
+    counts = [len(o["labels"]) for o in ours]
+    if counts != [len(t["labels"]) for t in theirs]:
+        return {"equal": False, "detections": counts}
+    largest, equal = dict.fromkeys(("boxes", "scores", "masks"), 0.0), True
+    for image, want, got in zip(images, theirs, ours, strict=True):
+        partners, gaps = pair_detections(want, got)
+        if any(gap == float("inf") for gap in gaps):
+            return {"equal": False, "detections": counts, "unpaired": True}
+        box_atol = BOX_ROUNDING * max(image.shape[-2:])  # relative: any resize keeps it
+        differences = {key: _largest_difference(want[key], got[key][partners])
+                       for key in largest if key in want}  # fmt: skip
+        mask_atol = 1e-3 + _steepest_step(want["masks"]) if "masks" in want else 0
+        equal &= differences["boxes"] <= box_atol and differences["scores"] <= 1e-4
+        equal &= differences.get("masks", 0.0) <= mask_atol
+        largest = {key: max(largest[key], differences.get(key, 0.0)) for key in largest}
+    return {"equal": equal, "largest_difference": largest, "detections": counts}
 
 
 def _largest_difference(a: Tensor, b: Tensor) -> float:
     return float((a - b).abs().max()) if a.numel() else 0.0
+
+
+def _steepest_step(masks: Tensor) -> float:
+    """The largest change of mask probability between two neighbouring pixels."""
+    if masks.numel() == 0:
+        return 0.0
+    return max(float(masks.diff(dim=-1).abs().max()), float(masks.diff(dim=-2).abs().max()))
 
 
 def peak_rss_growth(call: Callable[[], None], interval_s: float = 0.001) -> float | None:

@@ -134,7 +134,7 @@ def _compare_detections(reference: dict[str, Tensor], output: dict[str, Tensor])
             f"{exported_count} detections in onnxruntime, {count} in PyTorch (scores "
             f"{_score_range(output)} vs {_score_range(reference)})"
         ]  # fmt: skip
-    matched, gaps = _match(reference, output)
+    matched, gaps = pair_detections(reference, output)
     unmatched = [index for index, gap in enumerate(gaps) if gap > BOX_ATOL]
     ties = [index for index in unmatched if _is_tie(reference, output, index, matched[index])]
     if len(ties) > max(1, count // 10):
@@ -181,8 +181,10 @@ def _is_tie(reference: dict, output: dict, index: int, partner: Tensor) -> bool:
     return score_gap <= TIE_SCORE_ATOL and (at_cut or float(overlap) >= TIE_MIN_IOU)
 
 
-def _match(reference: dict[str, Tensor], output: dict[str, Tensor]) -> tuple[Tensor, list[float]]:
-    """Pair each reference detection with an exported one of the same label and a score
+def pair_detections(
+    reference: dict[str, Tensor], output: dict[str, Tensor]
+) -> tuple[Tensor, list[float]]:
+    """Pair each reference detection with an output one of the same label and a score
     within SCORE_ATOL, the nearest box first (the order of equal scores is arbitrary).
 
     Returns the index of each one's partner (N,) and the largest coordinate difference of
