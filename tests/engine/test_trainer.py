@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -133,10 +134,20 @@ def signal_during_training_step(monkeypatch, step, signal_number, times=1):
             calls["train"] += 1
             if calls["train"] == step:
                 for _ in range(times):
+                    handler = signal.getsignal(signal_number)
                     os.kill(os.getpid(), signal_number)
+                    _handled(signal_number, handler)  # as a person's second Ctrl-C comes later
         return original(self, images, targets)
 
     monkeypatch.setattr(CNNClassifier, "forward_with_losses", forward_with_losses)
+
+
+def _handled(signal_number, handler, timeout_s=10.0):
+    """Wait until Python has run the handler of a signal just sent (its C-level handler only
+    sets a flag; two signals sent before the handler runs would be one)."""
+    deadline = time.monotonic() + timeout_s
+    while signal.getsignal(signal_number) is handler and time.monotonic() < deadline:
+        time.sleep(0.001)  # the interpreter runs pending handlers between bytecodes
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
