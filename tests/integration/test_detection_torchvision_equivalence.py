@@ -17,19 +17,13 @@ import torch.nn.functional as F
 from torchvision.models import detection
 
 import seglab
+from seglab.bench.peer import BOX_ROUNDING, steepest_step
 from seglab.cli.main import main
 
 PHOTOGRAPHS = ("astronaut", "coffee", "chelsea")
 SIZE = 320  # both models resize the short side to 320 (long side capped at 320)
-# seglab's fast paths (norms folded into their convs, oneDNN's sum + ReLU inside the conv,
-# channels-last) compute torchvision's arithmetic in another order. float32 rounding of one
-# conv of `fan_in` products moves a value by about sqrt(fan_in) * 2^-24 of the largest one,
-# compounding over the layers (tests/models/conftest.py): ResNet-50 + FPN + RPN + box head
-# is ~60 convs of up to 3 x 3 x 256 products, 60 * 48 * 2^-24 = 1.7e-4 of a coordinate,
-# 0.055 px at 320 px. A converted weight put in the wrong place, a wrong eps or a missing
-# layer moves boxes by pixels and changes labels.
-ROUNDING = 60 * (3 * 3 * 256) ** 0.5 * 2**-24
-BOX_ATOL = max(1e-2, ROUNDING * SIZE)
+# float32 rounding of ~60 convs summed in another order by the fast paths (bench/peer.py)
+BOX_ATOL = max(1e-2, BOX_ROUNDING * SIZE)
 
 
 def photograph(name: str) -> torch.Tensor:
@@ -132,10 +126,3 @@ def test_convert_rejects_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(base + [str(wrong), out, "--arch", "yolo"])
     assert exit_info.value.code == 2
-
-
-def steepest_step(masks: torch.Tensor) -> float:
-    """The largest change of mask probability between two neighbouring pixels."""
-    if masks.numel() == 0:
-        return 0.0
-    return max(float(masks.diff(dim=-1).abs().max()), float(masks.diff(dim=-2).abs().max()))

@@ -34,9 +34,12 @@ from seglab.bench.stages import ForwardTimer
 from seglab.inference.onnx_check import pair_detections
 
 PEERS = ("torchvision", "seglab")
-# float32 rounding over ResNet-50 + FPN + RPN + box head, ~60 convs of up to 3 x 3 x 256
-# products summed in another order (seglab's fast paths): a fraction of a box coordinate
-# (tests/integration/test_detection_torchvision_equivalence.py says why)
+# seglab's fast paths (norms folded into their convs, oneDNN's sum + ReLU inside the conv,
+# channels-last) compute torchvision's arithmetic in another order. float32 rounding of one
+# conv of `fan_in` products moves a value by about sqrt(fan_in) * 2^-24 of the largest one,
+# compounding over the layers: ResNet-50 + FPN + RPN + box head is ~60 convs of up to
+# 3 x 3 x 256 products, 60 * 48 * 2^-24 = 1.7e-4 of a box coordinate (0.055 px at 320 px).
+# A converted weight in the wrong place, a wrong eps or a missing layer moves boxes by pixels.
 BOX_ROUNDING = 60 * (3 * 3 * 256) ** 0.5 * 2**-24
 # stage -> the submodules whose forward time it is, in each peer; "post-processing" is the
 # rest of the call (box decoding, NMS, mapping back to the image, mask pasting)
@@ -185,7 +188,7 @@ def compare_outputs(models: dict[str, nn.Module], images: list[Tensor]) -> dict:
         box_atol = BOX_ROUNDING * max(image.shape[-2:])  # relative: any resize keeps it
         differences = {key: _largest_difference(want[key], got[key][partners])
                        for key in largest if key in want}  # fmt: skip
-        mask_atol = 1e-3 + _steepest_step(want["masks"]) if "masks" in want else 0
+        mask_atol = 1e-3 + steepest_step(want["masks"]) if "masks" in want else 0
         equal &= differences["boxes"] <= box_atol and differences["scores"] <= 1e-4
         equal &= differences.get("masks", 0.0) <= mask_atol
         largest = {key: max(largest[key], differences.get(key, 0.0)) for key in largest}
@@ -196,7 +199,7 @@ def _largest_difference(a: Tensor, b: Tensor) -> float:
     return float((a - b).abs().max()) if a.numel() else 0.0
 
 
-def _steepest_step(masks: Tensor) -> float:
+def steepest_step(masks: Tensor) -> float:
     """The largest change of mask probability between two neighbouring pixels."""
     if masks.numel() == 0:
         return 0.0
