@@ -20,7 +20,6 @@ load them with 1 channel, so models take `model.in_channels: 1` (or `data.channe
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,7 +30,6 @@ import numpy as np
 from seglab.data import synthetic
 from seglab.data.synthetic import Summary
 from seglab.errors import UserError
-from seglab.files import atomic_write_text, check_output_folder
 
 CLASS_NAMES = ("nucleus",)
 TASKS = ("instance", "semantic")
@@ -211,22 +209,17 @@ def generate_cells_summary(
         raise UserError(f"unknown cells task {task!r}; choose one of {', '.join(TASKS)}")
     if size < 64 or train < 0 or val < 0:
         raise UserError(f"cells: need --size >= 64 and non-negative counts (got {size}px)")
-    out_dir = check_output_folder(out_dir, "OUT")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     render = partial(render_cells, size)
-    objects = 0
-    for split, count in (("train", train), ("val", val)):
+
+    def write_split(root: Path, split: str, count: int) -> int:
         if task == "instance":
-            objects += synthetic.write_coco_split(
-                out_dir, split, count, seed, render, CLASS_NAMES, "cell"
-            )
-        else:
-            objects += synthetic.write_semantic_split(out_dir, split, count, seed, render)
-    if task == "semantic":
-        atomic_write_text(out_dir / "classes.txt", "\n".join(CLASS_NAMES) + "\n")
-    seconds = time.perf_counter() - started
-    return Summary(out_dir, train + val, objects, len(CLASS_NAMES), seconds)
+            return synthetic.write_coco_split(root, split, count, seed, render, CLASS_NAMES, "cell")
+        return synthetic.write_semantic_split(root, split, count, seed, render)
+
+    counts = {"train": train, "val": val}
+    return synthetic.write_dataset(
+        out_dir, counts, write_split, CLASS_NAMES, classes_file=task == "semantic"
+    )
 
 
 def generate_cells(

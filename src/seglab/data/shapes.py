@@ -17,7 +17,6 @@ hidden `.<split>.partial` folder and renamed into place when complete.
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 from seglab.data import synthetic
 from seglab.data.synthetic import Summary, publish, scene_rng
 from seglab.errors import UserError
-from seglab.files import atomic_write_bytes, atomic_write_text, check_output_folder
+from seglab.files import atomic_write_bytes
 
 CLASS_NAMES = ("circle", "square", "triangle")
 TASKS = ("instance", "semantic", "classify")
@@ -203,16 +202,11 @@ def generate_shapes_summary(
         raise UserError(f"unknown shapes task {task!r}; choose one of {', '.join(TASKS)}")
     if size < 32 or train < 0 or val < 0:
         raise UserError(f"shapes: need --size >= 32 and non-negative counts (got {size}px)")
-    out_dir = check_output_folder(out_dir, "OUT")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    objects = 0
-    for split, count in (("train", train), ("val", val)):
-        objects += _WRITERS[task](out_dir, split, count, size, seed)
-    if task == "semantic":
-        atomic_write_text(out_dir / "classes.txt", "\n".join(CLASS_NAMES) + "\n")
-    seconds = time.perf_counter() - started
-    return Summary(out_dir, train + val, objects, len(CLASS_NAMES), seconds)
+    return synthetic.write_dataset(
+        out_dir, {"train": train, "val": val},
+        lambda root, split, count: _WRITERS[task](root, split, count, size, seed),
+        CLASS_NAMES, classes_file=task == "semantic",
+    )  # fmt: skip
 
 
 def generate_shapes(

@@ -14,6 +14,7 @@ taken as complete) and `write_semantic_split` (mask folders, built in a hidden
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab.files import atomic_write_bytes, atomic_write_json
+from seglab.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_folder,
+)
 from seglab.structures.masks import mask_to_rle
 
 _SPLIT_IDS = {"train": 0, "val": 1}
@@ -38,6 +44,26 @@ class Summary:
     objects: int
     classes: int
     seconds: float
+
+
+def write_dataset(
+    out_dir: str | Path,
+    counts: dict[str, int],
+    write_split: Callable[[Path, str, int], int],
+    class_names: Sequence[str],
+    *,
+    classes_file: bool,
+) -> Summary:
+    """Write each split of `counts` ({split: images}) with `write_split(root, split, count)`,
+    which returns the objects it drew; mask folders also get `classes.txt`."""
+    out_dir = check_output_folder(out_dir, "OUT")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    objects = sum(write_split(out_dir, split, count) for split, count in counts.items())
+    if classes_file:
+        atomic_write_text(out_dir / "classes.txt", "\n".join(class_names) + "\n")
+    seconds = time.perf_counter() - started
+    return Summary(out_dir, sum(counts.values()), objects, len(class_names), seconds)
 
 
 def png_bytes(array: np.ndarray) -> bytes:
