@@ -2,6 +2,7 @@
 input refused in one line, and (slow) a whole --quick run writing the report."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from seglab.cli.main import main
 def test_peak_rss_growth_sees_a_temporary_allocation():
     def allocate() -> None:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB of float32, touched by the fill
+        time.sleep(0.05)  # held long enough for the 1 ms sampler to see it whole under load
         del block
 
     growth = peak_rss_growth(allocate)
