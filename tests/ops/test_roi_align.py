@@ -1,5 +1,5 @@
-"""RoIAlign: our plain-PyTorch reference equals torchvision's kernel (values, gradients);
-MultiScaleRoIAlign equals torchvision's."""
+"""RoIAlign: our plain-PyTorch reference and our sparse CPU path equal torchvision's kernel
+(values, gradients); MultiScaleRoIAlign equals torchvision's."""
 
 from collections import OrderedDict
 
@@ -12,9 +12,18 @@ from seglab.ops.roi_align import (
     boxes_to_rois,
     roi_align,
     roi_align_reference,
+    roi_align_sparse,
 )
 
 IMAGE = 64  # pixels; features below are at stride 1/spatial_scale
+EPS = 2.0**-24  # float32's unit roundoff
+
+
+def summation_bound(values: torch.Tensor, grid: int) -> float:
+    """How far two float32 RoIAligns adding the same 4 g^2 weighted taps in another order can
+    differ: each addition rounds by at most EPS of a partial sum, which (weights <= 1, adding
+    up to <= 1) is at most max |value|; one more EPS for the weight product (w_y w_x)."""
+    return (4 * grid * grid + 1) * EPS * float(values.abs().max())
 
 
 def edge_case_rois(batch_size: int) -> torch.Tensor:
@@ -66,11 +75,59 @@ def test_reference_equals_kernel_values_and_gradients(
     torch.testing.assert_close(ours_input.grad, kernel_input.grad, atol=1e-5, rtol=1e-5)
 
 
-def test_kernel_fast_path_is_torchvision_and_handles_no_rois():
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [1, 2, 3])
+@pytest.mark.parametrize("spatial_scale, output_size", [(1.0, 7), (0.25, (5, 3)), (0.5, 14)])
+def test_sparse_path_equals_kernel_values_and_gradients(
+    aligned, sampling_ratio, spatial_scale, output_size
+):
+    size = int(IMAGE * spatial_scale)
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(2, 3, size, size + 3, generator=generator)
+    rois = edge_case_rois(batch_size=2)
+    ours_input = features.clone().requires_grad_(True)
+    kernel_input = features.clone().requires_grad_(True)
+    ours = roi_align_sparse(
+        [ours_input], rois, torch.zeros(len(rois), dtype=torch.int64), [spatial_scale],
+        output_size, sampling_ratio, aligned,
+    )  # fmt: skip
+    kernel = torchvision.ops.roi_align(
+        kernel_input, rois, torch.nn.modules.utils._pair(output_size), spatial_scale,
+        sampling_ratio, aligned,
+    )  # fmt: skip
+    assert ours.shape == kernel.shape and kernel.abs().sum() > 0
+    assert (ours - kernel).abs().max() <= summation_bound(features, sampling_ratio)
+
+    upstream = torch.randn(kernel.shape, generator=generator)
+    (ours * upstream).sum().backward()
+    (kernel * upstream).sum().backward()
+    # A feature cell's gradient adds the weighted upstream of every tap that reads it (up to
+    # a few hundred here): the two orders of addition differ by at most EPS times the number
+    # of terms times their absolute sum, which the kernel gives for |upstream|.
+    absolute_input = features.clone().requires_grad_(True)
+    torchvision.ops.roi_align(
+        absolute_input, rois, torch.nn.modules.utils._pair(output_size), spatial_scale,
+        sampling_ratio, aligned,
+    ).mul(upstream.abs()).sum().backward()  # fmt: skip
+    bound = 1024 * EPS * absolute_input.grad + 1e-12
+    assert torch.all((ours_input.grad - kernel_input.grad).abs() <= bound)
+    assert kernel_input.grad.abs().sum() > 0
+
+
+def test_roi_align_takes_the_sparse_path_on_cpu_and_handles_no_rois(monkeypatch):
     features = torch.randn(1, 2, 16, 16)
     rois = edge_case_rois(batch_size=1)
-    expected = torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2, False)
-    assert torch.equal(roi_align(features, rois, 7, 0.25, 2, False), expected)
+    expected = torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 1, False)
+    with monkeypatch.context() as patch:  # the kernel must not be called on this path
+        patch.setattr(torchvision.ops, "roi_align", None)
+        result = roi_align(features, rois, 7, 0.25, 1, False)
+    assert torch.equal(result, expected)  # one sample per bin: the same four products
+    assert result.is_contiguous(memory_format=torch.channels_last)
+    # the adaptive grid (a different number of taps per region) is the kernel's
+    assert torch.equal(
+        roi_align(features, rois, 7, 0.25, -1, False),
+        torchvision.ops.roi_align(features, rois, (7, 7), 0.25, -1, False),
+    )
     empty = torch.zeros((0, 5))
     assert roi_align_reference(features, empty, 7, 0.25, 2, True).shape == (0, 2, 7, 7)
     assert roi_align(features, empty, 7, 0.25, 2, True).shape == (0, 2, 7, 7)
@@ -124,8 +181,9 @@ def test_multiscale_roi_align_equals_torchvision():
     ours = MultiScaleRoIAlign(names, 7, sampling_ratio=2, aligned=False)
     theirs = torchvision.ops.MultiScaleRoIAlign(names, 7, sampling_ratio=2)
     expected = theirs(features, proposals, image_sizes)
-    result = ours(features, proposals, image_sizes)
-    assert torch.equal(result, expected)
+    result = ours(features, proposals, image_sizes)  # every level in one sparse product
+    all_levels = torch.cat([level.flatten() for level in features.values()])
+    assert (result - expected).abs().max() <= summation_bound(all_levels, grid=2)
     levels = ours._assign_levels(torch.cat(proposals), [1 / 4, 1 / 8, 1 / 16, 1 / 32])
     assert set(levels.tolist()) == {0, 1, 2, 3}  # every level really is exercised
 
@@ -150,7 +208,8 @@ def test_multiscale_level_rule_and_edge_boxes():
     theirs = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
     # torchvision has no `aligned` switch (always False): compare on aligned=False
     pooler_unaligned = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2, aligned=False)
-    assert torch.equal(
-        pooler_unaligned(features, proposals, [(256, 256)] * 2),
-        theirs(features, proposals, [(256, 256)] * 2),
+    difference = pooler_unaligned(features, proposals, [(256, 256)] * 2) - theirs(
+        features, proposals, [(256, 256)] * 2
     )
+    all_levels = torch.cat([level.flatten() for level in features.values()])
+    assert difference.abs().max() <= summation_bound(all_levels, grid=2)

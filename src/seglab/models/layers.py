@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.errors import UserError
+from seglab.ops.tracing import tracing
 
 NORMS = ("none", "bn", "frozen_bn", "gn")
 _RENAMED = {"batch": "bn", "group": "gn", "batchnorm": "bn", "groupnorm": "gn"}
@@ -152,7 +153,7 @@ def conv_norm_act(
 
     Under ONNX export or torch.compile the modules run one by one, as written.
     """
-    folded = None if _tracing() else fold_norm_into_conv(conv, norm)
+    folded = None if tracing() else fold_norm_into_conv(conv, norm)
     if folded is None or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         out = conv(x) if norm is None else norm(conv(x))
     else:
@@ -168,11 +169,7 @@ def conv_norm_act(
 def channels_last(x: Tensor) -> Tensor:
     """(N, C, H, W) laid out channels-last (oneDNN's convolutions need no reordering then);
     unchanged under ONNX export and torch.compile, which choose layouts themselves."""
-    return x if _tracing() else x.contiguous(memory_format=torch.channels_last)
-
-
-def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+    return x if tracing() else x.contiguous(memory_format=torch.channels_last)
 
 
 def _fusable(x: Tensor, weight: Tensor) -> bool:

@@ -4,17 +4,26 @@ RoI pooling snaps a region to the feature grid twice (its corners, then its bins
 keeps the real-valued region, splits it into `output_size` bins and averages a few
 bilinearly interpolated samples in each bin, so features stay aligned with the pixels.
 
-`roi_align` is torchvision's compiled kernel (the fast path); `roi_align_reference` is the
-same computation in plain PyTorch, written to be read, and tested against the kernel for
-values and gradients. Both follow the kernel's exact rules: sample points outside
-[-1, size] contribute zero, points in [-1, 0] are clamped to 0, the adaptive grid
-(`sampling_ratio <= 0`) uses `ceil(roi_size / output_size)` samples per bin, and with
-`aligned=False` a region is at least 1 x 1 feature cell.
+Three forms of one computation, tested against each other for values and gradients:
+- `roi_align_reference`: plain PyTorch, one region at a time, written to be read;
+- `roi_align_sparse`: the CPU fast path. With a fixed number of samples per bin, every
+  output cell is a fixed weighted sum of at most 4 g^2 feature cells (g x g samples, four
+  bilinear neighbours each), so RoIAlign over K regions is one sparse (K out_h out_w) x
+  (N H W) matrix times the features laid out (N H W, C), and its backward is the transposed
+  product. Sparse BLAS runs both on every thread, where torchvision's CPU kernel runs its
+  backward's scatter on one; the regions of all FPN levels go into one matrix.
+- `roi_align`: `roi_align_sparse` where it applies (CPU, float, fixed sampling ratio, not
+  under a tracer), else torchvision's kernel (GPU, ONNX export, the adaptive grid).
+All follow the kernel's rules: sample points outside [-1, size] contribute zero, points in
+[-1, 0] are clamped to 0, the adaptive grid (`sampling_ratio <= 0`) uses
+`ceil(roi_size / output_size)` samples per bin, and with `aligned=False` a region is at
+least 1 x 1 feature cell.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torchvision
@@ -22,6 +31,7 @@ from torch import Tensor, nn
 from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.nn.modules.utils import _pair
 
+from seglab.ops.tracing import tracing
 from seglab.structures.boxes import box_area
 
 
@@ -33,7 +43,7 @@ def roi_align(
     sampling_ratio: int = -1,
     aligned: bool = True,
 ) -> Tensor:
-    """RoIAlign with torchvision's kernel.
+    """RoIAlign: `roi_align_sparse` on the CPU, torchvision's kernel elsewhere.
 
     Args:
         features: (N, C, H, W) feature maps of a batch.
@@ -48,9 +58,91 @@ def roi_align(
     Returns:
         (K, C, out_h, out_w) pooled features.
     """
+    if sparse_applies(features, sampling_ratio):
+        return roi_align_sparse(
+            [features], rois, torch.zeros_like(rois[:, 0], dtype=torch.int64), [spatial_scale],
+            output_size, sampling_ratio, aligned,
+        )  # fmt: skip
     return torchvision.ops.roi_align(
         features, rois, _pair(output_size), spatial_scale, sampling_ratio, aligned
     )
+
+
+def sparse_applies(features: Tensor, sampling_ratio: int) -> bool:
+    """Whether `roi_align_sparse` computes this RoIAlign: float on a CPU, a fixed grid of
+    samples per bin, eager mode (a tracer gets torchvision's operator, which ONNX knows)."""
+    return (
+        features.device.type == "cpu"
+        and features.dtype in (torch.float32, torch.float64)
+        and sampling_ratio > 0
+        and not tracing()
+    )
+
+
+def roi_align_sparse(
+    levels: list[Tensor],
+    rois: Tensor,
+    level_of_roi: Tensor,
+    scales: list[float],
+    output_size: int | tuple[int, int],
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
+    """RoIAlign of regions from one or more feature levels as one sparse matrix product.
+
+    Args:
+        levels: L feature maps (N, C, H_l, W_l); channels-last ones are read without a copy.
+        rois: (K, 5) `[batch_index, x0, y0, x1, y1]` in input-image pixels.
+        level_of_roi: (K,) int64, the level each region is pooled from.
+        scales: the L levels' `spatial_scale`.
+        output_size, aligned: as in `roi_align`; sampling_ratio: g > 0 samples per bin side.
+
+    Returns:
+        (K, C, out_h, out_w), laid out channels-last. Gradients flow to the levels.
+    """
+    out_h, out_w = _pair(output_size)
+    grid = sampling_ratio
+    count, channels = rois.shape[0], levels[0].shape[1]
+    if count == 0:
+        return levels[0].new_zeros((0, channels, out_h, out_w))
+    shapes = torch.tensor([level.shape[-2:] for level in levels])  # (L, 2)
+    cells = shapes[:, 0] * shapes[:, 1] * levels[0].shape[0]  # (L,) cells per level
+    first_cell = torch.cumsum(cells, 0) - cells  # (L,) where each level starts in the stack
+    height, width = shapes[level_of_roi].unbind(1)  # (K,) each
+    scale = torch.tensor(scales, dtype=levels[0].dtype)[level_of_roi]  # (K,)
+
+    rois = rois.detach().to(levels[0].dtype)
+    offset = 0.5 if aligned else 0.0
+    x0, y0, x1, y1 = (rois[:, 1:] * scale[:, None] - offset).unbind(1)  # feature-map frame
+    roi_w, roi_h = x1 - x0, y1 - y0
+    if not aligned:
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    # (K, out * g) sample positions per axis -> their two neighbours and weights, (K, out * g)
+    ys = _sample_points(y0, roi_h / out_h, out_h, grid)
+    xs = _sample_points(x0, roi_w / out_w, out_w, grid)
+    y_low, y_high, wy_low, wy_high = _bilinear_taps(ys, height[:, None])
+    x_low, x_high, wx_low, wx_high = _bilinear_taps(xs, width[:, None])
+    rows = torch.stack((y_low, y_high), -1).view(count, out_h, 1, grid, 2, 1, 1)
+    columns = torch.stack((x_low, x_high), -1).view(count, 1, out_w, 1, 1, grid, 2)
+    weight_y = torch.stack((wy_low, wy_high), -1).view(count, out_h, 1, grid, 2, 1, 1)
+    weight_x = torch.stack((wx_low, wx_high), -1).view(count, 1, out_w, 1, 1, grid, 2)
+    # (K, out_h, out_w, g, 2, g, 2): the cell each tap reads in the stacked levels, its weight
+    start = first_cell[level_of_roi] + rois[:, 0].long() * height * width  # (K,) image start
+    cell = start.view(-1, 1, 1, 1, 1, 1, 1) + rows * width.view(-1, 1, 1, 1, 1, 1, 1) + columns
+    weight = weight_y * weight_x / (grid * grid)
+    taps = 4 * grid * grid
+    with warnings.catch_warnings():  # torch calls its CSR tensors beta
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        matrix = torch.sparse_csr_tensor(
+            torch.arange(0, count * out_h * out_w * taps + 1, taps),  # `taps` per row
+            cell.reshape(-1),  # repeats (taps reading one cell) add up in the product
+            weight.reshape(-1),
+            size=(count * out_h * out_w, int(cells.sum())),
+            check_invariants=False,
+        )
+    stacked = torch.cat([level.permute(0, 2, 3, 1).reshape(-1, channels) for level in levels])
+    pooled = matrix @ stacked  # (K out_h out_w, C)
+    return pooled.view(count, out_h, out_w, channels).permute(0, 3, 1, 2)
 
 
 def roi_align_reference(
@@ -108,11 +200,14 @@ def _align_one_roi(
 
 
 def _sample_points(start: Tensor, bin_size: Tensor, bins: int, per_bin: int) -> Tensor:
-    """Regularly spaced sample centres: `per_bin` of them inside each of `bins` bins."""
+    """Regularly spaced sample centres: `per_bin` of them inside each of `bins` bins, for each
+    (...) start and bin size -> (..., bins * per_bin), bin-major; computed in the kernel's
+    order of operations (the same rounding)."""
     bin_index = torch.arange(bins, device=start.device)[:, None]  # (bins, 1)
     sample_index = torch.arange(per_bin, device=start.device)[None, :] + 0.5  # (1, per_bin)
+    start, bin_size = start[..., None, None], bin_size[..., None, None]  # (..., 1, 1)
     points = start + bin_index * bin_size + sample_index.to(start.dtype) * bin_size / per_bin
-    return points.reshape(-1)  # (bins * per_bin,), bin-major
+    return points.flatten(-2)
 
 
 def _interpolation_matrix(coords: Tensor, size: int) -> Tensor:
@@ -123,9 +218,22 @@ def _interpolation_matrix(coords: Tensor, size: int) -> Tensor:
         size: number of cells along the axis.
 
     Returns:
-        (S, size): row s holds the two weights of sample s (zero row when the sample lies
-        outside [-1, size], as in the kernel; samples in [-1, 0] and past the last cell are
-        clamped to the border cell).
+        (S, size): row s holds the two weights of sample s (`_bilinear_taps`).
+    """
+    low, high, low_weight, high_weight = _bilinear_taps(coords, size)
+    matrix = coords.new_zeros((len(coords), size))
+    matrix.scatter_add_(1, low[:, None], low_weight[:, None])
+    matrix.scatter_add_(1, high[:, None], high_weight[:, None])
+    return matrix
+
+
+def _bilinear_taps(coords: Tensor, size: int | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The two cells each sample coordinate reads, and their weights (the kernel's rules: both
+    weights zero outside [-1, size], samples in [-1, 0] and past the last cell clamped to the
+    border cell). `size` is an int or a tensor broadcasting against `coords`.
+
+    Returns:
+        low, high (int64 cell indices) and low_weight, high_weight, each shaped as `coords`.
     """
     inside = (coords >= -1.0) & (coords <= size)
     coords = torch.where(inside, coords, 0.0).clamp(min=0)
@@ -134,12 +242,8 @@ def _interpolation_matrix(coords: Tensor, size: int) -> Tensor:
     low = torch.where(at_last_cell, size - 1, low)
     high = torch.where(at_last_cell, size - 1, low + 1)
     coords = torch.where(at_last_cell, low.to(coords.dtype), coords)
-    high_weight = (coords - low) * inside  # (S,)
-    low_weight = (1.0 - (coords - low)) * inside
-    matrix = coords.new_zeros((len(coords), size))
-    matrix.scatter_add_(1, low[:, None], low_weight[:, None])
-    matrix.scatter_add_(1, high[:, None], high_weight[:, None])
-    return matrix
+    fraction = coords - low
+    return low, high, (1.0 - fraction) * inside, fraction * inside
 
 
 def boxes_to_rois(boxes_per_image: list[Tensor]) -> Tensor:
@@ -205,9 +309,15 @@ class MultiLevelRoIPooler(nn.Module):
         levels = [features[name] for name in self.featmap_names]
         scales = [infer_scale(level, image_sizes) for level in levels]
         rois = boxes_to_rois(proposals)  # (K, 5)
+        level_of_roi = self._assign_levels(rois[:, 1:], scales)  # (K,) in 0..L-1
+        return self._pool_levels(levels, rois, level_of_roi, scales)
+
+    def _pool_levels(
+        self, levels: list[Tensor], rois: Tensor, level_of_roi: Tensor, scales: list[float]
+    ) -> Tensor:
+        """(K, C, out_h, out_w): each region pooled from its level, one level at a time."""
         if len(levels) == 1:
             return self._pool_level(levels[0], rois, scales[0])
-        level_of_roi = self._assign_levels(rois[:, 1:], scales)  # (K,) in 0..L-1
         pooled = levels[0].new_zeros((rois.shape[0], levels[0].shape[1], *self.output_size))
         for level_index, (level, scale) in enumerate(zip(levels, scales, strict=True)):
             in_level = torch.where(level_of_roi == level_index)[0]
@@ -249,6 +359,17 @@ class MultiScaleRoIAlign(MultiLevelRoIPooler):
         super().__init__(featmap_names, output_size, canonical_scale, canonical_level)
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
+
+    def _pool_levels(
+        self, levels: list[Tensor], rois: Tensor, level_of_roi: Tensor, scales: list[float]
+    ) -> Tensor:
+        """On the CPU: every level in one sparse product (`roi_align_sparse`)."""
+        if sparse_applies(levels[0], self.sampling_ratio):
+            return roi_align_sparse(
+                levels, rois, level_of_roi, scales, self.output_size, self.sampling_ratio,
+                self.aligned,
+            )  # fmt: skip
+        return super()._pool_levels(levels, rois, level_of_roi, scales)
 
     def _pool_level(self, level: Tensor, rois: Tensor, scale: float) -> Tensor:
         return roi_align(level, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
