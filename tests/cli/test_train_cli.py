@@ -58,6 +58,7 @@ def error_of(capsys, args):
     assert main(args) == 2
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
+    assert "resuming" not in captured.out  # said only once the resume is accepted
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("seglab train: error: ")
     return lines[0]

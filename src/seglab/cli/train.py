@@ -68,8 +68,6 @@ def _train(args: argparse.Namespace, run_dir: Path) -> int:
 
     config = load_config(_config_source(args.config, run_dir), args.overrides)
     step = checkpoint_step(run_dir) if run_dir.is_dir() else None
-    if step is not None:
-        print(f"resuming {run_dir} from {run_dir / 'checkpoint.pt'} (step {step})")
     try:
         metrics = train(config, run_dir, report=print)
     except KeyboardInterrupt:

@@ -102,8 +102,9 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir`; return the final evaluation's metrics.
 
-    `report` receives the lines that say where a new run's weights came from
-    (`model.backbone_weights`, `train.init`); the command line prints them.
+    `report` receives the lines that say where the run's weights came from (a resumed
+    checkpoint, `model.backbone_weights`, `train.init`) and the planned image size; the
+    command line prints them.
     """
     session = _open_session(config, Path(run_dir), progress, report or (lambda line: None))
     try:
@@ -171,6 +172,8 @@ def _open_session(
             rank=processes.rank, world_size=processes.world_size,
         )  # fmt: skip
         _refresh_lr(scheduler)  # the budget (max_steps, max_minutes) may have changed
+        if processes.main:  # said once everything has accepted the resume
+            report(f"resuming {run_dir} from {run_dir / CHECKPOINT_NAME} (step {state.step})")
     if log.path.is_file() and processes.main:
         log.truncate_after(state.step)  # lines of an interrupted session after its checkpoint
     sampler = ResumableBatchSampler(  # the global batch: batch_size per process

@@ -140,7 +140,8 @@ def roi_align_sparse(
             size=(count * out_h * out_w, int(cells.sum())),
             check_invariants=False,
         )
-    stacked = torch.cat([level.permute(0, 2, 3, 1).reshape(-1, channels) for level in levels])
+    flat = [level.permute(0, 2, 3, 1).reshape(-1, channels) for level in levels]  # (N H W, C)
+    stacked = flat[0] if len(flat) == 1 else torch.cat(flat)
     pooled = matrix @ stacked  # (K out_h out_w, C)
     return pooled.view(count, out_h, out_w, channels).permute(0, 3, 1, 2)
 
