@@ -6,6 +6,7 @@ from collections import OrderedDict
 import pytest
 import torch
 import torchvision
+from torch.nn.modules.utils import _pair
 
 from seglab.ops.roi_align import (
     MultiScaleRoIAlign,
@@ -50,68 +51,73 @@ def edge_case_rois(batch_size: int) -> torch.Tensor:
     return torch.cat((batch_index[:, None].float(), boxes), dim=1)
 
 
+def kernel(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """torchvision's kernel itself (our `roi_align` takes the sparse path on the CPU)."""
+    return torchvision.ops.roi_align(
+        features, rois, _pair(output_size), spatial_scale, sampling_ratio, aligned
+    )
+
+
+def against_kernel(ours, case, seed):
+    """`ours(features, rois, *case)` and the kernel on the same random features (2 images at
+    the case's scale) and the edge-case regions, each backpropagating the same random
+    upstream gradient. Returns features, rois, upstream, (our value, the kernel's) and
+    (our feature gradient, the kernel's)."""
+    size = int(IMAGE * case[1])
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(2, 3, size, size + 3, generator=generator)
+    rois = edge_case_rois(batch_size=2)
+    inputs = [features.clone().requires_grad_(True) for _ in range(2)]
+    values = (ours(inputs[0], rois, *case), kernel(inputs[1], rois, *case))
+    assert values[1].abs().sum() > 0  # the comparison is not between two zero tensors
+    upstream = torch.randn(values[1].shape, generator=generator)
+    for value in values:
+        (value * upstream).sum().backward()
+    return features, rois, upstream, values, tuple(tensor.grad for tensor in inputs)
+
+
+CASES = [(7, 1.0), ((5, 3), 0.25), (14, 0.5)]  # (output_size, spatial_scale)
+
+
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio", [-1, 0, 2, 3])
-@pytest.mark.parametrize("spatial_scale, output_size", [(1.0, 7), (0.25, (5, 3)), (0.5, 14)])
+@pytest.mark.parametrize("output_size, spatial_scale", CASES)
 def test_reference_equals_kernel_values_and_gradients(
     aligned, sampling_ratio, spatial_scale, output_size
 ):
-    size = int(IMAGE * spatial_scale)
-    generator = torch.Generator().manual_seed(1)
-    features = torch.randn(2, 3, size, size + 3, generator=generator)
-    rois = edge_case_rois(batch_size=2)
+    case = (output_size, spatial_scale, sampling_ratio, aligned)
+    *_, values, gradients = against_kernel(roi_align_reference, case, seed=1)
+    torch.testing.assert_close(*values, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(*gradients, atol=1e-5, rtol=1e-5)
 
-    ours_input = features.clone().requires_grad_(True)
-    kernel_input = features.clone().requires_grad_(True)
-    args = (output_size, spatial_scale, sampling_ratio, aligned)
-    ours = roi_align_reference(ours_input, rois, *args)
-    kernel = roi_align(kernel_input, rois, *args)
-    torch.testing.assert_close(ours, kernel, atol=1e-5, rtol=1e-5)
-    assert kernel.abs().sum() > 0  # the comparison is not between two zero tensors
 
-    upstream = torch.randn(kernel.shape, generator=generator)
-    (ours * upstream).sum().backward()
-    (kernel * upstream).sum().backward()
-    torch.testing.assert_close(ours_input.grad, kernel_input.grad, atol=1e-5, rtol=1e-5)
+def sparse_one_level(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    level_of_roi = torch.zeros(len(rois), dtype=torch.int64)
+    return roi_align_sparse(
+        [features], rois, level_of_roi, [spatial_scale], output_size, sampling_ratio, aligned
+    )
 
 
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio", [1, 2, 3])
-@pytest.mark.parametrize("spatial_scale, output_size", [(1.0, 7), (0.25, (5, 3)), (0.5, 14)])
+@pytest.mark.parametrize("output_size, spatial_scale", CASES)
 def test_sparse_path_equals_kernel_values_and_gradients(
     aligned, sampling_ratio, spatial_scale, output_size
 ):
-    size = int(IMAGE * spatial_scale)
-    generator = torch.Generator().manual_seed(2)
-    features = torch.randn(2, 3, size, size + 3, generator=generator)
-    rois = edge_case_rois(batch_size=2)
-    ours_input = features.clone().requires_grad_(True)
-    kernel_input = features.clone().requires_grad_(True)
-    ours = roi_align_sparse(
-        [ours_input], rois, torch.zeros(len(rois), dtype=torch.int64), [spatial_scale],
-        output_size, sampling_ratio, aligned,
-    )  # fmt: skip
-    kernel = torchvision.ops.roi_align(
-        kernel_input, rois, torch.nn.modules.utils._pair(output_size), spatial_scale,
-        sampling_ratio, aligned,
-    )  # fmt: skip
-    assert ours.shape == kernel.shape and kernel.abs().sum() > 0
-    assert (ours - kernel).abs().max() <= summation_bound(features, sampling_ratio)
-
-    upstream = torch.randn(kernel.shape, generator=generator)
-    (ours * upstream).sum().backward()
-    (kernel * upstream).sum().backward()
+    case = (output_size, spatial_scale, sampling_ratio, aligned)
+    features, rois, upstream, (ours, theirs), (our_grad, their_grad) = against_kernel(
+        sparse_one_level, case, seed=2
+    )
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max() <= summation_bound(features, sampling_ratio)
     # A feature cell's gradient adds the weighted upstream of every tap that reads it (up to
     # a few hundred here): the two orders of addition differ by at most EPS times the number
     # of terms times their absolute sum, which the kernel gives for |upstream|.
     absolute_input = features.clone().requires_grad_(True)
-    torchvision.ops.roi_align(
-        absolute_input, rois, torch.nn.modules.utils._pair(output_size), spatial_scale,
-        sampling_ratio, aligned,
-    ).mul(upstream.abs()).sum().backward()  # fmt: skip
+    kernel(absolute_input, rois, *case).mul(upstream.abs()).sum().backward()
     bound = 1024 * EPS * absolute_input.grad + 1e-12
-    assert torch.all((ours_input.grad - kernel_input.grad).abs() <= bound)
-    assert kernel_input.grad.abs().sum() > 0
+    assert torch.all((our_grad - their_grad).abs() <= bound)
+    assert their_grad.abs().sum() > 0
 
 
 def test_roi_align_takes_the_sparse_path_on_cpu_and_handles_no_rois(monkeypatch):
