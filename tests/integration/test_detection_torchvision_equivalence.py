@@ -86,7 +86,7 @@ def test_converted_checkpoint_reproduces_torchvision(arch, tmp_path):
     ours = seglab.load_model(converted)
     assert ours.card.class_names == ("1", "2", "3", "4")
 
-    logits = []  # the largest class logit of each image's RoIs
+    logits = []  # the largest |class logit| over the RoIs of the reference's forward
     predictor = reference.roi_heads.box_predictor.cls_score
     hook = predictor.register_forward_hook(lambda m, i, out: logits.append(out.abs().max()))
     with torch.no_grad():
