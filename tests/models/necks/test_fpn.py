@@ -62,7 +62,7 @@ def test_equals_torchvision_given_the_same_weights(norm, float32_close):
     for grad in (True, False):  # convs one by one (autograd), or fused by oneDNN
         with torch.set_grad_enabled(grad):
             result = ours(inputs)
-        for (name, mine), reference in zip(result.items(), expected.values(), strict=True):
+        for mine, reference in zip(result.values(), expected.values(), strict=True):
             assert mine.requires_grad == grad
             # a level sees at most 2 convs per coarser level, lateral and output
             float32_close(mine, reference, convs=8, fan_in=3 * 3 * 8)
@@ -86,7 +86,7 @@ def test_torchvision_resnet_fpn_backbone_converts_exactly(float32_close):
     expected = theirs.eval()(images)
     result = ours.fpn(ours.body.eval()(images))
     convs = sum(isinstance(m, nn.Conv2d) for m in theirs.modules())
-    for (name, mine), reference in zip(result.items(), expected.values(), strict=True):
+    for mine, reference in zip(result.values(), expected.values(), strict=True):
         float32_close(mine, reference, convs=convs, fan_in=3 * 3 * 512)
 
 
