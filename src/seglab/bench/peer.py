@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from seglab.bench.peer_models import model_pair, photographs, training_batch
 from seglab.bench.stages import ForwardTimer
-from seglab.inference.onnx_check import pair_detections
+from seglab.inference.onnx_check import largest_gap, pair_detections
 
 PEERS = ("torchvision", "seglab")
 # seglab's fast paths (norms folded into their convs, oneDNN's sum + ReLU inside the conv,
@@ -186,17 +186,13 @@ def compare_outputs(models: dict[str, nn.Module], images: list[Tensor]) -> dict:
         if any(gap == float("inf") for gap in gaps):
             return {"equal": False, "detections": counts, "unpaired": True}
         box_atol = BOX_ROUNDING * max(image.shape[-2:])  # relative: any resize keeps it
-        differences = {key: _largest_difference(want[key], got[key][partners])
+        differences = {key: largest_gap(want[key], got[key][partners])
                        for key in largest if key in want}  # fmt: skip
         mask_atol = 1e-3 + steepest_step(want["masks"]) if "masks" in want else 0
         equal &= differences["boxes"] <= box_atol and differences["scores"] <= 1e-4
         equal &= differences.get("masks", 0.0) <= mask_atol
         largest = {key: max(largest[key], differences.get(key, 0.0)) for key in largest}
     return {"equal": equal, "largest_difference": largest, "detections": counts}
-
-
-def _largest_difference(a: Tensor, b: Tensor) -> float:
-    return float((a - b).abs().max()) if a.numel() else 0.0
 
 
 def steepest_step(masks: Tensor) -> float:

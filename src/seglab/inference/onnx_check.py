@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import compress
 
 import torch
 from torch import Tensor, nn
@@ -155,12 +156,11 @@ def _compare_detections(reference: dict[str, Tensor], output: dict[str, Tensor])
         summary += f" ({len(ties)} near-tie{'s' if len(ties) > 1 else ''}: another box kept)"
     paired = torch.tensor([index not in ties for index in range(count)], dtype=torch.bool)
     matched = matched[paired]  # the ties' boxes (and masks) are not the same object's
-    differences = {"boxes": max((gaps[index] for index in range(count) if index not in ties),
-                                default=0.0)}  # fmt: skip
-    differences["scores"] = _largest_gap(reference["scores"][paired], output["scores"][matched])
+    differences = {"boxes": max(compress(gaps, paired.tolist()), default=0.0)}
+    differences["scores"] = largest_gap(reference["scores"][paired], output["scores"][matched])
     tolerances = {"boxes": BOX_ATOL, "scores": SCORE_ATOL}
     if "masks" in reference:
-        differences["masks"] = _largest_gap(reference["masks"][paired], output["masks"][matched])
+        differences["masks"] = largest_gap(reference["masks"][paired], output["masks"][matched])
         tolerances["masks"] = MASK_ATOL
     problems = [
         f"{name} differ by up to {value:.2e} (tolerance {tolerances[name]:.0e})"
@@ -205,7 +205,8 @@ def pair_detections(
     return torch.tensor(partners, dtype=torch.int64), gaps
 
 
-def _largest_gap(reference: Tensor, output: Tensor) -> float:
+def largest_gap(reference: Tensor, output: Tensor) -> float:
+    """The largest absolute difference of two tensors of one shape (0 when empty)."""
     return float((output - reference).abs().max()) if reference.numel() else 0.0
 
 

@@ -57,13 +57,14 @@ class FrozenBatchNorm2d(nn.Module):
         state_dict.pop(prefix + "num_batches_tracked", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def scale_and_shift(self) -> tuple[Tensor, Tensor]:
+        """(C,) scale and shift of `y = x * scale + shift` (what `fold_norm_into_conv` folds)."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
     def forward(self, x: Tensor) -> Tensor:
-        scale = (
-            self.weight.reshape(1, -1, 1, 1)
-            * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
-        )
-        shift = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
-        return x * scale + shift
+        scale, shift = self.scale_and_shift()
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -122,8 +123,7 @@ def fold_norm_into_conv(
     if norm is None or isinstance(norm, nn.Identity):
         return conv.weight, conv.bias
     if isinstance(norm, FrozenBatchNorm2d):
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        shift = norm.bias - norm.running_mean * scale
+        scale, shift = norm.scale_and_shift()
     elif isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None:
         scale = (norm.running_var + norm.eps).rsqrt()
         shift = -norm.running_mean * scale
