@@ -1,7 +1,7 @@
 """The box branch of Fast R-CNN (§2): pooled RoI features -> two FC layers -> class scores
-and class-specific box deltas; its loss (§2.3, eq. 1), its post-processing (§2.4 and
-Faster R-CNN §3: per-class NMS of the refined boxes), and truncated SVD of the two FC
-layers at test time (§3.1).
+and class-specific box deltas; its loss (§2.3, eq. 1), its post-processing (§3, "Fast
+R-CNN detection": per-class NMS of the refined boxes with R-CNN's settings), and truncated
+SVD of the two FC layers at test time (§3.1).
 
 The same branch serves R-CNN, whose class-specific box regression (appendix C) uses the
 same parameterisation (`structures/boxes.BoxCoder`).

@@ -2,7 +2,7 @@
 
 A small network slides over every feature level: a shared 3x3 conv, then per anchor an
 objectness logit and four box deltas (1x1 convs). Proposals are the anchors moved by their
-deltas, kept per level by top-k objectness, clipped, and thinned by NMS (§3.1.1: "we adopt
+deltas, kept per level by top-k objectness, clipped, and thinned by NMS (§3.3: "we adopt
 non-maximum suppression on the proposal regions based on their cls scores"). Training
 (§3.1.2) labels anchors by IoU with the ground truth and samples a balanced mini-batch.
 """
