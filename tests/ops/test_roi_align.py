@@ -219,3 +219,32 @@ def test_multiscale_level_rule_and_edge_boxes():
     )
     all_levels = torch.cat([level.flatten() for level in features.values()])
     assert difference.abs().max() <= summation_bound(all_levels, grid=2)
+
+
+def per_image_boxes() -> list[torch.Tensor]:
+    """torchvision's other form of regions: (K_i, 4) xyxy boxes per image (one has none)."""
+    rois = edge_case_rois(batch_size=2)
+    return [rois[rois[:, 0] == 0, 1:], torch.zeros(0, 4), rois[rois[:, 0] == 1, 1:]]
+
+
+def test_a_list_of_boxes_per_image_as_torchvision_takes_it():
+    features = torch.randn(3, 3, 32, 35, generator=torch.Generator().manual_seed(5))
+    boxes = per_image_boxes()
+    ours = roi_align(features, boxes, 7, 0.5, 2, True)
+    theirs = torchvision.ops.roi_align(features, boxes, 7, 0.5, 2, True)
+    assert ours.shape == theirs.shape == (sum(len(b) for b in boxes), 3, 7, 7)
+    assert (ours - theirs).abs().max() <= summation_bound(features, grid=2)
+    assert torch.equal(ours, roi_align(features, boxes_to_rois(boxes), 7, 0.5, 2, True))
+
+
+@pytest.mark.parametrize(
+    "rois, message",
+    [
+        (torch.zeros(4, 4), r"got \(4, 4\); need \(K, 5\)"),  # boxes without the image index
+        ([torch.zeros(2, 5)], r"image 0's boxes are \(2, 5\); need"),  # rois in a list
+        (torch.zeros(5), r"got \(5,\); need"),
+    ],
+)
+def test_regions_of_another_shape_say_what_is_needed(rois, message):
+    with pytest.raises(ValueError, match=message):
+        roi_align(torch.zeros(1, 1, 8, 8), rois, 2)

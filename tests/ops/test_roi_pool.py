@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 
+from seglab.ops.roi_align import boxes_to_rois
 from seglab.ops.roi_pool import MultiScaleRoIPool, roi_pool, roi_pool_reference
 
 
@@ -83,3 +84,14 @@ def test_module_pools_the_proposals_of_each_image_from_one_map():
     rois = torch.tensor([[0.0, 0, 0, 50, 40], [0, 16, 8, 120, 90], [1, 30, 20, 70, 95]])
     expected = torchvision.ops.RoIPool((7, 7), spatial_scale=1 / 16)(features["conv5"], rois)
     assert pooled.shape == (3, 4, 7, 7) and torch.equal(pooled, expected)
+
+
+def test_a_list_of_boxes_per_image_as_torchvision_takes_it():
+    features = torch.randn(3, 2, 16, 16, generator=torch.Generator().manual_seed(6))
+    rois = rois_with_edge_cases(batch_size=2)
+    boxes = [rois[rois[:, 0] == 0, 1:], torch.zeros(0, 4), rois[rois[:, 0] == 1, 1:]]
+    pooled = roi_pool(features, boxes, 3, 0.25)
+    assert torch.equal(pooled, torchvision.ops.roi_pool(features, boxes, (3, 3), 0.25))
+    assert torch.equal(pooled, roi_pool(features, boxes_to_rois(boxes), 3, 0.25))
+    with pytest.raises(ValueError, match=r"got \(4, 4\); need \(K, 5\)"):
+        roi_pool(features, torch.zeros(4, 4), 3)

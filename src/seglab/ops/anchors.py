@@ -17,16 +17,22 @@ class AnchorGenerator(nn.Module):
     """Anchors for a list of feature maps.
 
     Args:
-        sizes: per level, the anchor sizes in pixels (sqrt of the anchor area).
-        aspect_ratios: per level, the ratios height / width.
+        sizes: per level, the anchor sizes in pixels (sqrt of the anchor area); flat
+            `(32, 64)` means one size per level, as torchvision reads it.
+        aspect_ratios: per level, the ratios height / width; flat `(0.5, 1.0, 2.0)` means
+            these ratios on every level, as torchvision reads it.
     """
 
     def __init__(
         self,
-        sizes: tuple[tuple[int, ...], ...],
-        aspect_ratios: tuple[tuple[float, ...], ...],
+        sizes: tuple[tuple[int, ...], ...] | tuple[int, ...],
+        aspect_ratios: tuple[tuple[float, ...], ...] | tuple[float, ...],
     ) -> None:
         super().__init__()
+        if not isinstance(sizes[0], (list, tuple)):
+            sizes = tuple((size,) for size in sizes)
+        if not isinstance(aspect_ratios[0], (list, tuple)):
+            aspect_ratios = (tuple(aspect_ratios),) * len(sizes)
         if len(sizes) != len(aspect_ratios):
             raise ValueError(
                 f"got {len(sizes)} levels of sizes but {len(aspect_ratios)} of aspect ratios"

@@ -37,7 +37,7 @@ from seglab.structures.boxes import box_area
 
 def roi_align(
     features: Tensor,
-    rois: Tensor,
+    rois: Tensor | list[Tensor],
     output_size: int | tuple[int, int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
@@ -47,7 +47,8 @@ def roi_align(
 
     Args:
         features: (N, C, H, W) feature maps of a batch.
-        rois: (K, 5) `[batch_index, x0, y0, x1, y1]` in input-image pixels.
+        rois: (K, 5) `[batch_index, x0, y0, x1, y1]` in input-image pixels, or, as
+            torchvision takes them, a list of N (K_i, 4) xyxy boxes, one per image.
         output_size: `out` or `(out_h, out_w)` bins per region.
         spatial_scale: feature cells per image pixel (1/stride, e.g. 1/16).
         sampling_ratio: samples per bin side; <= 0 picks `ceil(roi_size / output_size)`.
@@ -58,6 +59,7 @@ def roi_align(
     Returns:
         (K, C, out_h, out_w) pooled features.
     """
+    rois = as_rois(rois, features)
     if sparse_applies(features, sampling_ratio):
         return roi_align_sparse(
             [features], rois, torch.zeros_like(rois[:, 0], dtype=torch.int64), [spatial_scale],
@@ -245,6 +247,31 @@ def _bilinear_taps(coords: Tensor, size: int | Tensor) -> tuple[Tensor, Tensor, 
     coords = torch.where(at_last_cell, low.to(coords.dtype), coords)
     fraction = coords - low
     return low, high, (1.0 - fraction) * inside, fraction * inside
+
+
+def as_rois(rois: Tensor | list[Tensor], features: Tensor) -> Tensor:
+    """Regions in either of torchvision's forms -> (K, 5) `[batch_index, x0, y0, x1, y1]`.
+
+    Args:
+        rois: a (K, 5) tensor, or a list (tuple) of (K_i, 4) xyxy boxes, one per image.
+        features: (N, C, H, W), the maps the regions are pooled from (dtype, device).
+
+    Raises:
+        ValueError: for any other shape, saying which forms are accepted.
+    """
+    accepted = "(K, 5) [batch_index, x0, y0, x1, y1] rois or a list of (K_i, 4) xyxy boxes"
+    if isinstance(rois, (list, tuple)):
+        for index, boxes in enumerate(rois):
+            if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+                shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+                raise ValueError(f"regions: image {index}'s boxes are {shape}; need {accepted}")
+        if not rois:
+            return features.new_zeros((0, 5))
+        return boxes_to_rois([boxes.to(features.dtype) for boxes in rois])
+    if not isinstance(rois, Tensor) or rois.dim() != 2 or rois.shape[1] != 5:
+        shape = tuple(rois.shape) if isinstance(rois, Tensor) else type(rois).__name__
+        raise ValueError(f"regions: got {shape}; need {accepted}")
+    return rois
 
 
 def boxes_to_rois(boxes_per_image: list[Tensor]) -> Tensor:

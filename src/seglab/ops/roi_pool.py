@@ -24,12 +24,12 @@ import torchvision
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
-from seglab.ops.roi_align import MultiLevelRoIPooler
+from seglab.ops.roi_align import MultiLevelRoIPooler, as_rois
 
 
 def roi_pool(
     features: Tensor,
-    rois: Tensor,
+    rois: Tensor | list[Tensor],
     output_size: int | tuple[int, int],
     spatial_scale: float = 1.0,
 ) -> Tensor:
@@ -37,13 +37,15 @@ def roi_pool(
 
     Args:
         features: (N, C, H, W) feature maps of a batch.
-        rois: (K, 5) `[batch_index, x0, y0, x1, y1]` in input-image pixels.
+        rois: (K, 5) `[batch_index, x0, y0, x1, y1]` in input-image pixels, or, as
+            torchvision takes them, a list of N (K_i, 4) xyxy boxes, one per image.
         output_size: `out` or `(out_h, out_w)`: the H x W grid of the paper.
         spatial_scale: feature cells per image pixel (1/16 for VGG16 conv5 in Fast R-CNN).
 
     Returns:
         (K, C, out_h, out_w) pooled features.
     """
+    rois = as_rois(rois, features)
     return torchvision.ops.roi_pool(features, rois, _pair(output_size), spatial_scale)
 
 

@@ -66,3 +66,18 @@ def test_multi_scale_training_picks_one_of_the_sizes():
 def test_rejects_non_float_images():
     with pytest.raises(ValueError, match="float"):
         DetectionTransform(min_size=64, max_size=64)([torch.zeros(3, 8, 8, dtype=torch.uint8)])
+
+
+def test_targets_with_boxes_only_as_torchvision():
+    """torchvision's transform takes targets without labels (e.g. for box-only tooling)."""
+    torch.manual_seed(0)
+    sizes = [(70, 123), (100, 61)]
+    images = [torch.rand(3, h, w) for h, w in sizes]
+    boxes_only = [{"boxes": target["boxes"]} for target in make_targets(sizes)]
+    ours = DetectionTransform(min_size=96, max_size=160).eval()
+    theirs = GeneralizedRCNNTransform(96, 160, IMAGENET_MEAN, IMAGENET_STD).eval()
+    _, targets = ours(images, [dict(target) for target in boxes_only])
+    _, expected = theirs(images, [dict(target) for target in boxes_only])
+    for got, want in zip(targets, expected, strict=True):
+        assert set(got) == set(want) == {"boxes"}
+        torch.testing.assert_close(got["boxes"], want["boxes"], rtol=0, atol=0)

@@ -135,7 +135,8 @@ class DetectionTransform(nn.Module):
         for key in BOX_KEYS.intersection(target):
             target[key] = resize_boxes(target[key].to(image.device), (height, width),
                                        image.shape[-2:])  # fmt: skip
-        target["labels"] = target["labels"].to(image.device)
+        if "labels" in target:  # optional, as in torchvision: a target may hold boxes only
+            target["labels"] = target["labels"].to(image.device)
         if self.resize_masks and "masks" in target:
             masks = target["masks"].to(image.device)
             # (N, H, W) -> (N, 1, H, W) -> nearest resize -> (N, H', W') uint8
