@@ -94,11 +94,15 @@ def test_conv_norm_act_is_the_modules_run_one_by_one(norm_name, train, grad, lay
                                                      float32_close):  # fmt: skip
     """relu(norm(conv(x)) + residual) in every variant: folded or not, fused by oneDNN
     (no_grad) or separate steps (autograd), either memory layout."""
+    generator = torch.Generator().manual_seed(0)  # the same draws on every run
     conv, _ = conv_norm(16, 24, 3, norm=norm_name, padding=1)
     conv.stride = (2, 2)
+    with torch.no_grad():  # drawn at 1/sqrt(fan_in), so that the outputs are about 1
+        for parameter in conv.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) / 12)
     norm = _randomised(norm_name, 24).train(train)
-    x = torch.randn(2, 16, 15, 12).contiguous(memory_format=layout)
-    residual = torch.randn(2, 24, 8, 6)
+    x = torch.randn(2, 16, 15, 12, generator=generator).contiguous(memory_format=layout)
+    residual = torch.randn(2, 24, 8, 6, generator=generator)
     reference = copy.deepcopy(norm)  # BatchNorm in training updates its statistics
     for relu, shortcut in [(True, None), (False, None), (True, residual), (False, residual)]:
         expected = reference(conv(x)) + (0 if shortcut is None else shortcut)
