@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from seglab.models.segmentation.unet import center_crop
 from seglab.progress import progress as progress_display
 from seglab.structures.masks import IGNORE_INDEX
 
-__all__ = ["PRIMARY_METRICS", "evaluate", "metric_value", "primary_metric"]
+__all__ = ["PRIMARY_METRICS", "evaluate", "metric_value", "primary_metric", "seconds_per_pass"]
 
 # task -> the metric that ranks models (higher is better); "a.b" is metrics["a"]["b"].
 PRIMARY_METRICS = {
@@ -74,8 +75,7 @@ def evaluate(
     try:
         with torch.no_grad():
             for batch in progress_display(loader, desc="eval", unit="batch", enabled=progress):
-                images, targets = batch_to_device(batch, device)
-                outputs, losses = model.forward_with_losses(images, targets)
+                images, targets, outputs, losses = _forward_batch(model, batch, device)
                 # Weighted by the batch's size: the mean over images of a loss that is a mean
                 # over its images (a batch-wide Dice is not: docs/conventions.md, Evaluation).
                 loss_sum += float(sum(loss.float() for loss in losses.values())) * len(images)
@@ -89,6 +89,42 @@ def evaluate(
     if curves is not None:
         curves.update(getattr(accumulator, "curves", {}))
     return metrics
+
+
+def _forward_batch(model: nn.Module, batch, device) -> tuple[list, list, Any, dict]:
+    """(images, targets, outputs, losses) of one collated batch, the model in eval mode."""
+    images, targets = batch_to_device(batch, device)
+    outputs, losses = model.forward_with_losses(images, targets)
+    return images, targets, outputs, losses
+
+
+def seconds_per_pass(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    shard: tuple[int, int] = (0, 1),
+) -> float:
+    """The seconds of one `evaluate` pass over this process's share of `dataset`, estimated
+    from its first batch (read and run as `evaluate` does) times the number of batches.
+
+    The metric's own computation (pycocotools) is left out: a few seconds for hundreds of
+    images, against minutes of forward passes on a CPU. The model's mode is restored.
+    """
+    rank, processes = shard
+    share = len(range(rank, len(dataset), processes))
+    first = [dataset[index] for index in range(min(batch_size, len(dataset)))]
+    was_training = model.training
+    model.to(device).eval()
+    started = time.perf_counter()
+    try:
+        with torch.no_grad():
+            _forward_batch(model, collate(first), device)
+    finally:
+        model.train(was_training)
+    seconds_per_image = (time.perf_counter() - started) / len(first)
+    return seconds_per_image * share
 
 
 def _merge_processes(accumulator, loss_sum: float, images_seen: int) -> tuple[float, int]:
