@@ -9,7 +9,7 @@ from torch import nn
 
 import seglab
 from seglab.errors import UserError
-from seglab.inference.tiling import gaussian_window, mirror_pad, predict_tiled
+from seglab.inference.tiling import gaussian_window, predict_tiled
 from seglab.models.segmentation.unet import UNet, valid_margin, valid_output_size
 
 
@@ -67,13 +67,6 @@ def test_valid_tile_too_small_on_the_reported_image():
     probabilities = predict_tiled(unet.eval(), torch.rand(3, 300, 420), tile_size=132)
     assert probabilities.shape == (2, 300, 420)
     torch.testing.assert_close(probabilities.sum(0), torch.ones(300, 420))
-
-
-def test_mirror_pad_matches_numpy_reflect_for_any_width():
-    image = torch.arange(12.0).view(1, 3, 4)
-    padded = mirror_pad(image, top=7, bottom=5, left=9, right=2)
-    expected = np.pad(image.numpy(), ((0, 0), (7, 5), (9, 2)), mode="reflect")
-    np.testing.assert_array_equal(padded.numpy(), expected)
 
 
 @pytest.mark.parametrize("size_hw", [(50, 70), (36, 29)])

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from seglab.errors import UserError
 from seglab.models.segmentation.unet import valid_input_size, valid_margin, valid_output_size
+from seglab.ops.windows import mirror_pad
 from seglab.progress import progress as progress_display
 
 
@@ -162,20 +163,3 @@ def gaussian_window(height: int, width: int, *, sigma_scale: float = 1 / 8) -> T
         axes.append(torch.exp(-(coordinates**2) / (2 * sigma**2)))
     window = axes[0][:, None] * axes[1][None, :]
     return (window / window.max()).clamp(min=1e-3)
-
-
-def mirror_indices(length: int, before: int, after: int) -> Tensor:
-    """Indices into [0, length) of a mirror (reflect, edge not repeated) padding, any width."""
-    positions = torch.arange(-before, length + after)
-    if length == 1:
-        return torch.zeros_like(positions)
-    period = 2 * (length - 1)
-    folded = positions.remainder(period)
-    return torch.where(folded < length, folded, period - folded)
-
-
-def mirror_pad(image: Tensor, *, top: int, bottom: int, left: int, right: int) -> Tensor:
-    """Mirror-pad the last two dimensions by any amount (repeated reflections if needed)."""
-    rows = mirror_indices(image.shape[-2], top, bottom)
-    columns = mirror_indices(image.shape[-1], left, right)
-    return image[..., rows[:, None], columns[None, :]]

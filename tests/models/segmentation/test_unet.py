@@ -10,7 +10,6 @@ import seglab
 from seglab.errors import UserError
 from seglab.models.segmentation.unet import (
     UNet,
-    center_crop,
     valid_input_size,
     valid_margin,
     valid_output_size,
@@ -311,12 +310,3 @@ def test_bad_unet_settings_exit_2_with_one_error_line(
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("seglab train: error: ")
     assert message in errors[0]
-
-
-def test_center_crop_takes_the_central_window_and_refuses_a_larger_one():
-    tensor = torch.arange(6 * 7).reshape(1, 6, 7)
-    # margins (6 - 3) // 2 = 1 row and (7 - 4) // 2 = 1 column: odd margins floor at the top
-    assert torch.equal(center_crop(tensor, (3, 4)), tensor[:, 1:4, 1:5])
-    assert torch.equal(center_crop(tensor, (6, 7)), tensor)
-    with pytest.raises(ValueError, match="cannot crop"):
-        center_crop(tensor, (7, 7))

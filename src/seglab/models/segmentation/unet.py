@@ -30,6 +30,7 @@ from seglab.errors import UserError
 from seglab.models.inputs import Normalize, stack_images
 from seglab.models.layers import check_norm, conv_norm
 from seglab.models.segmentation.losses import IGNORE_INDEX, segmentation_losses
+from seglab.ops.windows import center_crop
 
 
 class DoubleConv(nn.Sequential):
@@ -83,19 +84,6 @@ class ExpansiveLevel(nn.Module):
         upsampled = self.up(features)
         skip = center_crop(skip, upsampled.shape[-2:])
         return self.convs(torch.cat([skip, upsampled], dim=1))  # (N, 2*out, h, w)
-
-
-def center_crop(tensor: Tensor, size_hw: tuple[int, int] | torch.Size) -> Tensor:
-    """The central `size_hw` window of the last two dimensions (floor of odd margins).
-
-    A `valid` U-Net's output is smaller than its input: its skip features, its targets and
-    the masks it is scored on are cropped to the output's size (paper Fig. 1).
-    """
-    height, width = tensor.shape[-2:]
-    if not torch.compiler.is_exporting() and (size_hw[0] > height or size_hw[1] > width):
-        raise ValueError(f"cannot crop {(height, width)} to the larger {tuple(size_hw)}")
-    top, left = (height - size_hw[0]) // 2, (width - size_hw[1]) // 2
-    return tensor[..., top : top + size_hw[0], left : left + size_hw[1]]
 
 
 def valid_output_size(input_size: int, depth: int = 4) -> int | None:
