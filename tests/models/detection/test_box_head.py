@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from seglab.models.detection.box_head import TwoMLPHead, truncated_svd
+from seglab.models.detection.box_head import TwoMLPHead, postprocess_boxes, truncated_svd
+from seglab.structures.boxes import BoxCoder
 
 
 def test_truncated_svd_at_full_rank_equals_the_dense_layers():
@@ -36,3 +37,20 @@ def test_truncated_svd_follows_the_weights():
         head.fc7.weight.mul_(2)  # e.g. an optimizer step or a loaded checkpoint
     dense = torch.relu(head.fc7(torch.relu(head.fc6(pooled))))
     torch.testing.assert_close(head(pooled), dense, rtol=1e-5, atol=1e-5)
+
+
+def test_nms_runs_per_class():
+    """Post-processing suppresses overlapping boxes of one class only (per-class NMS, as
+    R-CNN §2.2 and torchvision): a box of another class that overlaps a better one stays."""
+    proposals = torch.tensor([[10.0, 10.0, 50.0, 50.0],  # class 1, the best
+                              [12.0, 12.0, 52.0, 52.0],  # class 2, IoU 0.82 with the first
+                              [11.0, 11.0, 51.0, 51.0]])  # class 1 again: a duplicate  # fmt: skip
+    class_logits = torch.tensor([[0.0, 5.0, 0.0], [0.0, 0.0, 4.5], [0.0, 4.0, 0.0]])
+    box_deltas = torch.zeros(3, 3 * 4)  # the detections are the proposals themselves
+    boxes, scores, labels = postprocess_boxes(
+        class_logits, box_deltas, proposals, (64, 64), box_coder=BoxCoder(),
+        score_thresh=0.5, nms_thresh=0.5, detections_per_img=10,
+    )  # fmt: skip
+    assert labels.tolist() == [1, 2]
+    torch.testing.assert_close(boxes, proposals[:2])
+    assert scores[0] > scores[1] > 0.5

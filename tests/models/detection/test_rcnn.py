@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 from tests.models.detection.conftest import empty_image, square_image, train_on
 from tests.models.detection.test_fast_rcnn import with_proposals
 
@@ -70,6 +71,35 @@ def test_regions_in_batches_give_the_same_features():
     one_call.crops_per_batch = 7
     torch.testing.assert_close(one_call(features, [target["proposals"]], [(96, 96)]), pooled)
     assert pooled.shape == (50, 256, 3, 3)  # ResNet-18 C4 of a 48 px warp
+
+
+def test_each_image_of_a_batch_gives_its_own_regions():
+    """Two images in one batch: every region is cut from its own image (the roi's batch
+    index), never from image 0. Flat images of two values make each crop one value."""
+    warp = WarpedRegionCNN(ImagePixels(1), warp_size=32, context_padding=8, output_size=2)
+    images = torch.stack([torch.full((1, 64, 64), 0.25), torch.full((1, 64, 64), 0.75)])
+    proposals = [torch.tensor([[20.0, 20.0, 40.0, 44.0]]),
+                 torch.tensor([[16.0, 24.0, 40.0, 40.0], [24.0, 20.0, 36.0, 36.0]])]  # fmt: skip
+    pooled = warp({"image": images}, proposals, [(64, 64), (64, 64)])  # context stays inside
+    assert pooled.shape == (3, 1, 2, 2)
+    assert torch.all(pooled[0] == 0.25) and torch.all(pooled[1:] == 0.75)
+
+
+def test_warp_samples_2_x_2_points_per_pixel_as_the_reference_op():
+    """The warp is RoIAlign with 2 x 2 bilinear samples per output pixel (half-pixel
+    aligned), whatever the region's size: equal to torchvision's kernel with
+    sampling_ratio=2 within float32 summation order (8 taps of weights adding up to 1)."""
+    warp = WarpedRegionCNN(ImagePixels(3), warp_size=24, context_padding=4, output_size=2)
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(2, 3, 80, 96, generator=generator)  # high-frequency: density shows
+    rois = torch.tensor([[0.0, 5.0, 7.0, 15.0, 12.0],  # smaller than the warp
+                         [1.0, 3.5, 2.0, 90.0, 70.0],  # over 2 x the warp: 3 x 3 adaptive
+                         [1.0, 20.0, 10.0, 60.0, 37.5]])  # fmt: skip
+    expected = torchvision.ops.roi_align(image, rois, (24, 24), 1.0, 2, True)
+    bound = (4 * 2 * 2 + 1) * 2.0**-24 * float(image.abs().max())
+    assert (warp.warp(image, rois) - expected).abs().max() <= bound
+    coarser = torchvision.ops.roi_align(image, rois, (24, 24), 1.0, 1, True)
+    assert (coarser - expected).abs().max() > 100 * bound  # the comparison can tell them apart
 
 
 def test_fine_tuning_samples_a_quarter_of_foreground():
