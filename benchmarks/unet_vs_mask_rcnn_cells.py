@@ -25,10 +25,10 @@ import os
 import time
 from pathlib import Path
 
-from seglab.cli.eval import evaluate_model
 from seglab.data.cells import generate_cells
 from seglab.engine.config import load_config
 from seglab.engine.trainer import train
+from seglab.evaluation import evaluate_model
 from seglab.files import atomic_write_json
 
 RECIPES = {

@@ -10,10 +10,12 @@ from synthetic_coco import make_gt, make_predictions, pycocotools_stats, write_j
 from torch import nn
 
 from seglab.errors import UserError
-from seglab.evaluation import evaluate, metric_value, primary_metric
+from seglab.evaluation import TILE_SIZE, evaluate, metric_value, primary_metric
 from seglab.evaluation.classification import classification_metrics
 from seglab.evaluation.confusion import ConfusionMatrix
 from seglab.evaluation.semantic import semantic_metrics
+from seglab.inference.tiling import predict_tiled
+from seglab.models.segmentation.unet import UNet
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -75,14 +77,40 @@ def test_semantic_metrics_and_image_weighted_loss():
     assert model.training
 
 
-def test_semantic_unpadded_model_is_compared_with_the_centre_of_the_mask():
-    mask = torch.zeros(6, 6, dtype=torch.int64)
-    mask[2:4, 2:4] = 1  # the centre is class 1, the border background
-    logits = torch.zeros(2, 2, 2)
-    logits[1] = 1.0  # predicts class 1 on its 2x2 (centre) output
-    item = (torch.zeros(3, 6, 6), {"semantic_mask": mask, "image_id": 0})
-    metrics = evaluate(FakeModel("semantic", {0: {"logits": logits}}), ListDataset([item], ["a"]))
-    assert metrics["mIoU"] == 1.0 and metrics["pixel_accuracy"] == 1.0
+def test_semantic_logits_smaller_than_the_mask_are_refused():
+    """Scoring the centre of the mask only (a valid U-Net's forward) is the defect refused."""
+    item = (torch.zeros(3, 6, 6), {"semantic_mask": torch.zeros(6, 6, dtype=torch.int64),
+                                   "image_id": 0})  # fmt: skip
+    model = FakeModel("semantic", {0: {"logits": torch.zeros(2, 2, 2)}})
+    with pytest.raises(ValueError, match=r"logits \(2, 2\) must cover the whole mask \(6, 6\)"):
+        evaluate(model, ListDataset([item], ["a"]))
+
+
+@pytest.mark.parametrize("side", [252, 256])
+def test_valid_unet_is_scored_on_every_pixel_of_an_image_of_any_size(side):
+    """252 is an allowed input side for depth 3 (its forward pass outputs the centre 164 px);
+    256 is not (its forward pass refuses it). Both are scored on all their pixels, with the
+    overlap-tile probabilities `seglab predict` takes, and the model's loss of those logits."""
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, num_classes=3, base_channels=4, depth=3, padding="valid",
+                 norm="none", init="he")  # fmt: skip
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.normal_(module.bias, std=0.1)  # a class map with all classes in it
+    image = torch.rand(1, side, side)
+    mask = torch.randint(0, 3, (side, side))
+    mask[:5] = 255  # ignored rows
+    item = (image, {"semantic_mask": mask, "image_id": 0})
+    metrics = evaluate(model, ListDataset([item], ["a", "b"]))
+    probabilities = predict_tiled(model, image, tile_size=TILE_SIZE)
+    expected = ConfusionMatrix(3)
+    expected.update(probabilities.argmax(0), mask)
+    assert {k: v for k, v in metrics.items() if k != "loss"} == semantic_metrics(
+        expected.matrix, ["background", "a", "b"]
+    )
+    loss = nn.functional.cross_entropy(probabilities.log()[None], mask[None], ignore_index=255)
+    assert metrics["loss"] == pytest.approx(float(loss), rel=1e-5)  # float32 log of softmax
+    assert len(set(probabilities.argmax(0).flatten().tolist())) == 3
 
 
 def test_classification_metrics():

@@ -58,13 +58,39 @@ def predict_tiled(
     try:
         with torch.no_grad():
             if getattr(model, "padding", "same") == "valid":
-                return _predict_valid(model, image, tile_size, batch_size, progress)
+                logits = _valid_logits(model, image, tile_size, batch_size, progress)
+                return logits.softmax(dim=0)
             return _predict_same(model, image, tile_size, overlap, batch_size, progress)
     finally:
         model.train(was_training)
 
 
-def _predict_valid(model, image: Tensor, tile_size: int, batch_size: int, progress: bool):
+def tiled_logits(
+    model: nn.Module,
+    image: Tensor,
+    tile_size: int = 256,
+    *,
+    batch_size: int = 4,
+    progress: bool = False,
+) -> Tensor:
+    """Logits (C, H, W) of a `valid`-padding U-Net for a whole image of any size.
+
+    The same tiles as `predict_tiled` (whose result is their softmax over classes): each
+    output pixel comes from exactly one tile, so the stitched logits are the model's own,
+    which a loss can be taken of. Float32 on the CPU; the model is run in eval mode.
+    """
+    if getattr(model, "padding", "same") != "valid":
+        raise ValueError("tiled_logits: for valid-padding U-Nets (same padding averages tiles)")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return _valid_logits(model, image, tile_size, batch_size, progress)
+    finally:
+        model.train(was_training)
+
+
+def _valid_logits(model, image: Tensor, tile_size: int, batch_size: int, progress: bool):
     depth, margin = model.depth, valid_margin(model.depth)
     tile_in = _allowed_tile_size(tile_size, depth)
     tile_out = valid_output_size(tile_in, depth)
@@ -79,16 +105,16 @@ def _predict_valid(model, image: Tensor, tile_size: int, batch_size: int, progre
         right=starts_x[-1] + tile_in - margin - width,
     )
     corners = [(y, x) for y in starts_y for x in starts_x]
-    probabilities = None
-    for batch_corners, batch_probabilities in _run_tiles(
+    logits = None
+    for batch_corners, batch_logits in _run_tiles(
         model, padded, corners, (tile_in, tile_in), batch_size, progress
     ):
-        if probabilities is None:
+        if logits is None:
             size = (starts_y[-1] + tile_out, starts_x[-1] + tile_out)
-            probabilities = torch.zeros(batch_probabilities.shape[1], *size)
-        for (y, x), tile in zip(batch_corners, batch_probabilities, strict=True):
-            probabilities[:, y : y + tile_out, x : x + tile_out] = tile  # overlaps agree
-    return probabilities[:, :height, :width]
+            logits = torch.zeros(batch_logits.shape[1], *size)
+        for (y, x), tile in zip(batch_corners, batch_logits, strict=True):
+            logits[:, y : y + tile_out, x : x + tile_out] = tile  # the tiles abut
+    return logits[:, :height, :width]
 
 
 def _predict_same(model, image, tile_size, overlap, batch_size, progress):
@@ -99,9 +125,10 @@ def _predict_same(model, image, tile_size, overlap, batch_size, progress):
     window = gaussian_window(*tile_hw)
     corners = [(y, x) for y in starts_y for x in starts_x]
     summed, weights = None, torch.zeros(height, width)
-    for batch_corners, batch_probabilities in _run_tiles(
+    for batch_corners, batch_logits in _run_tiles(
         model, image, corners, tile_hw, batch_size, progress
     ):
+        batch_probabilities = batch_logits.softmax(dim=1)
         if summed is None:
             summed = torch.zeros(batch_probabilities.shape[1], height, width)
         for (y, x), tile in zip(batch_corners, batch_probabilities, strict=True):
@@ -111,7 +138,7 @@ def _predict_same(model, image, tile_size, overlap, batch_size, progress):
 
 
 def _run_tiles(model, image, corners, tile_hw, batch_size, progress):
-    """Yield (corners, probabilities (B, C, h', w')) batch by batch."""
+    """Yield (corners, float32 logits (B, C, h', w') on the CPU) batch by batch."""
     device = next(model.parameters(), torch.empty(0)).device
     batches = [corners[i : i + batch_size] for i in range(0, len(corners), batch_size)]
     for batch_corners in progress_display(batches, desc="tiles", unit="batch", enabled=progress):
@@ -119,7 +146,7 @@ def _run_tiles(model, image, corners, tile_hw, batch_size, progress):
             image[:, y : y + tile_hw[0], x : x + tile_hw[1]].to(device) for y, x in batch_corners
         ]
         logits = torch.stack([output["logits"] for output in model(tiles)])
-        yield batch_corners, logits.float().softmax(dim=1).cpu()
+        yield batch_corners, logits.float().cpu()
 
 
 def _tile_starts(length: int, tile: int, stride: int) -> list[int]:

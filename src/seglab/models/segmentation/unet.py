@@ -220,10 +220,15 @@ class UNet(nn.Module):
         return [{"logits": per_image} for per_image in logits]
 
     def forward_with_losses(self, images, targets: list[dict]):
-        """Outputs and a dict of losses; targets carry `semantic_mask` (H, W) int64 (255
-        ignored) and, optionally, `weight_map` (H, W) float. For `valid` padding both are
-        centre-cropped to the logits."""
+        """Outputs and a dict of losses (`losses`)."""
         logits = self.forward_logits(stack_images(images, "unet"))
+        return [{"logits": per_image} for per_image in logits], self.losses(logits, targets)
+
+    def losses(self, logits: Tensor, targets: list[dict]) -> dict[str, Tensor]:
+        """The losses of logits (N, C, H', W') against targets that carry `semantic_mask`
+        (H, W) int64 (255 ignored) and, optionally, `weight_map` (H, W) float. For `valid`
+        padding both are centre-cropped to the logits (H' <= H). Evaluation takes them of
+        the overlap-tile logits of whole images too."""
         masks = torch.stack([target["semantic_mask"] for target in targets]).long()
         weight_maps = None
         if all("weight_map" in target for target in targets):
@@ -233,8 +238,7 @@ class UNet(nn.Module):
         self._check_class_indices(masks)
         if weight_maps is not None:
             weight_maps = weight_maps.to(logits.device)
-        losses = segmentation_losses(logits, masks, weight_maps, kind=self.loss)
-        return [{"logits": per_image} for per_image in logits], losses
+        return segmentation_losses(logits, masks, weight_maps, kind=self.loss)
 
     def _check_class_indices(self, masks: Tensor) -> None:
         labelled = masks[masks != IGNORE_INDEX]
