@@ -63,6 +63,14 @@ def test_plan_keeps_small_objects_and_narrow_gaps_and_never_upsamples():
     assert tiny.image_size == 256 and "never upsampled" in tiny.reason
 
 
+def test_plan_takes_the_stricter_of_objects_and_gaps_when_both_bind():
+    """Both needs are measured: the larger scale wins, whichever it is."""
+    objects_stricter = plan_scale(_fingerprint(small=10, gap=4))  # needs 0.5 vs 0.25
+    assert objects_stricter.image_size == 128 and "small objects" in objects_stricter.reason
+    gaps_stricter = plan_scale(_fingerprint(small=20, gap=1.6))  # needs 0.25 vs 0.625
+    assert gaps_stricter.image_size == 160 and "narrow gaps" in gaps_stricter.reason
+
+
 def _two_touching_squares(size):
     """A COCO split with one image: two squares of one class sharing a vertical border."""
     squares = np.zeros((2, size, size), dtype=np.uint8)

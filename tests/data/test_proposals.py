@@ -2,6 +2,7 @@
 change, written whole, the same from worker processes; recall on a hand-made case."""
 
 import json
+import os
 import pickle
 import shutil
 
@@ -126,6 +127,45 @@ def test_a_changed_image_is_computed_again_a_touched_or_copied_one_is_not(
     copy = shutil.copytree(shapes, shapes.parent / "copy", copy_function=shutil.copy)
     load(copy)  # new times everywhere, same bytes: the cache travels with the data
     assert len(searches) == len(ids) + 1
+
+
+def test_changed_pixels_in_a_file_of_the_same_size_are_computed_again(shapes, searches):
+    """An image rewritten with other pixels but the same byte count (uncompressed PNG) is
+    not trusted: with a new modification time, nor with its old one put back (a tool that
+    keeps times, a clock too coarse to tell two writes apart): its change time moved."""
+    ids = image_ids(shapes)
+    paths = read_split(shapes, "train").paths
+    pixels = {i: np.asarray(PIL.Image.open(paths[i])) for i in ids[:2]}
+    for i in ids[:2]:
+        PIL.Image.fromarray(pixels[i]).save(paths[i], compress_level=0)
+    before = load(shapes)
+    for count, i in enumerate(ids[:2], start=1):
+        old = paths[i].stat()
+        PIL.Image.fromarray(pixels[i][::-1, ::-1].copy()).save(paths[i], compress_level=0)
+        if count == 1:  # a time of its own, whatever the clock's resolution
+            os.utime(paths[i], ns=(old.st_atime_ns, old.st_mtime_ns + 10**9))
+        else:
+            os.utime(paths[i], ns=(old.st_atime_ns, old.st_mtime_ns))
+        new = paths[i].stat()
+        assert new.st_size == old.st_size and new.st_ctime_ns != old.st_ctime_ns
+        after = load(shapes)
+        assert len(searches) == len(ids) + count, f"image {count}: cached proposals trusted"
+        assert not np.array_equal(after[i], before[i])
+
+
+def test_a_cache_file_without_change_times_is_kept(shapes, searches):
+    """A cache written before change times were recorded: each image's bytes are checked
+    once, nothing is computed again."""
+    load(shapes)
+    path = cache_path(shapes, "train", SETTINGS)
+    with np.load(path) as archive:
+        older = {key: archive[key] for key in archive.files if key != "ctimes_ns"}
+    with open(path, "wb") as file:
+        np.savez_compressed(file, **older)
+    load(shapes)
+    assert len(searches) == len(image_ids(shapes))
+    with np.load(path) as archive:
+        assert (archive["ctimes_ns"] > 0).all()  # recorded now
 
 
 def test_the_cache_file_is_written_whole(shapes, searches, monkeypatch):

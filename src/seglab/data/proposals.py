@@ -11,9 +11,13 @@ The cache file (`np.load`-able, no pickle) holds
 - `image_ids` (M,) int64 and `counts` (M,) int64: the images and how many boxes each has;
 - `boxes` (sum of counts, 4) float32 xyxy in the original image's pixels, image after image;
 - `digests` (M,) str: a hash of each image file's bytes when its boxes were computed, and
-  `file_sizes`, `mtimes_ns` (M,) int64: the file's size and modification time then.
-An entry stays valid while its image file has the same size and modification time, or,
-when these changed (a copied dataset), the same bytes; otherwise it is computed again. The
+  `file_sizes`, `mtimes_ns`, `ctimes_ns` (M,) int64: the file's size, modification time and
+  change time then.
+An entry stays valid while its image file has the same size, modification time and change
+time, or, when a time changed (a copied or touched dataset), the same bytes; otherwise it is
+computed again. The change time is the kernel's, set by every write and never put back (a
+tool that restores the modification time, or a clock too coarse to tell two writes apart,
+leaves a rewritten file's modification time as it was). The
 file is always written whole (temporary file, then rename), also every minute of a long
 computation, so that an interrupted `seglab proposals` resumes where it was. Processes that
 fill the same cache at once never corrupt it, but the last to write keeps only the entries
@@ -123,6 +127,7 @@ class _Entry:
     digest: str
     file_size: int
     mtime_ns: int
+    ctime_ns: int = 0  # 0: not recorded (an older cache file): the bytes are checked once
 
 
 def cache_path(root: str | Path, split: str, settings: ProposalSettings) -> Path:
@@ -234,9 +239,10 @@ def _check_entries(
         entry, stat = entries.get(image_id), path.stat()
         if entry is None or stat.st_size != entry.file_size:
             missing[image_id] = path
-        elif stat.st_mtime_ns != entry.mtime_ns:
+        elif (stat.st_mtime_ns, stat.st_ctime_ns) != (entry.mtime_ns, entry.ctime_ns):
             if _digest(path) == entry.digest:  # same bytes (a copy, a touch): still valid
-                entry.mtime_ns, refreshed = stat.st_mtime_ns, True
+                entry.mtime_ns, entry.ctime_ns = stat.st_mtime_ns, stat.st_ctime_ns
+                refreshed = True
             else:
                 missing[image_id] = path
     return missing, refreshed
@@ -305,7 +311,7 @@ def _propose_file(path: Path, *, settings: ProposalSettings) -> _Entry:
         min_size=settings.min_size,
         max_proposals=settings.max_proposals,
     )
-    return _Entry(boxes, digest, stat.st_size, stat.st_mtime_ns)
+    return _Entry(boxes, digest, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def _read_cache(path: Path, settings: ProposalSettings) -> dict[int, _Entry]:
@@ -321,12 +327,16 @@ def _read_cache(path: Path, settings: ProposalSettings) -> dict[int, _Entry]:
             counts = archive["counts"]
             # (sum N_i, 4) -> per image (N_i, 4)
             boxes = np.split(archive["boxes"], np.cumsum(counts)[:-1]) if len(counts) else []
+            ctimes = (  # absent from files written before change times were kept
+                archive["ctimes_ns"].tolist() if "ctimes_ns" in archive.files else [0] * len(counts)
+            )
             columns = zip(
                 archive["image_ids"].tolist(),
                 boxes,
                 archive["digests"].tolist(),
                 archive["file_sizes"].tolist(),
                 archive["mtimes_ns"].tolist(),
+                ctimes,
                 strict=True,
             )
             return {image_id: _Entry(*fields) for image_id, *fields in columns}
@@ -350,6 +360,7 @@ def _write_cache(path: Path, settings: ProposalSettings, entries: dict[int, _Ent
         "digests": np.array([entries[i].digest for i in ids], dtype=str),
         "file_sizes": np.array([entries[i].file_size for i in ids], dtype=np.int64),
         "mtimes_ns": np.array([entries[i].mtime_ns for i in ids], dtype=np.int64),
+        "ctimes_ns": np.array([entries[i].ctime_ns for i in ids], dtype=np.int64),
     }
 
     def save(temporary: str) -> None:
