@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import random
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +95,52 @@ def test_checkpoint_of_another_model_is_a_user_error(tmp_path):
     message = str(error.value)
     assert message.startswith(f"{tmp_path / 'checkpoint.pt'}: does not match the model (")
     assert "weight (2, 3) vs (5, 3)" in message and "delete the checkpoint" in message
+
+
+def test_a_save_that_fails_half_way_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """The checkpoint goes through the atomic writer: a save interrupted after writing half
+    its bytes (here: torch.save raising midway) leaves the previous checkpoint whole and
+    loadable, and no temporary file beside it."""
+    model, optimizer, scheduler = parts()
+    path = tmp_path / "checkpoint.pt"
+    save = partial(save_checkpoint, path, model=model, optimizer=optimizer,
+                   scheduler=scheduler, data_order={"epoch": 0})  # fmt: skip
+    save(state=RunState(step=5))
+    real_save = torch.save
+
+    def half_then_crash(obj, file, *args, **kwargs):
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        Path(file).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise KeyboardInterrupt  # Ctrl-C, or the machine going away, mid-write
+
+    monkeypatch.setattr(torch, "save", half_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        save(state=RunState(step=10))
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    restored = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
+    assert restored.step == 5
+
+
+def test_each_process_resumes_with_its_own_random_state(tmp_path):
+    """DDP: every process's generators are saved; on resume with as many processes, rank 1
+    continues rank 1's draws (not rank 0's)."""
+    model, optimizer, scheduler = parts()
+    per_rank, expected = [], []
+    for seed in (10, 11):  # the two processes' generators at the checkpoint
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        per_rank.append(rng_states())
+        expected.append(draws())
+    set_rng_states(per_rank[0])  # the saving process is rank 0
+    save_checkpoint(tmp_path / "checkpoint.pt", model=model, optimizer=optimizer,
+                    scheduler=scheduler, state=RunState(step=3), data_order={"epoch": 0},
+                    rng_per_rank=per_rank)  # fmt: skip
+    assert expected[0] != expected[1]
+    for rank in (1, 0):
+        torch.manual_seed(123)
+        load_checkpoint(tmp_path / "checkpoint.pt", model=model, optimizer=optimizer,
+                        scheduler=scheduler, rank=rank, world_size=2)  # fmt: skip
+        assert draws() == expected[rank], f"rank {rank}"
