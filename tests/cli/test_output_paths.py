@@ -6,6 +6,8 @@ Two kinds of unwritable paths are tried, as a user meets them:
   the suite may run as root (CI containers do), so those commands run in a subprocess as
   the unprivileged user `nobody` when the tests are root; as any other user the mode bits
   alone refuse. Either way the kernel refuses the process, as it would refuse a user.
+  `nobody` imports a copy of the package in a folder every user can read, since the clone
+  may sit in a folder only its owner can enter (a `mktemp -d` folder, mode 0700).
 """
 
 from __future__ import annotations
@@ -158,10 +160,40 @@ def unprivileged_prefix() -> list[str]:
     return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 
-def run_unprivileged(commands: list[list[str]], home: Path) -> list[tuple[int, str]]:
-    """Run each `seglab` argv in one Python process as `nobody` (when we are root)."""
+def readable_package(folder: Path) -> Path:
+    """A copy of the seglab package under `folder`, readable by every user; returns the
+    folder to put on PYTHONPATH. The installed package may be in a folder other users
+    cannot enter (a clone in a 0700 folder), where `nobody` could not import it."""
+    copy = folder / "site" / "seglab"
+    if not copy.exists():
+        shutil.copytree(Path(seglab.__file__).parent, copy,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for path in [copy.parent, *copy.rglob("*")]:  # copies keep the source's 0600 / 0700
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return copy.parent
+
+
+def unprivileged_environment(home: Path) -> dict[str, str]:
+    """The environment of the `nobody` process: its own home, the readable package first
+    on the path; skips the test when `nobody` cannot import that copy (then the
+    interpreter or the dependencies themselves are out of its reach)."""
+    path = [str(readable_package(home.parent)), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(home),
            "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
+    imports = "import seglab.cli.main, seglab.engine.trainer; print(seglab.__file__)"  # SCRIPT's
+    probe = subprocess.run([*unprivileged_prefix(), sys.executable, "-c", imports],
+                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        pytest.skip(f"the unprivileged user cannot import a readable copy of seglab: {why}")
+    assert probe.stdout.strip().startswith(path[0]), probe.stdout  # the copy, not the clone
+    return env
+
+
+def run_unprivileged(commands: list[list[str]], home: Path) -> list[tuple[int, str]]:
+    """Run each `seglab` argv in one Python process as `nobody` (when we are root)."""
+    env = unprivileged_environment(home)
     script = [sys.executable, "-c", textwrap.dedent(SCRIPT), json.dumps(commands)]
     completed = subprocess.run(
         [*unprivileged_prefix(), *script], capture_output=True, text=True, env=env, timeout=120
