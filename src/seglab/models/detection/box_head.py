@@ -121,12 +121,23 @@ class BoxPredictor(nn.Module):
     """Sibling outputs of Fast R-CNN §2: softmax logits over K+1 classes, 4 deltas per class.
 
     (K, R) -> class_logits (K, num_classes), box_deltas (K, num_classes*4).
+
+    Args:
+        init_std: None keeps PyTorch's default initialisation (torchvision's); (s_cls,
+            s_box) draws the weights from zero-mean Gaussians of these stds and zeroes the
+            biases (Fast R-CNN §2.3: 0.01 and 0.001).
     """
 
-    def __init__(self, in_channels: int, num_classes: int):
+    def __init__(
+        self, in_channels: int, num_classes: int, *, init_std: tuple[float, float] | None = None
+    ):
         super().__init__()
         self.class_logits = nn.Linear(in_channels, num_classes)
         self.box_deltas = nn.Linear(in_channels, num_classes * 4)
+        if init_std is not None:
+            for layer, std in zip((self.class_logits, self.box_deltas), init_std, strict=True):
+                nn.init.normal_(layer.weight, std=std)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         features = features.flatten(start_dim=1)  # (K, R, ...) -> (K, R * ...), as torchvision
@@ -168,7 +179,7 @@ def decode_per_class(box_coder: BoxCoder, box_deltas: Tensor, proposals: Tensor)
 
 
 def postprocess_boxes(
-    class_logits: Tensor,
+    class_scores: Tensor,
     box_deltas: Tensor,
     proposals: Tensor,
     image_size: tuple[int, int],
@@ -180,12 +191,17 @@ def postprocess_boxes(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Detections of one image: every (proposal, object class) pair is a candidate.
 
+    Args:
+        class_scores: (K, num_classes) in [0, 1]: Fast R-CNN's softmax probabilities (or
+            R-CNN's SVM scores through a sigmoid); column 0, background, is dropped.
+        box_deltas: (K, num_classes*4); proposals: (K, 4) in the frame of `image_size`.
+
     Returns boxes (N, 4) clipped to `image_size`, scores (N,), labels (N,) int64 1..K,
     sorted by score, after score threshold, tiny-box removal and per-class NMS.
     """
-    num_classes = class_logits.shape[-1]
+    num_classes = class_scores.shape[-1]
     boxes = decode_per_class(box_coder, box_deltas, proposals)  # (K, num_classes, 4)
-    scores = F.softmax(class_logits, dim=-1)  # (K, num_classes)
+    scores = class_scores
     labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
     # drop the background column, then one candidate per (proposal, class):
     # (K, num_classes - 1, 4) -> (K * (num_classes - 1), 4); scores, labels likewise

@@ -31,6 +31,7 @@ from seglab.models.detection.options import (
     SelectiveSearchOptions,
 )
 from seglab.models.detection.rcnn import RCNN, ImagePixels, WarpedRegionCNN
+from seglab.models.detection.rcnn_svm import SVMSecondStage
 from seglab.models.detection.roi_heads import RoIHeads
 from seglab.models.detection.rpn import RegionProposalNetwork, RPNHead
 from seglab.models.detection.selective_search import SelectiveSearchProposals
@@ -62,11 +63,12 @@ RENAMED_OPTIONS = {"roi_aligned": "roi_align_half_pixel"}
 def build_rcnn(**kwargs) -> RCNN:
     """R-CNN: selective search; each region warped and through the CNN; fc6, fc7, outputs."""
     options = _options(RCNNOptions, kwargs)
+    branch = _warped_region_branch(options)
     return RCNN(
         transform=_transform(options, masks=False),
         backbone=ImagePixels(options.in_channels),
         proposal_generator=_selective_search(options),
-        roi_heads=RoIHeads(**_warped_region_branch(options), **_roi_options(options)),
+        roi_heads=RoIHeads(**branch, **_roi_options(options), box_svm=_svm_stage(options, branch)),
     )
 
 
@@ -214,6 +216,9 @@ def _rpn(options: FasterRCNNOptions, backbone: BackboneFeatures) -> RegionPropos
         post_nms_top_n={"training": options.rpn_post_nms_top_n_train,
                         "testing": options.rpn_post_nms_top_n_test},
         nms_thresh=options.rpn_nms_thresh, score_thresh=options.rpn_score_thresh,
+        allowed_border=options.rpn_allowed_border,
+        box_loss_normalization=options.rpn_box_loss_normalization,
+        box_loss_weight=options.rpn_box_loss_weight, box_loss_beta=options.rpn_box_loss_beta,
     )  # fmt: skip
 
 
@@ -242,6 +247,14 @@ def _warped_region_branch(options: RCNNOptions) -> dict[str, nn.Module]:
     }
 
 
+def _svm_stage(options: RCNNOptions, branch: dict[str, nn.Module]) -> SVMSecondStage | None:
+    """R-CNN's paper second stage (`second_stage: svm`): SVMs on fc7, ridge on pool5."""
+    if options.second_stage != "svm":
+        return None
+    pool5_size = branch["box_roi_pool"].cnn.out_channels * options.box_roi_size**2
+    return SVMSecondStage(pool5_size, options.representation_size, options.num_classes)
+
+
 def _box_head(options: DetectorOptions, channels: int) -> dict[str, nn.Module]:
     size = options.box_roi_size
     if options.box_head == "mlp":
@@ -252,7 +265,11 @@ def _box_head(options: DetectorOptions, channels: int) -> dict[str, nn.Module]:
         head = ConvFCHead(channels, size, options.representation_size, norm=options.head_norm)
     return {
         "box_head": head,
-        "box_predictor": BoxPredictor(options.representation_size, options.num_classes),
+        "box_predictor": BoxPredictor(
+            options.representation_size,
+            options.num_classes,
+            init_std=options.box_predictor_init_std,
+        ),
     }
 
 
@@ -283,6 +300,7 @@ def _roi_options(options: DetectorOptions) -> dict:
         "batch_size_per_image": options.box_batch_size_per_image,
         "positive_fraction": options.box_positive_fraction,
         "box_loss_beta": options.box_loss_beta,
+        "box_coder_weights": tuple(options.box_coder_weights),
         "score_thresh": options.box_score_thresh,
         "nms_thresh": options.box_nms_thresh,
         "detections_per_img": options.detections_per_img,

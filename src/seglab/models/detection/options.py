@@ -65,6 +65,12 @@ class DetectorOptions:
     box_batch_size_per_image: int = 512
     box_positive_fraction: float = 0.25
     box_loss_beta: float = 1 / 9  # smooth L1 beta; torchvision's 1/9, Fast R-CNN eq. 3: 1
+    # the box deltas' scaling (wx, wy, ww, wh): targets divided by Fast R-CNN's fixed stds
+    # (0.1, 0.1, 0.2, 0.2, §2.3 "normalized to have zero mean and unit variance")
+    box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    # None: PyTorch's default init of the class and box layers (torchvision); (0.01, 0.001):
+    # Fast R-CNN §2.3, zero-mean Gaussians of these stds, biases 0
+    box_predictor_init_std: tuple[float, float] | None = None
     # detections
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
@@ -87,6 +93,13 @@ class DetectorOptions:
         if self.num_classes < 2:
             raise UserError(f"num_classes={self.num_classes}: detectors count the background, "
                             "so K object classes need num_classes=K+1 >= 2")  # fmt: skip
+        if self.box_predictor_init_std is not None and (
+            len(self.box_predictor_init_std) != 2 or min(self.box_predictor_init_std) <= 0
+        ):
+            raise UserError(f"box_predictor_init_std {self.box_predictor_init_std}: give two "
+                            "stds > 0 (class scores, box deltas), e.g. [0.01, 0.001]")  # fmt: skip
+        if len(self.box_coder_weights) != 4 or min(self.box_coder_weights) <= 0:
+            raise UserError(f"box_coder_weights {self.box_coder_weights}: give four weights > 0")
         if self.fc_svd_ranks is not None and (
             len(self.fc_svd_ranks) != 2 or min(self.fc_svd_ranks) < 1
         ):
@@ -111,6 +124,23 @@ class FasterRCNNOptions(DetectorOptions):
     rpn_positive_fraction: float = 0.5
     rpn_score_thresh: float = 0.0
     rpn_head_convs: int = 1  # torchvision's v2 detectors: 2
+    # §3.3: None labels every anchor in training (torchvision); 0 ignores the anchors that
+    # cross the image boundary (the paper), k lets them stick out by k pixels
+    rpn_allowed_border: float | None = None
+    # eq. (1): the RPN box loss divided by the sampled anchors (torchvision) or by the
+    # anchor locations N_reg (the paper, with rpn_box_loss_weight lambda = 10)
+    rpn_box_loss_normalization: str = "sampled"  # sampled | locations
+    rpn_box_loss_weight: float = 1.0
+    rpn_box_loss_beta: float = 1 / 9  # py-faster-rcnn and torchvision; the paper's eq. 1: 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_choice(
+            "rpn_box_loss_normalization", self.rpn_box_loss_normalization, ("sampled", "locations")
+        )
+        if self.rpn_allowed_border is not None and self.rpn_allowed_border < 0:
+            raise UserError(f"rpn_allowed_border {self.rpn_allowed_border}: give pixels >= 0, "
+                            "or leave it unset to label every anchor")  # fmt: skip
 
     @property
     def anchor_sizes_per_level(self) -> tuple[tuple[int, ...], ...]:
@@ -176,9 +206,14 @@ class RCNNOptions(SelectiveSearchOptions):
     warp_size: int = 224  # AlexNet's 227 in the paper; 224 for VGG16
     context_padding: int = 16  # §2.1 / appendix A: p = 16
     crops_per_batch: int = 64  # warped regions per CNN call at test (memory, not results)
+    # softmax: the network's own classifier and box regressor (Fast R-CNN's loss); svm: the
+    # paper's per-class linear SVMs on fc7 and ridge box regressors on pool5 (§2.3,
+    # appendix C), fitted after the CNN by `rcnn_svm.fit_rcnn_svms` (until then: softmax)
+    second_stage: str = "softmax"
 
     def __post_init__(self):
         super().__post_init__()
+        _check_choice("second_stage", self.second_stage, ("softmax", "svm"))
         if self.fpn:
             raise UserError("fpn: R-CNN runs the CNN on each warped region; set fpn: false")
         if self.roi_pool != DetectorOptions.roi_pool:

@@ -49,6 +49,9 @@ class RoIHeads(nn.Module):
         box_coder_weights: scaling of the deltas (10, 10, 5, 5).
         score_thresh, nms_thresh, detections_per_img: post-processing.
         mask_target_aligned: half-pixel offset when cropping gt masks to targets.
+        box_svm: R-CNN's second stage (`rcnn_svm.SVMSecondStage`): once fitted, it scores
+            and regresses the boxes at test instead of `box_predictor`; the losses (the
+            CNN's fine-tuning) always use `box_predictor`.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class RoIHeads(nn.Module):
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
         mask_target_aligned: bool = True,
+        box_svm: nn.Module | None = None,
     ):
         super().__init__()
         self.box_roi_pool = box_roi_pool
@@ -90,6 +94,7 @@ class RoIHeads(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         self.mask_target_aligned = mask_target_aligned
+        self.box_svm = box_svm
 
     @property
     def has_mask(self) -> bool:
@@ -194,20 +199,31 @@ class RoIHeads(nn.Module):
 
     def _forward_box(self, features, proposals: list[Tensor], image_sizes) -> list[dict]:
         """Eval mode: score every proposal, refine its box per class, keep the best."""
-        class_logits, box_deltas = self._box_outputs(features, proposals, image_sizes)
+        class_scores, box_deltas = self._test_outputs(features, proposals, image_sizes)
         counts = [image_proposals.shape[0] for image_proposals in proposals]
         detections = []
-        for logits, deltas, image_proposals, size in zip(
-            class_logits.split(counts), box_deltas.split(counts), proposals, image_sizes,
+        for image_scores, deltas, image_proposals, size in zip(
+            class_scores.split(counts), box_deltas.split(counts), proposals, image_sizes,
             strict=True,
         ):  # fmt: skip
             boxes, scores, labels = postprocess_boxes(
-                logits, deltas, image_proposals, size, box_coder=self.box_coder,
+                image_scores, deltas, image_proposals, size, box_coder=self.box_coder,
                 score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
                 detections_per_img=self.detections_per_img,
             )  # fmt: skip
             detections.append({"boxes": boxes, "labels": labels, "scores": scores})
         return detections
+
+    def _test_outputs(self, features, proposals, image_sizes) -> tuple[Tensor, Tensor]:
+        """Class scores (K, num_classes) in [0, 1] and box deltas (K, num_classes*4): the
+        softmax of `box_predictor`, or R-CNN's SVMs (sigmoid of their margins) and ridge
+        regressors once fitted."""
+        pooled = self.box_roi_pool(features, proposals, image_sizes)  # (K, C, S, S)
+        fc7 = self.box_head(pooled)  # (K, R)
+        if self.box_svm is not None and self.box_svm.fitted:
+            return self.box_svm(pooled, fc7)
+        class_logits, box_deltas = self.box_predictor(fc7)
+        return class_logits.softmax(dim=-1), box_deltas
 
     def _forward_mask(self, features, detections: list[dict], image_sizes) -> None:
         """Eval mode: a 28x28 mask probability map per detection, in its box (in place)."""

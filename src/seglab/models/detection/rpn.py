@@ -5,6 +5,17 @@ objectness logit and four box deltas (1x1 convs). Proposals are the anchors move
 deltas, kept per level by top-k objectness, clipped, and thinned by NMS (§3.3: "we adopt
 non-maximum suppression on the proposal regions based on their cls scores"). Training
 (§3.1.2) labels anchors by IoU with the ground truth and samples a balanced mini-batch.
+
+Two training rules of the paper are options, off by default as in torchvision:
+- §3.3: "we ignore all cross-boundary anchors so they do not contribute to the loss"
+  (`allowed_border`: pixels an anchor may stick out of the image and still be labelled;
+  0 in the paper, py-faster-rcnn's `allowed_border`; None labels every anchor). At test
+  every anchor proposes, the proposals clipped to the image.
+- §3.1.2, eq. (1): L = 1/N_cls sum L_cls + lambda/N_reg sum p* L_reg, N_cls the 256 sampled
+  anchors, N_reg the anchor locations (~2400), lambda 10 (`box_loss_normalization:
+  "locations"`, `box_loss_weight` lambda). torchvision divides both terms by the sampled
+  anchors (lambda 1): the same weight at the paper's scale, 10/2400 ~ 1/256, which §3.3
+  found results insensitive to.
 """
 
 from __future__ import annotations
@@ -77,6 +88,13 @@ class RegionProposalNetwork(nn.Module):
         pre_nms_top_n, post_nms_top_n: {"training": n, "testing": n}; pre is per level.
         nms_thresh: IoU threshold of the proposal NMS.
         score_thresh: drop proposals with objectness probability below this.
+        allowed_border: None labels every anchor; a number ignores in training the anchors
+            that cross the image's boundary by more pixels (§3.3: 0).
+        box_loss_normalization: "sampled" (torchvision: the box loss divided by the sampled
+            anchors) | "locations" (eq. 1: by the anchor locations, N_reg).
+        box_loss_weight: lambda of eq. (1) (torchvision 1, the paper 10 with "locations").
+        box_loss_beta: smooth L1 beta (py-faster-rcnn's RPN and torchvision: 1/9; the paper
+            cites Fast R-CNN's smooth L1, beta 1).
     """
 
     min_box_size = 1e-3
@@ -94,6 +112,10 @@ class RegionProposalNetwork(nn.Module):
         post_nms_top_n: dict[str, int],
         nms_thresh: float = 0.7,
         score_thresh: float = 0.0,
+        allowed_border: float | None = None,
+        box_loss_normalization: str = "sampled",
+        box_loss_weight: float = 1.0,
+        box_loss_beta: float = 1 / 9,
     ):
         super().__init__()
         self.anchor_generator = anchor_generator
@@ -106,6 +128,13 @@ class RegionProposalNetwork(nn.Module):
         self.post_nms_top_n = dict(post_nms_top_n)
         self.nms_thresh = nms_thresh
         self.score_thresh = score_thresh
+        if box_loss_normalization not in ("sampled", "locations"):
+            raise ValueError(f"box_loss_normalization {box_loss_normalization!r}: "
+                             "use sampled or locations")  # fmt: skip
+        self.allowed_border = allowed_border
+        self.box_loss_normalization = box_loss_normalization
+        self.box_loss_weight = box_loss_weight
+        self.box_loss_beta = box_loss_beta
 
     def forward(
         self, batch: ImageBatch, features: dict[str, Tensor], targets: list[dict] | None = None
@@ -127,7 +156,10 @@ class RegionProposalNetwork(nn.Module):
         )
         losses = {}
         if targets is not None:
-            losses = self._losses(objectness, deltas, anchors, targets)
+            locations = sum(level.shape[-2] * level.shape[-1] for level in feature_list)
+            losses = self._losses(
+                objectness, deltas, anchors, targets, batch.image_sizes, locations
+            )
         return boxes, losses
 
     def _mode(self) -> str:
@@ -169,12 +201,21 @@ class RegionProposalNetwork(nn.Module):
         return torch.cat(indices, dim=1), torch.cat(levels)
 
     def _losses(
-        self, objectness: Tensor, deltas: Tensor, anchors: list[Tensor], targets: list[dict]
+        self,
+        objectness: Tensor,
+        deltas: Tensor,
+        anchors: list[Tensor],
+        targets: list[dict],
+        image_sizes: list[tuple[int, int]],
+        locations: int,
     ) -> dict[str, Tensor]:
-        """Binary cross-entropy on sampled anchors, smooth L1 (beta 1/9) on the positive ones."""
+        """Binary cross-entropy on sampled anchors, smooth L1 on the positive ones.
+
+        `locations`: feature-map positions per image summed over levels (N_reg of eq. 1).
+        """
         labels, regression_targets = [], []
-        for anchors_per_image, target in zip(anchors, targets, strict=True):
-            label, matched_boxes = self._label_anchors(anchors_per_image, target["boxes"])
+        for anchors_per_image, target, size in zip(anchors, targets, image_sizes, strict=True):
+            label, matched_boxes = self._label_anchors(anchors_per_image, target["boxes"], size)
             labels.append(label)
             regression_targets.append(self.box_coder.encode(matched_boxes, anchors_per_image))
         positive, negative = self.sampler(labels)
@@ -182,23 +223,54 @@ class RegionProposalNetwork(nn.Module):
         sampled = torch.cat([positive, torch.where(torch.cat(negative))[0]])
         labels = torch.cat(labels)  # (B * sum A*H*W,), images one after the other
         regression_targets = torch.cat(regression_targets)
-        # beta 1/9: the official py-faster-rcnn RPN loss (sigma 3, beta = 1 / sigma^2), as in
-        # torchvision's rpn.py (Fast R-CNN's head uses beta 1, its eq. 3)
+        # beta 1/9 by default: the official py-faster-rcnn RPN loss (sigma 3, beta = 1 / sigma^2),
+        # as in torchvision's rpn.py (Fast R-CNN's head uses beta 1, its eq. 3)
         box_loss = F.smooth_l1_loss(
             deltas.reshape(-1, 4)[positive],  # (B, sum A*H*W, 4) -> (B * sum A*H*W, 4)
-            regression_targets[positive], beta=1 / 9, reduction="sum",
-        ) / max(sampled.numel(), 1)  # fmt: skip
+            regression_targets[positive], beta=self.box_loss_beta, reduction="sum",
+        )  # fmt: skip
+        if self.box_loss_normalization == "locations":  # eq. (1): N_reg per image, all images
+            normalizer = locations * len(anchors)
+        else:
+            normalizer = max(sampled.numel(), 1)
+        box_loss = self.box_loss_weight * box_loss / normalizer
         objectness_loss = F.binary_cross_entropy_with_logits(
             objectness.reshape(-1)[sampled],  # (B, sum A*H*W) -> (B * sum A*H*W,)
             labels[sampled].to(objectness.dtype),
         )
         return {"loss_objectness": objectness_loss, "loss_rpn_box_reg": box_loss}
 
-    def _label_anchors(self, anchors: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
-        """Per anchor: 1 positive, 0 negative, -1 ignored; and the matched gt box (A, 4)."""
+    def _label_anchors(
+        self, anchors: Tensor, gt_boxes: Tensor, image_size: tuple[int, int] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Per anchor: 1 positive, 0 negative, -1 ignored; and the matched gt box (A, 4).
+
+        With `allowed_border` set, the anchors crossing the boundary of the image of
+        `image_size` (height, width) are ignored and matched among the others only (as
+        py-faster-rcnn: a ground-truth box's best anchor is its best inside anchor).
+        """
+        inside = self._inside(anchors, image_size)  # (A,) bool
+        labels = torch.full_like(anchors[:, 0], -1.0)
+        matched_boxes = torch.zeros_like(anchors)
         if gt_boxes.numel() == 0:
-            return anchors.new_zeros(anchors.shape[0]), torch.zeros_like(anchors)
-        matched = self.matcher(box_iou(gt_boxes, anchors))
-        labels = (matched >= 0).to(anchors.dtype)
-        labels[matched == Matcher.IGNORED] = -1.0
-        return labels, gt_boxes[matched.clamp(min=0)]
+            labels[inside] = 0.0
+            return labels, matched_boxes
+        if not inside.any():
+            return labels, matched_boxes
+        matched = self.matcher(box_iou(gt_boxes, anchors[inside]))  # (A_inside,)
+        inside_labels = (matched >= 0).to(anchors.dtype)
+        inside_labels[matched == Matcher.IGNORED] = -1.0
+        labels[inside] = inside_labels
+        matched_boxes[inside] = gt_boxes[matched.clamp(min=0)]
+        return labels, matched_boxes
+
+    def _inside(self, anchors: Tensor, image_size: tuple[int, int] | None) -> Tensor:
+        """(A,) bool: the anchors within `allowed_border` pixels of the image (all if None)."""
+        if self.allowed_border is None or image_size is None:
+            return torch.ones_like(anchors[:, 0], dtype=torch.bool)
+        height, width = image_size
+        border = self.allowed_border
+        return (
+            (anchors[:, 0] >= -border) & (anchors[:, 1] >= -border)
+            & (anchors[:, 2] <= width + border) & (anchors[:, 3] <= height + border)
+        )  # fmt: skip
