@@ -7,7 +7,9 @@ anything else is a bug and keeps its traceback (exit code 1).
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,14 @@ class UserError(Exception):
             last = text.rstrip().splitlines()[-1]
             args = (last.removeprefix(f"{__name__}.{type(self).__name__}: "),)
         super().__init__(*args)
+
+
+def did_you_mean(given: str, known: Iterable[str], prefix: str = "") -> str:
+    """`" (did you mean train.lr?)"` for the known name closest to `given` (difflib's ratio
+    of at least 0.6, its default), or "" when none is close. `prefix` is shown before the
+    name but not compared (`train.` would make every `train.` key look close)."""
+    close = difflib.get_close_matches(given, [str(name) for name in known], n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 class SeglabWarning(UserWarning):

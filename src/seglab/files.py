@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from seglab.errors import UserError
 
 _UMASK = os.umask(0)
@@ -55,6 +53,8 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> 
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
+    import torch  # here, not at the top: the command checks its paths before torch loads
+
     return atomic_write(path, lambda temporary: torch.save(obj, temporary))
 
 

@@ -25,7 +25,6 @@ import pytest
 from PIL import Image
 
 import seglab
-from seglab.cli import eval as eval_cli
 from seglab.cli.main import main
 from seglab.data.shapes import generate_shapes
 from seglab.errors import UserError
@@ -72,8 +71,8 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the output path was checked")
 
-    monkeypatch.setattr(eval_cli, "evaluate_model", forbidden)
-    monkeypatch.setattr(eval_cli, "evaluate_files", forbidden)
+    monkeypatch.setattr("seglab.evaluation.evaluate_model", forbidden)  # cli/eval imports it
+    monkeypatch.setattr("seglab.evaluation.evaluate_files", forbidden)  # when it runs
     monkeypatch.setattr(predictor, "collect_inputs", forbidden)
     monkeypatch.setattr("seglab.models.zoo.load_model", forbidden)
     monkeypatch.setattr("seglab.engine.trainer.train", forbidden)
@@ -127,14 +126,13 @@ def test_check_output_paths_create_nothing(tmp_path):
 
 SCRIPT = """
 import contextlib, io, json, sys
-import seglab.engine.trainer, seglab.inference.predictor
-from seglab.cli import eval as eval_cli
+import seglab.engine.trainer, seglab.evaluation, seglab.inference.predictor
 from seglab.cli.main import main
 
 def forbidden(*args, **kwargs):
     raise AssertionError("work started before the output path was checked")
 
-eval_cli.evaluate_model = seglab.inference.predictor.collect_inputs = forbidden
+seglab.evaluation.evaluate_model = seglab.inference.predictor.collect_inputs = forbidden
 seglab.engine.trainer.train = forbidden
 results = []
 for argv in json.loads(sys.argv[1]):

@@ -7,7 +7,8 @@ from PIL import Image
 
 from seglab.data import DataConfig, build_training_datasets
 from seglab.data.images import load_image, stored_pixels
-from seglab.data.intensity import PIXELS_PER_IMAGE, check_intensity, measure_intensity_range
+from seglab.data.config import check_intensity
+from seglab.data.intensity import PIXELS_PER_IMAGE, measure_intensity_range
 from seglab.errors import UserError
 
 # float32 results in [0, 1] against a float64 reference: a few ulps at 1 (2**-24 each)

@@ -149,7 +149,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_unknown_recipe_lists_the_recipes():
-    with pytest.raises(UserError, match="no such config file or shipped recipe; .*cnn_shapes"):
+    with pytest.raises(UserError, match=r"shipped recipe \(did you mean cnn_shapes\?\); .*unet"):
         load_config("cnn_shapez")
 
 
@@ -188,8 +188,11 @@ def test_num_classes_that_disagrees_with_the_data(tmp_path):
     ],
 )
 def test_unknown_model_key_lists_each_builders_keys(tmp_path, name, valid):
-    raw = minimal(model={"name": name})
-    with pytest.raises(UserError, match=r"unknown key 'model\.bogus'; valid keys: ") as error:
+    layout = {"cnn": "folders", "unet": "masks"}.get(name, "coco")  # the rest is checked first
+    raw = minimal(model={"name": name}, data={"root": "d", "layout": layout})
+    with pytest.raises(
+        UserError, match=r"^--set model.bogus=1: unknown key 'model\.bogus'; valid keys: "
+    ) as error:
         load_config(write(tmp_path, raw), ["model.bogus=1"])
     listed = str(error.value).split("valid keys: ")[1].split(", ")
     assert set(valid) <= set(listed) and "num_classes" not in listed

@@ -13,7 +13,7 @@ from seglab.errors import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from seglab.models.detection.convert import TORCHVISION_ARCHS
+    from seglab.models.detection.torchvision_archs import TORCHVISION_ARCHS
 
     parser = subparsers.add_parser(
         "convert",

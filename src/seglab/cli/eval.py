@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from seglab.errors import UserError
-from seglab.evaluation import evaluate_files, evaluate_model
-from seglab.evaluation.coco import AP_NAMES, IOU_TYPES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seglab.engine.device import resolve_device
+    from seglab.evaluation import evaluate_files, evaluate_model
     from seglab.files import atomic_write_json, check_output_file
 
     files = bool(args.gt or args.pred)
@@ -135,6 +134,8 @@ def default_metrics_path(model_path: str, data_dir: str | None, split: str) -> P
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     """A plain-text table of evaluation metrics (COCO AP, segmentation or classification)."""
+    from seglab.evaluation.coco import AP_NAMES, IOU_TYPES
+
     lines = []
     if "loss" in metrics:
         lines.append(f"{'loss':<16}{metrics['loss']:>10.4f}")
@@ -167,8 +168,15 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def _cell(value: float | None) -> str:
-    # COCO reports -1 where a metric is undefined (no ground truth of that size); semantic
-    # and classification metrics use None for a class with no pixels / images.
+    return f"{metric_text(value):>10}"
+
+
+def metric_text(value: float | None) -> str:
+    """A metric as every summary prints it: `0.4123`, or `n/a` where it is undefined.
+
+    COCO reports -1 where a metric is undefined (no ground truth of that size); semantic
+    and classification metrics use None for a class with no pixels / images.
+    """
     if value is None or value == -1:
-        return f"{'n/a':>10}"
-    return f"{value:>10.4f}"
+        return "n/a"
+    return f"{value:.4f}"

@@ -1,6 +1,8 @@
 """`seglab train CONFIG --out RUN [--set key=value ...]`: train, or resume a run.
 
-`seglab train --out RUN [--set ...]` resumes RUN from its own `config.yaml`.
+`seglab train --out RUN [--set ...]` resumes RUN from its own `config.yaml`;
+`seglab train --list` describes the shipped recipes. Everything that can be checked
+without tensors (the config, its files, RUN) is checked before torch is imported.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 from seglab.errors import UserError
 from seglab.progress import quiet
+
+CONFIG_NAME = "config.yaml"  # seglab.engine.run_dir's, without importing torch for it
 
 
 def add_parser(subparsers) -> None:
@@ -31,9 +35,16 @@ def add_parser(subparsers) -> None:
         "config",
         nargs="?",
         metavar="CONFIG",
-        help="YAML config file or recipe name (default: RUN/config.yaml, to resume RUN)",
+        help="YAML config file or recipe name (default: RUN/config.yaml, to resume RUN); "
+        "--list shows the recipes",
     )
-    parser.add_argument("--out", required=True, metavar="RUN", help="run folder")
+    parser.add_argument("--out", metavar="RUN", help="run folder (required to train)")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the shipped recipes, one line each (model, data, budget, measured result) "
+        "and exit",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -48,25 +59,43 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seglab.engine.distributed import from_environment
-    from seglab.engine.transcript import transcript
+    from seglab.engine.config import check_model_args, check_paths_exist, load_config
     from seglab.files import check_output_folder
 
+    if args.list:
+        from seglab.engine.recipes import recipe_lines
+
+        print("\n".join(recipe_lines()))
+        return 0
+    if args.out is None:
+        raise UserError("--out RUN is required: the run folder to train into (or resume)")
     run_dir = check_output_folder(args.out)
+    source = _config_source(args.config, run_dir)
+    # no torch up to check_model_args: these mistakes answer at once
+    config = load_config(source, args.overrides, model_args=False)
+    if args.config is not None:
+        _check_resumed_paths(run_dir, config)
+    check_paths_exist(config, str(source), args.overrides)
+    check_model_args(config, str(source), args.overrides)
+    return _train_with_log(args, run_dir, config)
+
+
+def _train_with_log(args: argparse.Namespace, run_dir: Path, config) -> int:
+    from seglab.engine.distributed import from_environment
+    from seglab.engine.transcript import transcript
+
     if not from_environment().main:  # torchrun's other processes: rank 0 prints and logs
         with quiet(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _train(args, run_dir)
+            return _train(run_dir, config)
     with transcript(run_dir):  # what is printed from here on also goes to RUN/train.log
-        return _train(args, run_dir)
+        return _train(run_dir, config)
 
 
-def _train(args: argparse.Namespace, run_dir: Path) -> int:
+def _train(run_dir: Path, config) -> int:
     from seglab.engine.checkpoint import checkpoint_step
-    from seglab.engine.config import load_config
     from seglab.engine.trainer import train
 
-    config = load_config(_config_source(args.config, run_dir), args.overrides)
     step = checkpoint_step(run_dir) if run_dir.is_dir() else None
     try:
         metrics = train(config, run_dir, report=print)
@@ -87,8 +116,6 @@ def _train(args: argparse.Namespace, run_dir: Path) -> int:
 
 def _config_source(config: str | None, run_dir: Path) -> str | Path:
     """CONFIG as given, or the run's own config.yaml to resume it."""
-    from seglab.engine.run_dir import CONFIG_NAME
-
     if config is not None:
         return config
     if not (run_dir / CONFIG_NAME).is_file():
@@ -99,6 +126,39 @@ def _config_source(config: str | None, run_dir: Path) -> str | Path:
     return run_dir / CONFIG_NAME
 
 
+def _check_resumed_paths(run_dir: Path, config) -> None:
+    """A run resumed with CONFIG must read the files it was started with.
+
+    Checked here, before the data is opened: a recipe given again without the run's
+    `--set data.root=...` would otherwise fail on its default data root, a message that
+    does not say the run knows where its data is. (The trainer compares the other keys.)
+    """
+    import yaml
+
+    from seglab.engine.config import PATH_KEYS, config_to_dict
+
+    saved_path = run_dir / CONFIG_NAME
+    if not saved_path.is_file():
+        return
+    saved, given = (
+        yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {},
+        config_to_dict(config),
+    )
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        before, now = (saved.get(section) or {}).get(key), given[section].get(key)
+        if before != now and (before is None or now is None or _resolved(before) != _resolved(now)):
+            raise UserError(
+                f"{run_dir}: this run was started with {dotted}={before} (now {now}); resume "
+                f"it with `seglab train --out {run_dir}`, which reads {saved_path}, or give "
+                f"--set {dotted}={before} again"
+            )
+
+
+def _resolved(path: str) -> Path:
+    return Path(path).resolve()
+
+
 def _how_to_resume(run_dir: Path, step: int | None) -> str:
     if step is None:
         return "stopped before its first checkpoint; rerun the same command to start over"
@@ -106,11 +166,15 @@ def _how_to_resume(run_dir: Path, step: int | None) -> str:
 
 
 def _summary(metrics: dict) -> str:
-    """The scalar metrics, one level deep (`bbox.AP=0.41`), rounded."""
+    """The scalar metrics, one level deep (`bbox.AP=0.41`), rounded; an undefined one
+    (COCO's -1: no object of that size) `n/a`, as `seglab eval`'s table prints it."""
+    from seglab.cli.eval import metric_text
+
     parts = []
     for name, value in metrics.items():
         if isinstance(value, dict):
-            parts += [f"{name}.{k}={v:.4f}" for k, v in value.items() if isinstance(v, float)]
+            parts += [f"{name}.{k}={metric_text(v)}" for k, v in value.items()
+                      if isinstance(v, float)]  # fmt: skip
         elif isinstance(value, float):
-            parts.append(f"{name}={value:.4f}")
+            parts.append(f"{name}={metric_text(value)}")
     return ", ".join(parts)

@@ -1,8 +1,23 @@
-"""The `data:` section of a recipe."""
+"""The `data:` section of a recipe, and the checks of its values that read no file.
+
+Nothing here imports torch: `seglab train` checks a config before PyTorch is loaded.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from seglab.errors import UserError
+
+TASKS = ("classification", "detection", "instance", "semantic")
+# layout -> tasks it can serve
+LAYOUT_TASKS = {
+    "coco": ("detection", "instance", "semantic"),
+    "masks": ("semantic",),
+    "folders": ("classification",),
+}
+AUTO = "auto"  # data.image_size planned from the data (seglab.data.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -65,3 +80,44 @@ class DataConfig:
     val_images: str | None = None
     intensity_range: tuple[float, float] | None = None
     intensity_percentiles: tuple[float, float] | None = None
+
+
+def check_transform_options(cfg: DataConfig, *, task: str) -> None:
+    """Raise a UserError for a `data:` option `build_transforms` would refuse."""
+    if cfg.image_size == AUTO:
+        if task == "classification":  # detection and instance models resize themselves
+            raise UserError("data.image_size auto: for semantic segmentation, not classification")
+    elif isinstance(cfg.image_size, str) or cfg.image_size < 1:
+        raise UserError(
+            f"data.image_size must be a positive number of pixels or auto, not {cfg.image_size}"
+        )
+    if cfg.crop_size is not None and (task != "semantic" or cfg.crop_size < 1):
+        raise UserError(
+            f"data.crop_size: a positive number of pixels, for semantic segmentation only "
+            f"(not {cfg.crop_size} for {task!r})"
+        )
+    for name in ("hflip", "vflip"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise UserError(f"data.{name} is a probability in [0, 1], not {getattr(cfg, name)}")
+    jitter = cfg.scale_jitter
+    if jitter is not None and not (len(jitter) == 2 and 0 < jitter[0] <= jitter[1]):
+        raise UserError(f"data.scale_jitter must be [lo, hi] with 0 < lo <= hi, not {jitter}")
+    for name in ("elastic", "weight_map"):
+        if getattr(cfg, name) and task != "semantic":
+            raise UserError(f"data.{name}: only for semantic segmentation, not task {task!r}")
+
+
+def check_intensity(cfg: DataConfig) -> None:
+    """The intensity keys are valid numbers (read before any file is)."""
+    if cfg.intensity_range is not None:
+        low, high = cfg.intensity_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise UserError(f"data.intensity_range {list(cfg.intensity_range)}: give [lo, hi] "
+                            "with lo < hi, in the files' stored values")  # fmt: skip
+    if cfg.intensity_percentiles is not None:
+        low, high = cfg.intensity_percentiles
+        if not 0 <= low < high <= 100:
+            raise UserError(
+                f"data.intensity_percentiles {list(cfg.intensity_percentiles)}: give "
+                "[p_lo, p_hi] with 0 <= p_lo < p_hi <= 100, e.g. [0.5, 99.5]"
+            )

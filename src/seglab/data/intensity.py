@@ -12,33 +12,14 @@ train split's pixels; the run's config records the range they gave, so evaluatio
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from torch.utils.data import Dataset
 
-from seglab.data.config import DataConfig
 from seglab.data.images import stored_pixels
 from seglab.errors import UserError
 from seglab.progress import progress
 
 PIXELS_PER_IMAGE = 65536  # drawn from each training image to estimate the percentiles
-
-
-def check_intensity(cfg: DataConfig) -> None:
-    """The intensity keys are valid numbers (read before any file is)."""
-    if cfg.intensity_range is not None:
-        low, high = cfg.intensity_range
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise UserError(f"data.intensity_range {list(cfg.intensity_range)}: give [lo, hi] "
-                            "with lo < hi, in the files' stored values")  # fmt: skip
-    if cfg.intensity_percentiles is not None:
-        low, high = cfg.intensity_percentiles
-        if not 0 <= low < high <= 100:
-            raise UserError(
-                f"data.intensity_percentiles {list(cfg.intensity_percentiles)}: give "
-                "[p_lo, p_hi] with 0 <= p_lo < p_hi <= 100, e.g. [0.5, 99.5]"
-            )
 
 
 def measure_intensity_range(

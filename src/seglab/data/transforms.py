@@ -28,11 +28,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
-from seglab.data.config import DataConfig
+from seglab.data.config import AUTO, DataConfig, check_transform_options
 from seglab.data.elastic import ElasticDeformation
-from seglab.errors import UserError
-
-AUTO = "auto"  # data.image_size planned from the data (seglab.data.fingerprint)
 
 
 class RandomRot90(v2.Transform):
@@ -214,39 +211,10 @@ _STEPS = {
 }
 
 
-def _check_options(cfg: DataConfig, task: str) -> None:
-    if cfg.image_size == AUTO:
-        if task == "classification":  # detection and instance models resize themselves
-            raise UserError("data.image_size auto: for semantic segmentation, not classification")
-    elif isinstance(cfg.image_size, str) or cfg.image_size < 1:
-        raise UserError(
-            f"data.image_size must be a positive number of pixels or auto, not {cfg.image_size}"
-        )
-    if cfg.crop_size is not None and (task != "semantic" or cfg.crop_size < 1):
-        raise UserError(
-            f"data.crop_size: a positive number of pixels, for semantic segmentation only "
-            f"(not {cfg.crop_size} for {task!r})"
-        )
-    for name in ("hflip", "vflip"):
-        if not 0 <= getattr(cfg, name) <= 1:
-            raise UserError(f"data.{name} is a probability in [0, 1], not {getattr(cfg, name)}")
-    jitter = cfg.scale_jitter
-    if jitter is not None and not (len(jitter) == 2 and 0 < jitter[0] <= jitter[1]):
-        raise UserError(f"data.scale_jitter must be [lo, hi] with 0 < lo <= hi, not {jitter}")
-    for name in ("elastic", "weight_map"):
-        if getattr(cfg, name) and task != "semantic":
-            raise UserError(f"data.{name}: only for semantic segmentation, not task {task!r}")
-
-
-def check_transform_options(cfg: DataConfig, *, task: str) -> None:
-    """Raise a UserError for a `data:` option `build_transforms` would refuse."""
-    _check_options(cfg, task)
-
-
 def build_transforms(cfg: DataConfig, *, task: str, train: bool) -> v2.Compose:
     """The `(image, target) -> (image, target)` pipeline for `task`; see the module doc.
     A semantic `cfg.image_size` must be planned (a number, not `auto`)."""
-    _check_options(cfg, task)
+    check_transform_options(cfg, task=task)
     steps: list = []
     if cfg.weight_map:  # first: computed (and cached) once per image, then augmented with it
         from seglab.data.weight_map import AddWeightMap  # scipy: imported only when asked for

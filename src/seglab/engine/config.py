@@ -8,24 +8,25 @@ key is checked: an unknown key, a value of the wrong type or an unknown model ar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import types
 import typing
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from seglab.data import LAYOUT_TASKS
-from seglab.data.config import DataConfig
-from seglab.data.intensity import check_intensity
+# No torch below: a config is read and checked before PyTorch loads (issue 22).
+from seglab.data.config import LAYOUT_TASKS, DataConfig, check_intensity, check_transform_options
 from seglab.data.splits import check_locations, data_name
-from seglab.data.transforms import check_transform_options
-from seglab.errors import SeglabWarning, UserError
+from seglab.errors import SeglabWarning, UserError, did_you_mean
 from seglab.files import atomic_write_text
-from seglab.models.zoo import builder_parameters, model_task
+from seglab.models.specs import builder_parameters, model_task
 
 
 @dataclass(frozen=True)
@@ -91,34 +92,153 @@ POSITIVE = ("train.batch_size", "train.max_steps", "train.eval_every", "train.ch
 POSITIVE += ("train.log_every", "train.lr")
 
 
+# Keys that name a file or a folder. Relative values in a YAML file are read from the file's
+# folder; those of `--set` and of a shipped recipe named by name, from the current folder.
+PATH_KEYS = (
+    "data.root",
+    "data.train_json",
+    "data.train_images",
+    "data.val_json",
+    "data.val_images",
+    "model.backbone_weights",
+    "train.init",
+)
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+
+
+class ConfigKeyError(UserError):
+    """A mistake in one key's name or value: `key` (dotted) lets `load_config` blame the
+    `--set` that gave it rather than the file."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.key, self.problem = key, problem
+
+
 def recipes_dir() -> Path:
     """The shipped recipes: `configs/` inside the installed package (in the repository a
     link to its top-level `configs/`)."""
     return Path(__file__).parents[1] / "configs"  # seglab/engine/config.py -> seglab/configs
 
 
-def load_config(path_or_recipe: str | Path, overrides: list[str] | tuple = ()) -> Config:
-    """Read a YAML file (or a shipped recipe by name), apply `a.b=value` overrides, check it."""
-    path = _find_config(str(path_or_recipe))
+def load_config(
+    path_or_recipe: str | Path, overrides: list[str] | tuple = (), *, model_args: bool = True
+) -> Config:
+    """Read a YAML file (or a shipped recipe by name), apply `a.b=value` overrides, check it.
+
+    Relative paths (`PATH_KEYS`) of a YAML file are resolved against the file's folder, as
+    most tools read their config files; a recipe's and the overrides' against the current
+    folder. A mistake in an override's key or value names `--set`, not the file.
+
+    `model_args=False` leaves out the check of the model's keyword arguments, the one check
+    that imports torch (the builder's signature is read from its code): `seglab train`
+    checks the rest, and the files, first (`check_model_args` then).
+    """
+    path, is_recipe = _find_config(str(path_or_recipe))
     raw = _read_yaml(path)
+    if not is_recipe:
+        _resolve_paths(raw, path.parent)
     for override in overrides:
         _apply_override(raw, override, path)
-    return config_from_dict(raw, source=str(path))
+    with _blaming_overrides(overrides):
+        return config_from_dict(raw, source=str(path), model_args=model_args)
 
 
-def _find_config(path_or_recipe: str) -> Path:
+def check_model_args(config: Config, source: str, overrides: list[str] | tuple = ()) -> None:
+    """The `model:` keys are the builder's arguments (imports the model's code, and torch)."""
+    with _blaming_overrides(overrides):
+        _check_model_args(config.model, source)
+
+
+@contextlib.contextmanager
+def _blaming_overrides(overrides: list[str] | tuple) -> Iterator[None]:
+    """A ConfigKeyError about a key that an override set names the override, not the file:
+    `--set train.lrr=0.1: unknown key 'train.lrr' (did you mean train.lr?); ...`."""
+    try:
+        yield
+    except ConfigKeyError as error:
+        for override in overrides:
+            key = override.partition("=")[0]
+            if key == error.key or key.startswith(f"{error.key}."):
+                raise UserError(f"--set {override}: {error.problem}") from None
+        raise
+
+
+def recipe_names() -> list[str]:
+    return sorted(path.stem for path in recipes_dir().glob("*.yaml"))
+
+
+def _find_config(path_or_recipe: str) -> tuple[Path, bool]:
+    """The config file, and whether it is a shipped recipe given by its name."""
     path = Path(path_or_recipe)
     if path.is_file():
-        return path
+        return path, False
     if path.exists():
         raise UserError(f"{path}: is not a file; give a YAML config file or a recipe name")
     recipe = recipes_dir() / f"{path_or_recipe}.yaml"
     if "/" not in path_or_recipe and path.suffix not in (".yaml", ".yml") and recipe.is_file():
-        return recipe
+        return recipe, True
     if "/" in path_or_recipe or path.suffix in (".yaml", ".yml"):
         raise UserError(f"{path}: config file not found")
-    known = ", ".join(sorted(p.stem for p in recipes_dir().glob("*.yaml"))) or "none"
-    raise UserError(f"{path_or_recipe}: no such config file or shipped recipe; recipes: {known}")
+    known = recipe_names()
+    hint = did_you_mean(path_or_recipe, known)
+    raise UserError(
+        f"{path_or_recipe}: no such config file or shipped recipe{hint}; recipes: "
+        f"{', '.join(known) or 'none'} (`seglab train --list` describes them)"
+    )
+
+
+def _resolve_paths(raw: dict, folder: Path) -> None:
+    """Relative `PATH_KEYS` values of `raw` (read from a file in `folder`) -> `folder/value`."""
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        values = raw.get(section)
+        if not isinstance(values, dict) or not isinstance(values.get(key), str):
+            continue
+        value = values[key]
+        if _is_path(dotted, value) and not Path(value).is_absolute():
+            values[key] = str(folder / value)
+
+
+def _is_path(key: str, value: str) -> bool:
+    """False for a weight name (`model.backbone_weights: ResNet50_Weights.IMAGENET1K_V2`)."""
+    if key != "model.backbone_weights":
+        return True
+    return "/" in value or os.sep in value or value.lower().endswith(WEIGHT_FILE_SUFFIXES)
+
+
+def check_paths_exist(config: Config, source: str, overrides: list[str] | tuple = ()) -> None:
+    """Each file or folder the config names is there (before any work: `seglab train`);
+    a missing one that `overrides` set is blamed on its `--set`.
+
+    A relative path is shown with the folder it was read from, so that a path resolved
+    against the config file's folder is not mistaken for one from the current folder.
+    """
+    flat = {
+        "data.root": (config.data.root, "folder"),
+        "data.train_json": (config.data.train_json, "file"),
+        "data.train_images": (config.data.train_images, "folder"),
+        "data.val_json": (config.data.val_json, "file"),
+        "data.val_images": (config.data.val_images, "folder"),
+        "model.backbone_weights": (config.model.backbone_weights, "file"),
+        "train.init": (config.train.init, "file"),
+    }
+    with _blaming_overrides(overrides):
+        for key, (value, kind) in flat.items():
+            if value is not None and _is_path(key, value):
+                _check_path(Path(value), kind, key, source)
+
+
+def _check_path(path: Path, kind: str, key: str, source: str) -> None:
+    if path.is_dir() if kind == "folder" else path.is_file():
+        return
+    problem = f"{key}: {path} {'is not a ' + kind if path.exists() else 'not found'}"
+    if not path.is_absolute():
+        problem += (
+            f" (from the current folder, {Path.cwd()}); relative paths in a config file are "
+            "read from the file's folder, in --set from the current folder"
+        )
+    raise ConfigKeyError(source, key, problem)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -150,7 +270,7 @@ def _apply_override(raw: dict, override: str, path: Path) -> None:
     section[leaf] = value
 
 
-def config_from_dict(raw: dict, *, source: str = "config") -> Config:
+def config_from_dict(raw: dict, *, source: str = "config", model_args: bool = True) -> Config:
     """Check every key and value of a recipe mapping and build the frozen `Config`."""
     _check_keys(raw, ("seed", "model", "data", "train"), "", source)
     for section in ("model", "data"):
@@ -167,6 +287,8 @@ def config_from_dict(raw: dict, *, source: str = "config") -> Config:
     )
     _check_values(config, source)
     _check_data(config, source)
+    if model_args:  # last: the builder's arguments are read from its code, which imports torch
+        _check_model_args(config.model, source)
     return config
 
 
@@ -186,9 +308,12 @@ def _model_config(raw: dict, source: str) -> ModelConfig:
         backbone_weights = _coerce(backbone_weights, str, "model.backbone_weights", source)
     own = ("name", "num_classes", "backbone_weights")
     args = {key: value for key, value in raw.items() if key not in own}
-    valid = [key for key in builder_parameters(name) if key != "num_classes"]
-    _check_keys(args, [*valid, "backbone_weights"], "model.", source)
     return ModelConfig(name, num_classes, args, backbone_weights)
+
+
+def _check_model_args(model: ModelConfig, source: str) -> None:
+    valid = [key for key in builder_parameters(model.name) if key != "num_classes"]
+    _check_keys(model.args, [*valid, "backbone_weights"], "model.", source)
 
 
 def _dataclass_from(cls: type, raw: dict, prefix: str, source: str):
@@ -213,9 +338,11 @@ def _dataclass_from(cls: type, raw: dict, prefix: str, source: str):
 def _check_keys(raw: dict, valid: list[str] | tuple, prefix: str, source: str) -> None:
     for key in raw:
         if key not in valid:
-            raise UserError(
-                f"{source}: unknown key '{prefix}{key}'; valid keys: {', '.join(valid)}"
-            )
+            hint = did_you_mean(str(key), valid, prefix)
+            raise ConfigKeyError(
+                source, f"{prefix}{key}",
+                f"unknown key '{prefix}{key}'{hint}; valid keys: {', '.join(valid)}",
+            )  # fmt: skip
 
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
@@ -259,17 +386,18 @@ def _coerce_tuple(value: Any, hint: Any, key: str, source: str) -> tuple:
 
 def _bad_type(value: Any, hint: Any, key: str, source: str):
     wanted = getattr(hint, "__name__", None) or str(hint)
-    raise UserError(f"{source}: {key} must be {wanted}, got {value!r}")
+    raise ConfigKeyError(source, key, f"{key} must be {wanted}, got {value!r}")
 
 
 def _check_values(config: Config, source: str) -> None:
     flat = {f"train.{key}": value for key, value in dataclasses.asdict(config.train).items()}
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
-            raise UserError(f"{source}: {key} must be one of {', '.join(choices)}")
+            hint = did_you_mean(str(flat[key]), choices)
+            raise ConfigKeyError(source, key, f"{key} must be one of {', '.join(choices)}{hint}")
     for key in POSITIVE:
         if flat[key] <= 0:
-            raise UserError(f"{source}: {key} must be positive, got {flat[key]}")
+            raise ConfigKeyError(source, key, f"{key} must be positive, got {flat[key]}")
     device = config.train.device
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise UserError(f"{source}: train.device must be auto, cpu, cuda or cuda:N")
@@ -381,8 +509,15 @@ def _plain(value: Any) -> Any:
 
 
 def save_config(config: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML, atomically."""
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    """Write the resolved config as YAML, atomically, its paths absolute: a run's
+    `config.yaml` names the same files whatever folder it is resumed from."""
+    raw = config_to_dict(config)
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        value = raw[section].get(key)
+        if isinstance(value, str) and _is_path(dotted, value):
+            raw[section][key] = os.path.abspath(value)
+    text = yaml.safe_dump(raw, sort_keys=False)
     return atomic_write_text(path, text)
 
 

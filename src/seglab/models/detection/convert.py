@@ -18,27 +18,8 @@ from torch import Tensor, nn
 from seglab.errors import UserError, require_file
 from seglab.models.backbones.torchvision_keys import rename_torchvision_backbone_key
 from seglab.models.card import ModelCard
+from seglab.models.detection.torchvision_archs import TORCHVISION_ARCHS
 from seglab.models.zoo import build_from_card, model_task
-
-# torchvision's v1 detectors: RoIAlign without the half-pixel offset, and FrozenBatchNorm
-# with eps=0 in its pretrained COCO checkpoints (a randomly initialised torchvision model
-# has eps=1e-5: convert it with `--set frozen_bn_eps=1e-5`).
-_V1 = {"roi_align_half_pixel": False, "frozen_bn_eps": 0.0}
-# torchvision's v2 detectors (Li et al., "Benchmarking detection transfer learning with
-# vision transformers", 2021): BatchNorm in the backbone, FPN and heads, two RPN convs, a
-# 4-conv + 1-fc box head.
-_V2 = {
-    "roi_align_half_pixel": False, "norm": "bn", "fpn_norm": "bn", "rpn_head_convs": 2,
-    "box_head": "conv", "head_norm": "bn",
-}  # fmt: skip
-
-# torchvision architecture -> (our model name, builder arguments it implies)
-TORCHVISION_ARCHS: dict[str, tuple[str, dict]] = {
-    "faster_rcnn_resnet50_fpn": ("faster_rcnn", {"backbone": "resnet50", **_V1}),
-    "mask_rcnn_resnet50_fpn": ("mask_rcnn", {"backbone": "resnet50", **_V1}),
-    "faster_rcnn_resnet50_fpn_v2": ("faster_rcnn", {"backbone": "resnet50", **_V2}),
-    "mask_rcnn_resnet50_fpn_v2": ("mask_rcnn", {"backbone": "resnet50", **_V2}),
-}
 
 # Heads: (torchvision key pattern, our key), first match wins; other keys keep their name.
 # The backbone and FPN keys are renamed by `rename_torchvision_backbone_key`.
