@@ -81,15 +81,29 @@ def check_output_file(path: str | Path, option: str = "--out") -> Path:
 def _check_can_write_below(folder: Path, path: Path, option: str) -> None:
     """`folder`'s closest existing ancestor must be a folder we may create entries in.
 
-    The test is `os.access`, the kernel's answer for this process (mode bits, ACLs, a
-    read-only mount); no probe file is written. Replacing a file needs only its folder to be
-    writable, since `atomic_write` renames a new file onto it.
+    The tests are the mount's read-only flag (named as such in the message) and
+    `os.access`, the kernel's answer for this process (mode bits, ACLs); no probe file is
+    written. Replacing a file needs only its folder to be writable, since `atomic_write`
+    renames a new file onto it.
     """
     existing = next((p for p in (folder, *folder.parents) if os.path.exists(p)), Path("."))
     if not os.path.isdir(existing):
         raise UserError(f"{path}: {existing} is a file, not a folder; choose another {option}")
+    if _read_only_file_system(existing):  # checked first: even root cannot write there
+        raise UserError(
+            f"{path}: {existing} is on a read-only file system; choose another {option} on a "
+            "writable one"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(
             f"{path}: no permission to write in {existing}; choose another {option} or make "
             f"that folder writable"
         )
+
+
+def _read_only_file_system(folder: Path) -> bool:
+    """Whether `folder` is on a file system mounted read-only (statvfs's ST_RDONLY flag)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:  # a file system that does not say: the access test decides
+        return False
