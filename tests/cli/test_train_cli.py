@@ -288,3 +288,38 @@ def test_ctrl_c_in_a_terminal_saves_a_checkpoint_and_out_alone_resumes(
     out = capsys.readouterr().out
     assert f"resuming {run} from {run / 'checkpoint.pt'} (step {step})" in out
     assert f"step {step + 1};" in out
+
+
+def test_a_run_folder_is_locked_while_a_process_trains_into_it(shapes_root, tmp_path, capsys):
+    """Two `seglab train --out RUN` on one RUN: the second is refused in one line naming
+    the first's pid (exit 2) before it reads or writes the run; once the first is killed
+    (SIGKILL: no clean-up ran), its lock file names a dead process and does not block."""
+    run = tmp_path / "run"
+    far = "100000"
+    settings = {**SETTINGS, "train.max_steps": far, "train.checkpoint_every": far,
+                "train.eval_every": far, "train.log_every": "1"}  # fmt: skip
+    overrides = [arg for item in settings.items() for arg in ("--set", "=".join(item))]
+    command = [sys.executable, "-m", "seglab", "train", "cnn_shapes", "--out", str(run),
+               "--set", f"data.root={shapes_root}", *overrides, "--quiet"]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)  # fmt: skip
+    lock = run / ".lock"
+    try:
+        deadline = time.monotonic() + 120
+        while not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert first.poll() is None  # still training: the second did not stop it
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.communicate(timeout=60)
+    assert second.returncode == 2
+    assert second.stderr.splitlines() == [
+        f"seglab train: error: {run}: another process (pid {first.pid}) is training into this "
+        f"run folder; wait for it to end, or use another --out"
+    ]
+    assert lock.read_text().strip() == str(first.pid)  # left behind by the killed process
+    assert main(["train", "--out", str(run), "--set", "train.max_steps=1", "-q"]) == 0
+    assert lock.read_text() == ""  # released at the end of the run
+    assert "step 1;" in capsys.readouterr().out

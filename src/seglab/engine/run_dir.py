@@ -5,10 +5,17 @@ reads it back from `RUN/config.yaml`). Keys that set the budget or the bookkeepi
 long, how often to log/evaluate/save, where to compute) may change between sessions; any
 other difference is refused, since the weights would no longer come from one recipe. A
 value given again unchanged is no difference, nor is a path spelled another way.
+
+A run folder is locked while a process trains into it (`run_lock`): a second `seglab train`
+on the same RUN is refused with the first one's pid, instead of both writing into it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -19,6 +26,7 @@ from seglab.errors import UserError
 from seglab.files import check_output_folder
 
 CONFIG_NAME = "config.yaml"
+LOCK_NAME = ".lock"
 CHANGEABLE_ON_RESUME = (
     "train.max_steps",
     "train.max_minutes",
@@ -46,8 +54,78 @@ def prepare_run_dir(run_dir: Path, config: Config) -> Path:
     refuse the run (config, data, model) has been checked, so a refused run leaves nothing."""
     check_output_folder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.resolve() in _LOCKS:  # a new folder: locked now, before anything is written
+        _LOCKS[run_dir.resolve()].acquire()
     save_config(config, run_dir / CONFIG_NAME)
     return run_dir
+
+
+class RunLock:
+    """The lock on one run folder: the kernel's `flock` on `RUN/.lock`, which holds the pid
+    of the process that has it (for the refusal's message).
+
+    The kernel releases a flock when its process ends, however it ends (exit, crash,
+    SIGKILL): a `.lock` left by a dead process names a pid but locks nothing.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / LOCK_NAME
+        self._descriptor: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock (again: nothing), or raise UserError naming the process holding it."""
+        if self._descriptor is not None:
+            return
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+            os.close(descriptor)
+            raise UserError(
+                f"{self.run_dir}: another process (pid {holder or 'unknown'}) is training into "
+                f"this run folder; wait for it to end, or use another --out"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        self._descriptor = descriptor
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.ftruncate(self._descriptor, 0)  # no pid: nobody holds it
+            os.close(self._descriptor)  # closing releases the flock
+            self._descriptor = None
+
+
+_LOCKS: dict[Path, RunLock] = {}  # the folders this process locks, by resolved path
+
+
+@contextmanager
+def run_lock(run_dir: Path, *, enabled: bool = True) -> Iterator[None]:
+    """Hold `run_dir`'s lock while the block runs: taken at once when the folder exists,
+    else by `prepare_run_dir` when it creates it (a refused run leaves no folder).
+
+    Args:
+        enabled: False for the other processes of a torchrun run (rank 0 holds the lock).
+
+    Raises:
+        UserError: another process holds the lock.
+    """
+    if not enabled:
+        yield
+        return
+    check_output_folder(run_dir)  # one line for a folder that cannot be written
+    lock = RunLock(run_dir)
+    key = run_dir.resolve()
+    if run_dir.is_dir():
+        lock.acquire()
+    _LOCKS[key] = lock
+    try:
+        yield
+    finally:
+        _LOCKS.pop(key, None)
+        lock.release()
 
 
 def check_resume(run_dir: Path, config: Config) -> None:

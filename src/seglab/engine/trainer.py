@@ -55,7 +55,7 @@ from seglab.engine.device import resolve_device
 from seglab.engine.interrupt import Interrupted, StopRequest, ignore_interrupts
 from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
 from seglab.engine.optim import build_optimizer, build_scheduler
-from seglab.engine.run_dir import check_resume, prepare_run_dir
+from seglab.engine.run_dir import check_resume, prepare_run_dir, run_lock
 from seglab.engine.tracking import TensorBoardLog
 from seglab.errors import SeglabWarning, UserError
 from seglab.files import check_output_folder
@@ -106,15 +106,17 @@ def train(
     checkpoint, `model.backbone_weights`, `train.init`) and the planned image size; the
     command line prints them.
     """
-    session = _open_session(config, Path(run_dir), progress, report or (lambda line: None))
-    try:
-        if not _finished(session):
-            _loop(session)
-        return _finish(session)
-    finally:
-        if session.tensorboard is not None:
-            session.tensorboard.close()
-        distributed.stop()
+    # one process trains into a run folder at a time; under torchrun rank 0 locks it for all
+    with run_lock(Path(run_dir), enabled=distributed.from_environment().main):
+        session = _open_session(config, Path(run_dir), progress, report or (lambda line: None))
+        try:
+            if not _finished(session):
+                _loop(session)
+            return _finish(session)
+        finally:
+            if session.tensorboard is not None:
+                session.tensorboard.close()
+            distributed.stop()
 
 
 def _open_session(
