@@ -40,12 +40,19 @@ class DataConfig:
             unused (the model resizes).
         crop_size: semantic: side of the random square crop each training image gives,
             after the resize; null: `image_size`.
+        mirror_margin: semantic, training: pixels of context around each training crop,
+            read from the image around it and mirrored beyond its border (U-Net paper §2,
+            Fig. 2: overlap-tile in training too); the mask there is ignored (255). A
+            `valid` U-Net with this margin (`valid_margin(depth)`) outputs the crop exactly,
+            so every pixel of an image can be supervised; 0: none.
         hflip, vflip: probabilities of a horizontal / vertical flip (training only).
         rot90: random multiples of 90 degrees (U-Net paper), training only.
         scale_jitter: `(lo, hi)` relative scale drawn uniformly per image, training only.
         photometric: brightness/contrast/saturation/hue jitter, training only.
         elastic: U-Net paper elastic deformation (`seglab.data.elastic`).
         weight_map: U-Net paper border weight map in `target["weight_map"]`.
+        weight_map_w0, weight_map_sigma: its border term's weight and width in pixels of
+            the files (eq. 2; the paper's w0 = 10, sigma = 5 px).
         cache_mb: MiB of decoded samples (images, masks) kept in memory by each
             data-loading process, least recently used dropped first; 0 decodes every time.
         channels: channels images are loaded with (1 or 3); null: 1 when every image is
@@ -64,6 +71,7 @@ class DataConfig:
     layout: str = "coco"
     image_size: int | str = 256
     crop_size: int | None = None
+    mirror_margin: int = 0
     hflip: float = 0.5
     vflip: float = 0.0
     rot90: bool = False
@@ -71,6 +79,8 @@ class DataConfig:
     photometric: bool = False
     elastic: bool = False
     weight_map: bool = False
+    weight_map_w0: float = 10.0
+    weight_map_sigma: float = 5.0
     cache_mb: float = 0
     channels: int | None = None
     mask_values: tuple[int, ...] | None = None
@@ -102,9 +112,14 @@ def check_transform_options(cfg: DataConfig, *, task: str) -> None:
     jitter = cfg.scale_jitter
     if jitter is not None and not (len(jitter) == 2 and 0 < jitter[0] <= jitter[1]):
         raise UserError(f"data.scale_jitter must be [lo, hi] with 0 < lo <= hi, not {jitter}")
-    for name in ("elastic", "weight_map"):
+    for name in ("elastic", "weight_map", "mirror_margin"):
         if getattr(cfg, name) and task != "semantic":
             raise UserError(f"data.{name}: only for semantic segmentation, not task {task!r}")
+    if cfg.mirror_margin < 0:
+        raise UserError(f"data.mirror_margin: pixels of context, >= 0, not {cfg.mirror_margin}")
+    if cfg.weight_map_w0 < 0 or cfg.weight_map_sigma <= 0:
+        raise UserError(f"data.weight_map_w0 >= 0 and data.weight_map_sigma > 0 (pixels), not "
+                        f"{cfg.weight_map_w0} and {cfg.weight_map_sigma}")  # fmt: skip
 
 
 def check_intensity(cfg: DataConfig) -> None:

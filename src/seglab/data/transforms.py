@@ -10,8 +10,9 @@ Pipelines (`build_transforms`):
   flips, rot90, photometric jitter.
 - semantic: train: resize the shortest side to `S` (times the scale jitter), random square
   crop of side `crop_size` (default `S`; zero padding, labelled background where the image
-  is smaller), flips, rot90, photometric, elastic, weight map; val: resize the shortest
-  side to `S`.
+  is smaller; with `mirror_margin`, grown by it and mirrored, labelled ignored, beyond the
+  image), flips, rot90, photometric, elastic, weight map; val: resize the shortest side
+  to `S`.
 - detection / instance: no resize (the model resizes); train: large-scale jitter (resize by
   the jitter factor, crop or pad back to the input size), flips, rot90, photometric.
 Masks are resized by sampling at pixel centres, aligned with the image (`_resize`).
@@ -30,6 +31,8 @@ from torchvision.transforms.v2._utils import query_size
 
 from seglab.data.config import AUTO, DataConfig, check_transform_options
 from seglab.data.elastic import ElasticDeformation
+from seglab.ops.windows import mirror_indices
+from seglab.structures.masks import IGNORE_INDEX
 
 
 class RandomRot90(v2.Transform):
@@ -72,6 +75,9 @@ class RandomScaleCrop(v2.Transform):
 
     With `output_size=None` the window has the input's size: large-scale jitter (Ghiasi et
     al., 2021). With `short_side`, the factor is relative to resizing the shortest side to it.
+    With `mirror_margin` m the window is grown by m on every side, read from the image and
+    mirrored beyond its border (`_mirror_window`): the context a `valid` U-Net needs to
+    predict the window itself (U-Net paper §2, Fig. 2).
     """
 
     def __init__(
@@ -80,9 +86,11 @@ class RandomScaleCrop(v2.Transform):
         *,
         output_size: tuple[int, int] | None = None,
         short_side: int | None = None,
+        mirror_margin: int = 0,
     ):
         super().__init__()
         self.scale_range, self.output_size, self.short_side = scale_range, output_size, short_side
+        self.mirror_margin = mirror_margin
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = query_size(flat_inputs)
@@ -97,7 +105,36 @@ class RandomScaleCrop(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         resized = _resize(self, inpt, params["resized"])
+        if self.mirror_margin:
+            return _mirror_window(resized, params["window"], self.mirror_margin)
         return self._call_kernel(F.crop, resized, *params["window"])
+
+
+def _mirror_window(inpt: Any, window: tuple[int, int, int, int], margin: int) -> Any:
+    """The (h + 2 m, w + 2 m) window around `window` = (top, left, h, w) of an image or
+    mask (..., H, W), mirrored where it leaves [0, H) x [0, W). A mask is not mirrored
+    there: class maps (integers) are ignored (255) and weight maps (floats) 0, so no
+    mirrored copy of a pixel is supervised twice."""
+    top, left, height, width = window
+    size_h, size_w = inpt.shape[-2:]
+    rows = mirror_indices(size_h, margin - top, top + height + margin - size_h)
+    columns = mirror_indices(size_w, margin - left, left + width + margin - size_w)
+    plain = inpt.as_subclass(torch.Tensor)
+    extended = plain[..., rows[:, None], columns[None, :]]
+    if isinstance(inpt, tv_tensors.Mask):
+        outside = (
+            _outside(top - margin, len(rows), size_h)[:, None]
+            | _outside(left - margin, len(columns), size_w)[None, :]
+        )
+        fill = 0 if plain.is_floating_point() else IGNORE_INDEX
+        extended = extended.masked_fill(outside, fill)
+    return tv_tensors.wrap(extended, like=inpt)
+
+
+def _outside(start: int, count: int, length: int) -> torch.Tensor:
+    """(count,) bool: which of the positions start, start + 1, ... lie outside [0, length)."""
+    positions = torch.arange(start, start + count)
+    return (positions < 0) | (positions >= length)
 
 
 class ResizeShortSide(v2.Transform):
@@ -189,7 +226,8 @@ def _semantic_steps(cfg: DataConfig, train: bool) -> list:
     crop = cfg.crop_size or cfg.image_size
     size = (crop, crop)
     scale_range = cfg.scale_jitter or (1.0, 1.0)
-    steps = [RandomScaleCrop(scale_range, output_size=size, short_side=cfg.image_size)]
+    steps = [RandomScaleCrop(scale_range, output_size=size, short_side=cfg.image_size,
+                             mirror_margin=cfg.mirror_margin)]  # fmt: skip
     steps += _geometric_and_photometric(cfg)
     if cfg.elastic:
         steps.append(ElasticDeformation())
@@ -219,7 +257,7 @@ def build_transforms(cfg: DataConfig, *, task: str, train: bool) -> v2.Compose:
     if cfg.weight_map:  # first: computed (and cached) once per image, then augmented with it
         from seglab.data.weight_map import AddWeightMap  # scipy: imported only when asked for
 
-        steps.append(AddWeightMap())
+        steps.append(AddWeightMap(w0=cfg.weight_map_w0, sigma=cfg.weight_map_sigma))
     steps += _STEPS[task](cfg, train)
     steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
     return v2.Compose(steps)
