@@ -50,6 +50,8 @@ def test_progress_lines_in_a_log_and_none_with_quiet(files, capsys, command, tmp
     shown = capsys.readouterr()
     lines = shown.err.splitlines()
     assert any(line.startswith(f"{command}: ") and "(100%)" in line for line in lines), lines
+    if command == "train":  # cnn_shapes has a 2-minute budget: the time used of it is shown
+        assert any(line.startswith("train: ") and "budget=0.0/2 min" in line for line in lines)
     assert "\r" not in shown.err  # no bar redraws in a log
     argv[argv.index("--out") + 1] = str(tmp_path / "quiet")
     assert main([*argv, "--quiet"]) == 0

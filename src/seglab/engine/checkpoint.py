@@ -34,6 +34,7 @@ class RunState:
     best_value: float | None = None  # best primary metric so far
     last_metrics: dict = field(default_factory=dict)  # the latest evaluation
     last_eval_step: int = -1
+    planned_steps: int | None = None  # cosine_budget's plan, once made (engine/budget.py)
 
 
 def save_checkpoint(

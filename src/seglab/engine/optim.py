@@ -1,5 +1,5 @@
 """Optimizer (SGD or AdamW) and learning-rate schedule (linear warmup, then cosine, cosine
-over the wall-clock budget, or step).
+over the planned steps of a time budget, or step).
 
 The schedule is a `LambdaLR` over a plain function of the step, so its state (the step
 count) checkpoints and a resumed run may change `max_steps` (the budget) without the old
@@ -39,36 +39,34 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     cfg: TrainConfig,
-    elapsed_s: Callable[[], float] = lambda: 0.0,
+    planned_steps: Callable[[], int | None] = lambda: None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """`elapsed_s`: the run's training seconds so far (resumes included), read by the
-    `cosine_budget` schedule at each step."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, elapsed_s))
+    """`planned_steps`: the `cosine_budget` run's plan, read when the cosine needs it (the
+    run makes it at the end of the warmup, or loads it from its checkpoint)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, planned_steps))
 
 
 def lr_factor(
-    cfg: TrainConfig, elapsed_s: Callable[[], float] = lambda: 0.0
+    cfg: TrainConfig, planned_steps: Callable[[], int | None] = lambda: None
 ) -> Callable[[int], float]:
     """The multiplier of `lr` after `step` optimizer steps.
 
-    `cosine_budget` is the cosine over the run's progress, the larger of the step fraction
-    and the fraction of `max_minutes` spent: it reaches 0 when the run ends, whichever of
-    the two budgets ends it, so a recipe uses its minutes fully on a slow or a fast machine.
-    It follows the clock, so two runs of it are not bit-reproducible across machines (nor,
-    exactly, on one).
+    `cosine_budget` is the cosine over the steps its plan gives (`engine/budget.py`), the
+    config's `planned_steps` or the run's; without minutes (code that drops the budget, as
+    the lineage benchmark's fixed-steps runs do) over `max_steps`. Past its last step the
+    factor stays 0.
     """
-    warmup, total = cfg.warmup_steps, cfg.max_steps
+    warmup = cfg.warmup_steps
 
     def factor(step: int) -> float:
         if step < warmup:
             return WARMUP_START + (1 - WARMUP_START) * step / warmup
         if cfg.schedule == "step":
             return cfg.gamma ** sum(step >= milestone for milestone in cfg.milestones)
+        total = cfg.max_steps
+        if cfg.schedule == "cosine_budget":
+            total = cfg.planned_steps or planned_steps() or total
         progress = (step - warmup) / max(1, total - warmup)
-        if cfg.schedule == "cosine_budget" and cfg.max_minutes is not None:
-            # (a config file without max_minutes is refused; code that drops the budget,
-            # as the lineage benchmark's fixed-steps runs do, gets the plain cosine)
-            progress = max(progress, elapsed_s() / (60 * cfg.max_minutes))
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
