@@ -57,9 +57,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD momentum; AdamW's beta1
     warmup_steps: int = 0  # linear warmup from lr/1000 to lr
-    # cosine (to 0 at max_steps) | step | cosine_budget (to 0 when max_steps or max_minutes
-    # ends the run, whichever comes first: follows the wall clock, see engine/optim.py)
+    # cosine (to 0 at max_steps) | step | cosine_budget (to 0 at the step count that fits
+    # max_minutes, planned once from the measured step time: engine/budget.py)
     schedule: str = "cosine"
+    # cosine_budget's plan: written by the run into RUN/config.yaml; given, it is followed
+    # without measuring (the same run again, bit for bit)
+    planned_steps: int | None = None
     milestones: tuple[int, ...] = ()  # step schedule: lr *= gamma at each of these steps
     gamma: float = 0.1
     grad_clip: float | None = None  # max global gradient norm
@@ -411,6 +414,8 @@ def _check_values(config: Config, source: str) -> None:
         raise UserError(f"{source}: train.gamma must be positive")
     if config.train.schedule == "cosine_budget" and config.train.max_minutes is None:
         raise UserError(f"{source}: train.schedule=cosine_budget needs train.max_minutes")
+    if config.train.planned_steps is not None and config.train.planned_steps <= 0:
+        raise UserError(f"{source}: train.planned_steps must be positive (or null: planned)")
 
 
 def _check_data(config: Config, source: str) -> None:
@@ -533,6 +538,13 @@ def with_image_size(config: Config, image_size: int) -> Config:
     """The config with `data.image_size` set (a planned `auto` size, recorded so that
     evaluation and predict resize alike)."""
     return dataclasses.replace(config, data=dataclasses.replace(config.data, image_size=image_size))
+
+
+def with_planned_steps(config: Config, planned_steps: int | None) -> Config:
+    """The config with `train.planned_steps` set (the budget plan a run made, recorded so that
+    a resume and a rerun follow it)."""
+    train = dataclasses.replace(config.train, planned_steps=planned_steps)
+    return dataclasses.replace(config, train=train)
 
 
 def with_num_classes(config: Config, num_classes: int) -> Config:

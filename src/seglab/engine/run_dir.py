@@ -30,6 +30,7 @@ LOCK_NAME = ".lock"
 CHANGEABLE_ON_RESUME = (
     "train.max_steps",
     "train.max_minutes",
+    "train.planned_steps",  # recorded by the run itself (engine/budget.py)
     "train.eval_every",
     "train.checkpoint_every",
     "train.log_every",
@@ -38,6 +39,7 @@ CHANGEABLE_ON_RESUME = (
     "train.tensorboard",
     "train.sync_batchnorm",
 )
+BUDGET_KEYS = ("train.max_steps", "train.max_minutes")
 PATH_KEYS = (  # `/tmp/x/`, `/tmp/x` and `x` from /tmp are one folder
     "data.root",
     "data.train_json",
@@ -130,10 +132,9 @@ def run_lock(run_dir: Path, *, enabled: bool = True) -> Iterator[None]:
 
 def check_resume(run_dir: Path, config: Config) -> None:
     """Refuse to resume a run with a config that differs beyond the changeable keys."""
-    saved_path = run_dir / CONFIG_NAME
-    if not ((run_dir / CHECKPOINT_NAME).is_file() and saved_path.is_file()):
+    saved_path, saved = run_dir / CONFIG_NAME, _saved_config(run_dir)
+    if saved is None:
         return
-    saved = _flatten(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
     given = _flatten(config_to_dict(config))
     changed = sorted(
         key
@@ -148,6 +149,21 @@ def check_resume(run_dir: Path, config: Config) -> None:
             f"resume with `seglab train --out {run_dir}` alone (it reads this config), or "
             f"use a new --out folder"
         )
+
+
+def budget_changed(run_dir: Path, config: Config) -> bool:
+    """Whether a resume gives another budget (`max_steps`, `max_minutes`) than the run's
+    config.yaml: a `cosine_budget` plan made for the old budget is then made again."""
+    saved, given = _saved_config(run_dir), _flatten(config_to_dict(config))
+    return saved is not None and any(saved.get(key) != given.get(key) for key in BUDGET_KEYS)
+
+
+def _saved_config(run_dir: Path) -> dict | None:
+    """The flattened `RUN/config.yaml` of a run that has a checkpoint to resume, else None."""
+    saved_path = run_dir / CONFIG_NAME
+    if not ((run_dir / CHECKPOINT_NAME).is_file() and saved_path.is_file()):
+        return None
+    return _flatten(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
 
 
 def _same(key: str, saved, given) -> bool:

@@ -7,7 +7,9 @@ the mean loss, learning rate and images/s to `metrics.jsonl`; every `eval_every`
 evaluates (validation loss and the task's metric, `seglab.evaluation.evaluate`), keeps
 `best.safetensors` and redraws `plots/`; every `checkpoint_every` steps it writes
 `checkpoint.pt` and `model.safetensors`. It stops at `max_steps` or when `max_minutes` of
-wall-clock time are spent (over all sessions of the run), then evaluates and saves. Ctrl-C
+wall-clock time are spent (over all sessions of the run), or at the step count that a
+`cosine_budget` schedule planned for its minutes (`seglab.engine.budget`), then evaluates and
+saves. Ctrl-C
 or SIGTERM stops it after the current step with a checkpoint of that step
 (`seglab.engine.interrupt`). Data without a val split trains all the same, with one warning:
 no evaluation, no `best.safetensors`.
@@ -33,6 +35,7 @@ from seglab import data as seglab_data
 from seglab import evaluation
 from seglab.data.splits import data_name
 from seglab.engine import distributed
+from seglab.engine.budget import StepClock, needs_plan, plan_steps
 from seglab.engine.checkpoint import (
     CHECKPOINT_NAME,
     RunState,
@@ -47,15 +50,23 @@ from seglab.engine.config import (
     config_warnings,
     fit_batch_size,
     resolve_num_classes,
+    save_config,
     with_image_size,
     with_intensity_range,
+    with_planned_steps,
 )
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
 from seglab.engine.device import resolve_device
 from seglab.engine.interrupt import Interrupted, StopRequest, ignore_interrupts
 from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
 from seglab.engine.optim import build_optimizer, build_scheduler
-from seglab.engine.run_dir import check_resume, prepare_run_dir, run_lock
+from seglab.engine.run_dir import (
+    CONFIG_NAME,
+    budget_changed,
+    check_resume,
+    prepare_run_dir,
+    run_lock,
+)
 from seglab.engine.tracking import TensorBoardLog
 from seglab.errors import SeglabWarning, UserError
 from seglab.files import check_output_folder
@@ -88,6 +99,7 @@ class Session:
     state: RunState
     log: MetricsLog
     progress: bool
+    report: Callable[[str], None]
     tensorboard: TensorBoardLog | None = None  # train.tensorboard: true
     processes: distributed.Processes = field(default_factory=distributed.Processes)
     forward: Callable | None = None  # (images, targets) -> (outputs, losses), DDP-wrapped
@@ -103,8 +115,8 @@ def train(
     """Train (or resume) the run in `run_dir`; return the final evaluation's metrics.
 
     `report` receives the lines that say where the run's weights came from (a resumed
-    checkpoint, `model.backbone_weights`, `train.init`) and the planned image size; the
-    command line prints them.
+    checkpoint, `model.backbone_weights`, `train.init`), the planned image size and the
+    budget plan; the command line prints them.
     """
     # one process trains into a run folder at a time; under torchrun rank 0 locks it for all
     with run_lock(Path(run_dir), enabled=distributed.from_environment().main):
@@ -145,6 +157,9 @@ def _open_session(
     config = resolve_num_classes(config, list(train_set.class_names))
     config = fit_batch_size(config, len(train_set))
     check_resume(run_dir, config)
+    replan = budget_changed(run_dir, config)  # a plan made for another budget is made again
+    if replan:
+        config = with_planned_steps(config, None)
     torch.manual_seed(config.seed)
     processes = distributed.from_environment()  # torchrun's processes, or this one alone
     distributed.check_world_size(processes, config.train.batch_size, len(train_set))
@@ -157,12 +172,9 @@ def _open_session(
     if not (run_dir / CHECKPOINT_NAME).is_file():  # a resumed run's weights: its checkpoint's
         _initial_weights(model, config, report)
     optimizer = build_optimizer(model, config.train)
-    state = RunState()
+    state = RunState(planned_steps=config.train.planned_steps)
     # the closure reads `state` as it is at each step: the one loaded below on a resume
-    scheduler = build_scheduler(optimizer, config.train, elapsed_s=lambda: state.elapsed_s)
-    if processes.main:  # only rank 0 writes; the others wait for the folder
-        prepare_run_dir(run_dir, config)
-    distributed.barrier()
+    scheduler = build_scheduler(optimizer, config.train, lambda: state.planned_steps)
     log = MetricsLog(run_dir / METRICS_NAME)
     if (run_dir / CHECKPOINT_NAME).is_file():
         note = distributed.world_size_note(saved_world_size(run_dir / CHECKPOINT_NAME),
@@ -173,9 +185,13 @@ def _open_session(
             run_dir / CHECKPOINT_NAME, model=model, optimizer=optimizer, scheduler=scheduler,
             rank=processes.rank, world_size=processes.world_size,
         )  # fmt: skip
+        config = _resumed_plan(config, state, replan)
         _refresh_lr(scheduler)  # the budget (max_steps, max_minutes) may have changed
         if processes.main:  # said once everything has accepted the resume
             report(f"resuming {run_dir} from {run_dir / CHECKPOINT_NAME} (step {state.step})")
+    if processes.main:  # only rank 0 writes; the others wait for the folder
+        prepare_run_dir(run_dir, config)
+    distributed.barrier()
     if log.path.is_file() and processes.main:
         log.truncate_after(state.step)  # lines of an interrupted session after its checkpoint
     sampler = ResumableBatchSampler(  # the global batch: batch_size per process
@@ -187,9 +203,19 @@ def _open_session(
         tensorboard = TensorBoardLog(run_dir, state.step)
     return Session(
         config, run_dir, device, model, optimizer, scheduler, sampler, train_set, val_set,
-        state, log, progress and processes.main, tensorboard, processes,
+        state, log, progress and processes.main, report, tensorboard, processes,
         distributed.training_forward(model, processes, device),
     )  # fmt: skip
+
+
+def _resumed_plan(config: Config, state: RunState, replan: bool) -> Config:
+    """The config of a resumed run with its checkpoint's budget plan written in (the recipe
+    and --set do not give it); no plan when the budget changed: it is made again."""
+    if replan:
+        state.planned_steps = None
+    elif state.planned_steps is not None and config.train.planned_steps is None:
+        return with_planned_steps(config, state.planned_steps)
+    return config
 
 
 def _build_model(config: Config, train_set: Any, device: torch.device) -> nn.Module:
@@ -233,10 +259,19 @@ def _refresh_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
         group["lr"] = base_lr * factor(scheduler.last_epoch)
 
 
+def _last_step(session: Session) -> int:
+    """max_steps, or the budget plan when it is shorter."""
+    cfg = session.config.train
+    planned = cfg.planned_steps or session.state.planned_steps
+    if cfg.schedule != "cosine_budget" or planned is None:
+        return cfg.max_steps
+    return min(cfg.max_steps, planned)
+
+
 def _finished(session: Session) -> bool:
     cfg, state = session.config.train, session.state
     over_budget = cfg.max_minutes is not None and state.elapsed_s >= 60 * cfg.max_minutes
-    return state.step >= cfg.max_steps or over_budget
+    return state.step >= _last_step(session) or over_budget
 
 
 def _loop(session: Session) -> None:
@@ -244,7 +279,8 @@ def _loop(session: Session) -> None:
     batches = iter(_train_loader(session))
     window = _LossWindow()
     started, elapsed_before = time.monotonic(), state.elapsed_s
-    bar = progress(desc="train", total=cfg.max_steps, initial=state.step, unit="step",
+    clock = StepClock(cfg, state.step) if needs_plan(cfg) and not state.planned_steps else None
+    bar = progress(desc="train", total=_last_step(session), initial=state.step, unit="step",
                    enabled=session.progress)  # fmt: skip
     with bar, StopRequest() as stop:
         try:
@@ -253,7 +289,11 @@ def _loop(session: Session) -> None:
                 losses = _train_step(session, batch)
                 state.step += 1
                 state.elapsed_s = elapsed_before + time.monotonic() - started
-                session.scheduler.step()  # after the clock: cosine_budget reads it
+                step_s = clock and clock.observe(state.step, state.elapsed_s)
+                if step_s:  # the end of the measured steps: before the cosine needs the plan
+                    _plan_budget(session, step_s)
+                    bar.total = _last_step(session)
+                session.scheduler.step()
                 window.add(losses, len(batch[0]))
                 bar.update(1)
                 _periodic(session, window, bar)
@@ -262,6 +302,29 @@ def _loop(session: Session) -> None:
                     _stop(session, stop.signal_number or signal.SIGTERM)
         finally:
             del batches  # stop the loader's worker processes now, also when interrupted
+
+
+def _plan_budget(session: Session, step_s: float) -> None:
+    """Fix the steps of a `cosine_budget` run from its measured step and evaluation times,
+    the same on every process; record the plan in RUN/config.yaml and say it."""
+    cfg, state = session.config.train, session.state
+    eval_s = 0.0
+    if session.val_set is not None:
+        with preserved_rng(cuda=session.device.type == "cuda"):
+            eval_s = evaluation.seconds_per_pass(
+                session.model, session.val_set, batch_size=cfg.batch_size,
+                device=session.device,
+                shard=(session.processes.rank, session.processes.world_size),
+            )  # fmt: skip
+    measured = distributed.mean_over_processes(
+        {"step_s": step_s, "eval_s": eval_s, "elapsed_s": state.elapsed_s}, session.device
+    )
+    plan = plan_steps(cfg, step=state.step, **measured)
+    state.planned_steps = plan.steps
+    session.config = with_planned_steps(session.config, plan.steps)
+    if session.processes.main:
+        save_config(session.config, session.run_dir / CONFIG_NAME)
+        session.report(plan.describe(cfg))
 
 
 def _periodic(session: Session, window: _LossWindow, bar: Any) -> None:
@@ -276,7 +339,10 @@ def _periodic(session: Session, window: _LossWindow, bar: Any) -> None:
             session.log.append(record)
         if session.tensorboard is not None:
             session.tensorboard.train(record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}")
+        shown = {"loss": f"{record['loss']:.4f}", "img_s": f"{record['images_per_s']:.1f}"}
+        if cfg.max_minutes is not None:  # the time used of the budget (the bar's ETA: steps)
+            shown["budget"] = f"{session.state.elapsed_s / 60:.1f}/{cfg.max_minutes:g} min"
+        bar.set_postfix(**shown)
     if (step % cfg.eval_every == 0 or last) and session.val_set is None:
         if session.processes.main:
             write_plots(session.log.read(), session.run_dir / "plots")
