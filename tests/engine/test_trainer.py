@@ -60,6 +60,9 @@ def test_run_writes_its_files(shapes_root, tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6, 8]
     assert [r["step"] for r in records if r["split"] == "val"] == [4, 8]
+    evaluations = [r for r in records if r["split"] == "val"]  # when, and how long each took
+    assert 0 < evaluations[0]["elapsed_s"] < evaluations[1]["elapsed_s"]
+    assert all(r["eval_s"] > 0 for r in evaluations)
     assert {"loss", "loss_cls", "lr", "images_per_s"} <= set(records[0])
     model = seglab.load_model(run_dir / "model.safetensors")
     assert model.card.class_names == ("circle", "square", "triangle")

@@ -1,8 +1,9 @@
 """`RUN/metrics.jsonl` (one JSON line per logging step and per evaluation) and `RUN/plots/`.
 
 Training lines: `{"step", "split": "train", "loss", <each loss>, "lr", "images_per_s",
-"elapsed_s"}`. Evaluation lines: `{"step", "split": "val", "primary": name, <metrics>}` with
-the metrics of `seglab.evaluation.evaluate` (validation `loss` plus the task's metrics).
+"elapsed_s"}`. Evaluation lines: `{"step", "split": "val", "primary": name, "elapsed_s" (the
+run's seconds before the evaluation), "eval_s" (its own), <metrics>}` with the metrics of
+`seglab.evaluation.evaluate` (validation `loss` plus the task's metrics).
 """
 
 from __future__ import annotations

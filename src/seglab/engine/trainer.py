@@ -430,18 +430,25 @@ def _evaluate(session: Session) -> dict[str, Any]:
     """Validation loss + task metric; keeps best.safetensors. Leaves the RNG untouched, so
     evaluating does not change what training does next (exact resume)."""
     cfg, state = session.config.train, session.state
+    started = time.monotonic()
     with preserved_rng(cuda=session.device.type == "cuda"):
         metrics = evaluation.evaluate(
             session.model, session.val_set, batch_size=cfg.batch_size, device=session.device,
             shard=(session.processes.rank, session.processes.world_size),
         )  # fmt: skip
     session.model.train()
+    # when (the run's seconds before it) and how long: curves of the metric against the
+    # training time leave the evaluations out (bench/lineage.py)
+    timing = {
+        "elapsed_s": round(state.elapsed_s, 3),
+        "eval_s": round(time.monotonic() - started, 3),
+    }
     name, value = evaluation.primary_metric(metrics, session.model.task)
     state.last_metrics, state.last_eval_step = metrics, state.step
     if not session.processes.main:  # the same metrics on every process; rank 0 writes
         state.best_value = max(value, state.best_value or value)
         return metrics
-    session.log.append({"step": state.step, "split": "val", "primary": name, **metrics})
+    session.log.append({"step": state.step, "split": "val", "primary": name, **timing, **metrics})
     if session.tensorboard is not None:
         session.tensorboard.validation(state.step, metrics)
         with preserved_rng(cuda=session.device.type == "cuda"):
