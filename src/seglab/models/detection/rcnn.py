@@ -9,15 +9,18 @@ what Fast R-CNN removed: it runs the CNN once per image and pools the regions fr
 shared map. As a `TwoStageDetector`, R-CNN's backbone is the image itself (`ImagePixels`).
 
 Where this R-CNN differs from the paper, and why:
-- One softmax over K + 1 classes, trained with the network, instead of the paper's
-  per-class linear SVMs on fc7 features trained afterwards with hard negative mining
-  (§2.3). Appendix B measured softmax at 50.9% mAP against the SVMs' 54.2% on VOC 2007,
-  which it traces to the loose definition of fine-tuning positives; Fast R-CNN §5.4 then
-  found softmax as good as SVMs (+0.1 to +0.8 mAP) once the network is trained for it.
-- Class-specific box regression is a second output of the network, trained jointly with
-  Fast R-CNN's loss (eq. 1) on the foreground regions, instead of ridge regression on pool5
-  features trained separately on proposals of IoU > 0.6 (appendix C). The box
-  parameterisation is the paper's (`structures/boxes.BoxCoder`).
+- By default (`second_stage: softmax`), one softmax over K + 1 classes, trained with the
+  network, instead of the paper's per-class linear SVMs on fc7 features trained afterwards
+  with hard negative mining (§2.3). Appendix B measured softmax at 50.9% mAP against the
+  SVMs' 54.2% on VOC 2007, which it traces to the loose definition of fine-tuning
+  positives; Fast R-CNN §5.4 then found softmax as good as SVMs (+0.1 to +0.8 mAP) once
+  the network is trained for it. `second_stage: svm` gives the paper's second stage,
+  fitted after the CNN (`rcnn_svm.py`).
+- Likewise, class-specific box regression is a second output of the network, trained
+  jointly with Fast R-CNN's loss (eq. 1) on the foreground regions, instead of ridge
+  regression on pool5 features trained separately on proposals of IoU > 0.6 (appendix C;
+  with `second_stage: svm`). The box parameterisation is the paper's
+  (`structures/boxes.BoxCoder`).
 - Fine-tuning mini-batches take 64 regions from each of the batch's images, 25% of them
   foreground, instead of 32 positive and 96 background windows drawn over all images.
 - The warp samples the normalised image bilinearly (2 x 2 samples per output pixel);
