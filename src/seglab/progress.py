@@ -34,6 +34,13 @@ def quiet(silent: bool = True) -> Iterator[None]:
         _quiet = before
 
 
+def status(message: str) -> None:
+    """One line on stderr before a long step that has no loop to count (an ONNX export);
+    silent within `quiet()`."""
+    if not _quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
 def progress(
     iterable: Iterable | None = None,
     *,

@@ -32,6 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="image to check with (the second is it resized); default: a synthetic image of shapes",
     )
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument(
+        "--allow-unchecked",
+        action="store_true",
+        help="write the file even when the detector finds no object in the check images "
+        "(nothing compared: the command otherwise exits 1 and asks for --image)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from torchvision.transforms.v2 import functional as TF
 
     from seglab.data.images import load_image
-    from seglab.inference.export import ExportCheckFailed, export_onnx
+    from seglab.inference.export import ExportCheckFailed, ExportUnchecked, export_onnx
     from seglab.models.zoo import load_model
 
     model = load_model(args.model)
@@ -60,10 +66,17 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_image(Path(args.image), channels)
         image = TF.to_dtype(loaded, torch.float32, scale=True).as_subclass(torch.Tensor)
     try:
-        report = export_onnx(model, out, image=image, opset=args.opset)
+        report = export_onnx(model, out, image=image, opset=args.opset,
+                             allow_unchecked=args.allow_unchecked)  # fmt: skip
     except ExportCheckFailed as error:
         print(f"seglab export: error: onnxruntime disagrees with PyTorch, {out} not written: "
               f"{error}", file=sys.stderr)  # fmt: skip
+        return 1
+    except ExportUnchecked as error:
+        given = "the image given" if args.image else "the synthetic check image"
+        print(f"seglab export: error: {out} not written: {error}; give an image in which "
+              f"the model finds objects with --image IMG (a validation image), instead of "
+              f"{given}, or --allow-unchecked to write it unchecked", file=sys.stderr)  # fmt: skip
         return 1
     print("\n".join(report.lines()))
     return 0

@@ -45,10 +45,11 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 from seglab.files import atomic_write
-from seglab.inference.onnx_check import CheckResult, compare_outputs
+from seglab.inference.onnx_check import CheckResult, compare_outputs, detection_count
 from seglab.inference.onnx_model import OUTPUT_NAMES, OnnxModel
 from seglab.models.detection.selective_search import SelectiveSearchDetector
 from seglab.models.zoo import model_card
+from seglab.progress import status
 
 # Sides of the check images (the second is another size, to show the graph is dynamic).
 SYNTHETIC_SIZE = (96, 128)
@@ -60,6 +61,11 @@ MAX_PROPOSALS = 2**20
 
 class ExportCheckFailed(Exception):
     """onnxruntime's outputs differ from PyTorch's beyond the tolerances (exit code 1)."""
+
+
+class ExportUnchecked(Exception):
+    """The check compared nothing: the detector found no object in any check image, so no
+    box, score or mask of onnxruntime's was held against PyTorch's (exit code 1)."""
 
 
 @dataclass
@@ -79,13 +85,43 @@ class ExportReport:
         import onnxruntime
 
         versions = f"onnxruntime {onnxruntime.__version__}, PyTorch {torch.__version__}"
-        lines.append(f"checked ({versions}, CPU, float32) on {len(self.checks)} images:")
+        if nothing_compared(self.checks):
+            lines.append(
+                f"NOT checked ({versions}, CPU, float32): no detection in the "
+                f"{len(self.checks)} images, nothing compared (--allow-unchecked):"
+            )
+        else:
+            lines.append(f"checked ({versions}, CPU, float32) on {len(self.checks)} images:")
         lines += [f"  {check.line()}" for check in self.checks]
         return lines
 
 
+def _require_detections(model: nn.Module, images: list[Tensor]) -> None:
+    """ExportUnchecked when a detector finds nothing in any check image: known from PyTorch
+    alone, before the export's minutes are spent on a check that could compare nothing."""
+    if "logits" in OUTPUT_NAMES[model.task]:
+        return
+    if any(detection_count(model, image) for image in images):
+        return
+    sizes = " and ".join("x".join(str(side) for side in image.shape[-2:]) for image in images)
+    raise ExportUnchecked(
+        f"the model detects nothing in the check images ({sizes}: 0 detections in PyTorch), "
+        "so the check would compare no box, score or mask"
+    )
+
+
+def nothing_compared(checks: list[CheckResult]) -> bool:
+    """A detector's check with no detection on any image: its outputs were never compared."""
+    return bool(checks) and all(check.detections == 0 for check in checks)
+
+
 def export_onnx(
-    model: nn.Module, path: str | Path, *, image: Tensor | None = None, opset: int | None = None
+    model: nn.Module,
+    path: str | Path,
+    *,
+    image: Tensor | None = None,
+    opset: int | None = None,
+    allow_unchecked: bool = False,
 ) -> ExportReport:
     """Export `model` to `path` and check it with onnxruntime on two images of two sizes.
 
@@ -95,18 +131,28 @@ def export_onnx(
         image: a float (C, H, W) image in [0, 1] to check with (and trace at); by default a
             synthetic image of shapes. The second check image is it resized.
         opset: ONNX opset version (default: the exporter's).
+        allow_unchecked: write the file even when a detector finds nothing in the check
+            images (nothing compared); the report says so.
 
     Raises:
         ExportCheckFailed: an output of onnxruntime differs from PyTorch's (the message
             says which, on which image, by how much); nothing is written.
+        ExportUnchecked: a detector finds no object in the check images and
+            `allow_unchecked` is False; found before the export, nothing is written.
+
+    Says on stderr what it is doing (the export alone can take minutes for a large model).
     """
     model = model.cpu().eval()
     channels = model.card.in_channels
     first = image if image is not None else synthetic_image(channels, SYNTHETIC_SIZE)
     check_images = [fit_size(model, first), fit_size(model, resized(first), grow=1)]
+    if not allow_unchecked:
+        _require_detections(model, check_images)
     graph = _graph(model)
     inputs = _example_inputs(model, check_images[0])
     start = time.perf_counter()
+    status(f"export: tracing {model.card.arch} and translating it to ONNX (torch.export, "
+           "one pass; a minute or more for a large model)")  # fmt: skip
     # torchvision's and onnxscript's notes to developers, and the graph of each attempt the
     # exporter drops for the next (torch.export non-strict, then strict) go unshown
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
@@ -119,6 +165,9 @@ def export_onnx(
             custom_translation_table=custom_translations(),
         )  # fmt: skip
     seconds = time.perf_counter() - start
+    sizes = ", ".join("x".join(str(side) for side in image.shape[-2:]) for image in check_images)
+    status(f"export: translated in {seconds:.1f} s; checking with onnxruntime against "
+           f"PyTorch on {len(check_images)} images ({sizes})")  # fmt: skip
     proto = program.model_proto
     for key, value in seglab_metadata(model).items():
         proto.metadata_props.add(key=key, value=value)

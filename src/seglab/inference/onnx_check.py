@@ -57,6 +57,7 @@ class CheckResult:
     onnx_ms: float
     problems: list[str] = field(default_factory=list)
     search_ms: float | None = None  # R-CNN, Fast R-CNN: selective search, outside both
+    detections: int | None = None  # detectors: how many were compared (0: nothing was)
 
     def line(self) -> str:
         compared = ", ".join(
@@ -83,9 +84,26 @@ def compare_outputs(model: nn.Module, exported, image: Tensor) -> CheckResult:
         result = _compare_detections(reference, output)
     summary, differences, tolerances, problems = result
     problems = [f"{size_hw[0]}x{size_hw[1]} image: {problem}" for problem in problems]
+    detections = None if "logits" in reference else len(reference["scores"])
     return CheckResult(
-        size_hw, summary, differences, tolerances, torch_ms, onnx_ms, problems, search_ms
+        size_hw,
+        summary,
+        differences,
+        tolerances,
+        torch_ms,
+        onnx_ms,
+        problems,
+        search_ms,
+        detections,
     )
+
+
+def detection_count(model: nn.Module, image: Tensor) -> int:
+    """How many detections PyTorch's `model` (eval mode) gives on a (C, H, W) image."""
+    with_proposals = hasattr(model, "detect_with_proposals")  # R-CNN, Fast R-CNN
+    proposals = model.proposal_generator.search(image) if with_proposals else None
+    with torch.no_grad():
+        return len(_run(model, image, proposals)["scores"])
 
 
 def _proposals(model: nn.Module, image: Tensor) -> tuple[Tensor | None, float | None]:
