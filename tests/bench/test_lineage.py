@@ -27,14 +27,21 @@ def recipe():
 
 
 def test_a_time_budget_ends_the_run_and_its_schedule(recipe, monkeypatch):
-    monkeypatch.setattr(lineage, "_seconds_per_step", lambda config, probe_dir: 0.5)
+    monkeypatch.setattr(lineage, "_probe_seconds", lambda config, probe_dir: (0.5, 6.0))
     config = lineage._budgeted(recipe, LineageOptions(minutes=3.0), Path("probe"))
-    # The clock ends the run: the step cap is 25% above 180 s at 0.5 s per step.
-    assert config.train.max_minutes == 3.0 and config.train.max_steps == 450
-    assert config.train.schedule == "cosine_budget"
+    # 180 s at 0.5 s per step: 360 steps expected; the cap is 25% above, the plan ends it
+    assert config.train.max_steps == 450 and config.train.schedule == "cosine_budget"
+    assert config.train.eval_every == 72  # 5 evaluations along the 360 steps
+    # the 6 evaluations (the final one included) are added: every model trains 3 minutes
+    assert config.train.max_minutes == pytest.approx(3.0 + 6 * 6.0 / 60)
     assert config.train.warmup_steps == recipe.train.warmup_steps == 50
     assert config.train.device == "cpu"
-    assert config.train.eval_every == config.train.checkpoint_every == 450  # once, at the end
+    assert config.train.checkpoint_every == 450
+    changed = {"max_steps", "max_minutes", "eval_every", "checkpoint_every", "device"}
+    assert {
+        key for key, value in dataclasses.asdict(config.train).items()
+        if value != getattr(recipe.train, key)
+    } == changed  # fmt: skip
     assert dataclasses.replace(config, train=recipe.train) == recipe  # nothing else changed
 
 
@@ -44,6 +51,19 @@ def test_a_step_budget_is_the_same_for_every_model_and_keeps_a_decay(recipe):
     assert config.train.max_steps == 40 and config.train.max_minutes is None
     assert config.train.schedule == "cosine"  # over the steps, not the clock
     assert config.train.warmup_steps == 10  # a quarter of the run at most
+    assert config.train.eval_every == 8  # 5 evaluations
+
+
+def test_the_curve_is_box_ap_against_training_time_without_the_evaluations(tmp_path):
+    log = MetricsLog(tmp_path / METRICS_NAME)
+    for step, elapsed_s, eval_s, ap in [(10, 20.0, 5.0, 0.1), (20, 45.0, 7.0, 0.3)]:
+        log.append({"step": step, "split": "train", "loss": 1.0, "elapsed_s": elapsed_s})
+        log.append({"step": step, "split": "val", "elapsed_s": elapsed_s, "eval_s": eval_s,
+                    "bbox": {"AP": ap}})  # fmt: skip
+    assert lineage._curve(tmp_path) == [
+        {"step": 10, "train_s": 20.0, "box_AP": 0.1},
+        {"step": 20, "train_s": 40.0, "box_AP": 0.3},  # 45 s less the first evaluation's 5
+    ]
 
 
 @pytest.mark.parametrize("name", list(lineage.RECIPES))
@@ -92,12 +112,21 @@ def test_bad_options_are_user_errors(options, message):
         LineageOptions(**options)
 
 
+def curve(*aps: float, seconds: float = 60.0) -> list[dict[str, float]]:
+    """Evaluations at equal intervals of training time, the last at `seconds`."""
+    count = len(aps)
+    return [{"step": 10 * (index + 1), "train_s": seconds * (index + 1) / count, "box_AP": ap}
+            for index, ap in enumerate(aps)]  # fmt: skip
+
+
 REPORT = {
     "models": {
         "faster_rcnn": {"proposal_s": 0.01, "features_s": 0.05, "heads_s": 0.02,
-                        "post_s": 0.001, "total_s": 0.081, "box_AP": 0.375, "train_steps": 500},
+                        "post_s": 0.001, "total_s": 0.081, "box_AP": 0.375, "train_steps": 500,
+                        "curve": curve(0.1, 0.3, 0.375)},
         "mask_rcnn": {"proposal_s": 0.01, "features_s": 0.06, "heads_s": 0.08,
-                      "post_s": 0.012, "total_s": 0.162, "box_AP": -1.0, "train_steps": 450},
+                      "post_s": 0.012, "total_s": 0.162, "box_AP": -1.0, "train_steps": 450,
+                      "curve": curve(-1.0, -1.0)},
     }
 }  # fmt: skip
 

@@ -7,23 +7,39 @@ import pytest
 
 from seglab.bench.stages import STAGES
 from seglab.cli.main import main
+from seglab.data.shapes import generate_shapes
 
 
-def test_quick_lineage_run_writes_the_report(tmp_path, capsys):
+def test_quick_lineage_run_on_a_coco_dataset_writes_the_report(tmp_path, capsys):
+    data = generate_shapes(tmp_path / "coco", train=6, val=3, size=96, seed=1)
     out = tmp_path / "report" / "lineage.json"
-    argv = ["bench", "lineage", "--quick", "--models", "faster_rcnn", "--out", str(out),
-            "--work", str(tmp_path / "work")]  # fmt: skip
+    argv = ["bench", "lineage", "--quick", "--models", "rcnn,fast_rcnn", "--data", str(data),
+            "--out", str(out), "--work", str(tmp_path / "work")]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| Faster R-CNN |" in printed and printed.rstrip().endswith(f"wrote {out}, "
-        f"{out.with_suffix('.md')}, {out.with_suffix('.png')}")  # fmt: skip
+    assert "| R-CNN |" in printed and "| Fast R-CNN |" in printed
+    assert "| paper | claim | paper's number | measured | holds | why |" in printed
+    assert printed.rstrip().endswith(f"wrote {out}, {out.with_suffix('.md')}, "
+                                     f"{out.with_suffix('.png')}")  # fmt: skip
     report = json.loads(out.read_text())
-    row = report["models"]["faster_rcnn"]
-    assert {"proposal_s", "features_s", "heads_s", "total_s", "box_AP"} <= set(row)
-    assert all(row[stage] > 0 for stage in STAGES)
-    assert sum(row[stage] for stage in STAGES) == pytest.approx(row["total_s"])
-    assert -1 <= row["box_AP"] <= 1
-    assert report["settings"]["steps_per_model"] == row["train_steps"] == 2  # --quick
+    assert report["settings"]["data"] == str(data)
+    for name in ("rcnn", "fast_rcnn"):
+        row = report["models"][name]
+        assert all(row[stage] > 0 for stage in STAGES)
+        assert sum(row[stage] for stage in STAGES) == pytest.approx(row["total_s"])
+        assert -1 <= row["box_AP"] <= 1
+        assert row["train_steps"] == report["settings"]["steps_per_model"] == 2  # --quick
+        # --quick evaluates twice: after step 1 and at the end, in order of training time
+        assert [point["step"] for point in row["curve"]] == [1, 2]
+        assert 0 < row["curve"][0]["train_s"] < row["curve"][1]["train_s"] == row["train_s"]
+    assert set(report["models"]["fast_rcnn"]["svd"]) >= {"ranks", "svd_heads_s", "box_AP"}
+    scale = report["paper_scale"]
+    assert scale["regions"] == 8 and min(scale["image_size"]) == 600
+    assert scale["rcnn_features_s"] > 0 and scale["fast_rcnn_features_s"] > 0
+    sources = [claim["source"] for claim in report["claims"]]
+    assert sources == ["Fast R-CNN §4.4, Table 4", "Fast R-CNN §4.4",
+                       "R-CNN, Fast R-CNN Table 1, Faster R-CNN Table 2",
+                       "Fast R-CNN §3.1, §4.4, Fig. 2"]  # fmt: skip
     assert out.with_suffix(".md").read_text().startswith("| model |")
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
@@ -35,6 +51,8 @@ def test_quick_lineage_run_writes_the_report(tmp_path, capsys):
         (["--minutes", "1", "--steps", "5"], "give one"),
         (["--out", "report.txt"], "give a .json path"),
         (["--time-images", "9"], "--time-images 9: at most the 4 test images"),
+        (["--data", "nowhere"], "--data nowhere: no train or val split there"),
+        (["--evaluations", "0"], "--evaluations 0: must be positive"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):

@@ -47,13 +47,14 @@ def _ap(value: float) -> str:
 
 def bar_chart(report: dict[str, Any], path: str | Path) -> Path:
     """Seconds per test image of each stage, per model (log scale: the stages differ by
-    orders of magnitude along the lineage), beside the box AP; written to `path` (PNG)."""
+    orders of magnitude along the lineage), beside each model's box AP against its training
+    minutes (one point per evaluation); written to `path` (PNG)."""
     models = report["models"]
     labels = [NAMES.get(name, name) for name in models]
     positions = np.arange(len(models))
     width = 0.8 / len(STAGE_LABELS)
-    figure = Figure(figsize=(10, 4))
-    times, accuracy = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+    figure = Figure(figsize=(11, 4))
+    times, accuracy = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for index, (key, label) in enumerate(STAGE_LABELS.items()):
         seconds = [row[key] for row in models.values()]
         offset = (index - (len(STAGE_LABELS) - 1) / 2) * width  # bars side by side
@@ -63,8 +64,13 @@ def bar_chart(report: dict[str, Any], path: str | Path) -> Path:
               title="test time per stage")  # fmt: skip
     times.legend(fontsize=8)
     times.grid(axis="y", alpha=0.3)
-    accuracy.bar(positions, [max(0.0, row["box_AP"]) for row in models.values()], color="gray")
-    accuracy.set(xticks=positions, ylabel="box AP", title="box AP (test images)", ylim=(0, 1))
-    accuracy.set_xticklabels(labels, rotation=30, ha="right")
+    for label, row in zip(labels, models.values(), strict=True):
+        minutes = [point["train_s"] / 60 for point in row["curve"]]
+        accuracy.plot(minutes, [max(0.0, point["box_AP"]) for point in row["curve"]],
+                      marker="o", label=label)  # fmt: skip
+    accuracy.set(xlabel="training minutes", ylabel="box AP (test images)", ylim=(0, 1),
+                 title="box AP during training")  # fmt: skip
+    accuracy.legend(fontsize=8)
+    accuracy.grid(alpha=0.3)
     figure.tight_layout()
     return atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))

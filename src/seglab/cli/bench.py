@@ -1,7 +1,8 @@
 """`seglab bench`: benchmarks that print a table, ratio last.
 
 seglab bench lineage [--out R.json] [--models rcnn,fast_rcnn,...] [--minutes M | --steps N]
-                     [--train N --test N --size PX --time-images N] [--work DIR] [--quick]
+                     [--data DIR | --train N --test N --size PX] [--time-images N]
+                     [--evaluations N] [--paper-regions N] [--work DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from seglab.cli import bench_detection
 from seglab.errors import UserError
 
 # --quick: a run of seconds that goes through every step (for tests and a first look).
-QUICK = {"train": 8, "test": 4, "size": 96, "steps": 2, "time_images": 2}
-FULL = {"train": 300, "test": 50, "size": 256, "minutes": 3.0, "time_images": 20}
+QUICK = {"train": 8, "test": 4, "size": 96, "steps": 2, "time_images": 2, "evaluations": 2,
+         "paper_regions": 8}  # fmt: skip
+FULL = {"train": 300, "test": 50, "size": 256, "minutes": 10.0, "time_images": 20,
+        "evaluations": 5, "paper_regions": 2000}  # fmt: skip
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,11 +36,13 @@ def _add_lineage(benchmarks: argparse._SubParsersAction) -> None:
     lineage = benchmarks.add_parser(
         "lineage",
         help="R-CNN -> Fast R-CNN -> Faster R-CNN -> Mask R-CNN: test time per stage, box AP",
-        description="Write the shapes data, train each detector of the lineage from its "
-        "shapes recipe with the same wall-clock budget, then report its box AP on the test "
-        "images and its CPU test time per image split into proposals, CNN features, heads "
-        "and resizing + post-processing. The default run is sized for under 20 minutes on 2 "
-        "cores.",
+        description="Write the shapes data (or take --data), train each detector of the "
+        "lineage from its shapes recipe with the same wall-clock budget, evaluating it along "
+        "the way, then report its box AP on the test images against training time, its CPU "
+        "test time per image split into proposals, CNN features, heads and resizing + "
+        "post-processing, R-CNN's and Fast R-CNN's CNN stage at the papers' scale, and each "
+        "paper's claim beside the measurements. The default run takes about an hour on 2 "
+        "cores (10 minutes of training per model).",
     )
     lineage.add_argument("--out", metavar="R.json", help="write R.json, R.md (table), R.png")
     lineage.add_argument(
@@ -56,12 +61,27 @@ def _add_lineage(benchmarks: argparse._SubParsersAction) -> None:
         help="train each model this many steps instead of --minutes",
     )
     lineage.add_argument(
+        "--data", metavar="DIR", help="a COCO dataset (train/val splits) instead of the shapes"
+    )
+    lineage.add_argument(
         "--train", type=int, metavar="N", help=f"training images ({FULL['train']})"
     )
     lineage.add_argument("--test", type=int, metavar="N", help=f"test images ({FULL['test']})")
     lineage.add_argument("--size", type=int, metavar="PX", help=f"image side ({FULL['size']})")
     lineage.add_argument(
         "--time-images", type=int, metavar="N", help=f"test images timed ({FULL['time_images']})"
+    )
+    lineage.add_argument(
+        "--evaluations",
+        type=int,
+        metavar="N",
+        help=f"evaluations along each run: the AP curves' points ({FULL['evaluations']})",
+    )
+    lineage.add_argument(
+        "--paper-regions",
+        type=int,
+        metavar="N",
+        help=f"R-CNN's regions in the papers' scale timing, 0 to skip it ({FULL['paper_regions']})",
     )
     lineage.add_argument(
         "--work", metavar="DIR", help="keep the data and runs here (default: a temporary folder)"
@@ -89,6 +109,7 @@ def run_lineage_command(args: argparse.Namespace) -> int:
 
 
 def _lineage(args: argparse.Namespace, models: tuple[str, ...], work: Path) -> int:
+    from seglab.bench.claims import claims_table
     from seglab.bench.lineage import LineageOptions, run_lineage
     from seglab.bench.report import markdown_table
 
@@ -104,15 +125,36 @@ def _lineage(args: argparse.Namespace, models: tuple[str, ...], work: Path) -> i
         test_images=_given(args.test, defaults["test"]),
         size=_given(args.size, defaults["size"]),
         time_images=_given(args.time_images, defaults["time_images"]),
+        evaluations=_given(args.evaluations, defaults["evaluations"]),
+        paper_regions=_given(args.paper_regions, defaults["paper_regions"]),
+        data=_data(args.data),
         work_dir=work,
     )
     _check_out(args.out)
     report = run_lineage(options)
-    table = markdown_table(report)
+    table = markdown_table(report) + "\n" + claims_table(report["claims"])
     print(table, end="")
     if args.out:
         _write_report(report, table, Path(args.out))
     return 0
+
+
+def _data(data: str | None) -> Path | None:
+    """--data: a folder with the train and val splits (checked before any training)."""
+    from seglab.data.config import DataConfig
+    from seglab.data.splits import split_exists
+
+    if data is None:
+        return None
+    missing = [
+        split for split in ("train", "val") if not split_exists(DataConfig(root=data), split)
+    ]
+    if missing:
+        raise UserError(
+            f"--data {data}: no {' or '.join(missing)} split there; give a COCO dataset with "
+            f"train and val splits (train.json + train/, val.json + val/)"
+        )
+    return Path(data)
 
 
 def _given(value, default):
