@@ -42,9 +42,7 @@ def by_source(claims):
 def test_the_papers_order_holds_when_ap_rises_along_the_line():
     claims = by_source(lineage_claims(report()))
     assert [claim["holds"] for claim in claims.values()] == [True, True, True, True, True]
-    assert claims["Faster R-CNN §4.1, Table 5"]["measured"] == (
-        "300 ms -> 2.0 ms per image (150x)"
-    )
+    assert claims["Faster R-CNN §4.1, Table 5"]["measured"] == ("300 ms -> 2.0 ms per image (150x)")
     svd = claims["Fast R-CNN §3.1, §4.4, Fig. 2"]
     assert "20.0 -> 16.0 ms per image (1.25x" in svd["measured"]
     assert "box AP 0.400 -> 0.495" in svd["measured"]
