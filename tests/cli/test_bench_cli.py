@@ -28,6 +28,7 @@ def test_quick_lineage_run_on_a_coco_dataset_writes_the_report(tmp_path, capsys)
         assert all(row[stage] > 0 for stage in STAGES)
         assert sum(row[stage] for stage in STAGES) == pytest.approx(row["total_s"])
         assert -1 <= row["box_AP"] <= 1
+        assert set(row["box_AP_by_size"]) == {"small", "medium", "large"}
         assert row["train_steps"] == report["settings"]["steps_per_model"] == 2  # --quick
         # --quick evaluates twice: after step 1 and at the end, in order of training time
         assert [point["step"] for point in row["curve"]] == [1, 2]

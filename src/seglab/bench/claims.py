@@ -138,19 +138,24 @@ def _svd(models: dict, report: dict) -> Claim | None:
 
 
 def _training_state(models: dict, names: list[str]) -> str:
-    """Whether each run's AP had levelled off, from its curve: the measurement that says
-    whether a longer budget could change the order."""
+    """Whether each run's AP had levelled off, from its curve (whether a longer budget could
+    change the order), and its AP on small, medium and large objects (where it loses)."""
     parts = []
     for name in names:
-        curve = models[name].get("curve") or []
-        if len(curve) < 2:
-            parts.append(f"{_name(name)}: {models[name]['train_steps']} steps")
-            continue
-        tail = [point for point in curve if point["train_s"] >= 0.8 * curve[-1]["train_s"]]
-        gain = curve[-1]["box_AP"] - (tail[0] if len(tail) > 1 else curve[-2])["box_AP"]
-        state = "levelled off" if gain < LEVELLED_OFF else f"still rising (+{gain:.3f})"
-        parts.append(f"{_name(name)}: {models[name]['train_steps']} steps, {state}")
+        row, curve = models[name], models[name].get("curve") or []
+        part = f"{_name(name)}: {row['train_steps']} steps"
+        if len(curve) >= 2:
+            tail = [point for point in curve if point["train_s"] >= 0.8 * curve[-1]["train_s"]]
+            gain = curve[-1]["box_AP"] - (tail[0] if len(tail) > 1 else curve[-2])["box_AP"]
+            part += ", levelled off" if gain < LEVELLED_OFF else f", still rising (+{gain:.3f})"
+        if "box_AP_by_size" in row:
+            part += ", AP S/M/L " + "/".join(_ap(ap) for ap in row["box_AP_by_size"].values())
+        parts.append(part)
     return "; ".join(parts)
+
+
+def _ap(value: float) -> str:
+    return "n/a" if value < 0 else f"{value:.2f}"
 
 
 def _name(model: str) -> str:

@@ -160,6 +160,9 @@ def _benchmark(
     model = load_model(run_dir / "model.safetensors").eval()
     timing = time_stages(model, images, STAGE_PARTS[name])
     result = {**timing, "box_AP": metrics["bbox"]["AP"]}
+    # COCO's small (< 32^2 px), medium and large objects: where a model loses its AP
+    result["box_AP_by_size"] = {size: metrics["bbox"][f"AP{size[0]}"]
+                                for size in ("small", "medium", "large")}  # fmt: skip
     if "segm" in metrics:
         result["mask_AP"] = metrics["segm"]["AP"]
     curve = _curve(run_dir)
