@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from seglab.engine.checkpoint import CHECKPOINT_NAME
-from seglab.engine.config import Config, config_to_dict, save_config
+from seglab.engine.config import PATH_KEYS, Config, config_to_dict, save_config
 from seglab.errors import UserError
 from seglab.files import check_output_folder
 
@@ -40,15 +40,6 @@ CHANGEABLE_ON_RESUME = (
     "train.sync_batchnorm",
 )
 BUDGET_KEYS = ("train.max_steps", "train.max_minutes")
-PATH_KEYS = (  # `/tmp/x/`, `/tmp/x` and `x` from /tmp are one folder
-    "data.root",
-    "data.train_json",
-    "data.train_images",
-    "data.val_json",
-    "data.val_images",
-    "model.backbone_weights",
-    "train.init",
-)
 
 
 def prepare_run_dir(run_dir: Path, config: Config) -> Path:
