@@ -138,3 +138,25 @@ def test_recipes_are_the_package_recipes():
     assert sorted(p.name for p in recipes_dir().glob("*.yaml")) == sorted(
         p.name for p in Path("configs").glob("*.yaml")
     )
+
+
+@pytest.mark.parametrize(
+    "recipe, override, expected",
+    [
+        ("faster_rcnn_r18_fpn_shapes", "model.backbone=resnet81",
+         "--set model.backbone=resnet81: model: backbone 'resnet81': unknown (did you mean "
+         "resnet18?); use one of resnet18, "),
+        ("mask_rcnn_r18_fpn_shapes", "model.fpn_norm=bnn",
+         "--set model.fpn_norm=bnn: model: fpn_norm: norm 'bnn' is not one of none, bn, gn "
+         "(did you mean bn?)"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_backbone_or_norm_is_refused_with_a_suggestion_before_the_data(
+    recipe, override, expected, tmp_path, capsys
+):
+    empty = tmp_path / "empty"  # the data would be refused (no train.json) if it were read
+    empty.mkdir()
+    argv = ["train", recipe, "--out", str(tmp_path / "r"), "--set", f"data.root={empty}",
+            "--set", override]  # fmt: skip
+    assert error_of(capsys, argv).startswith(f"seglab train: error: {expected}")
+    assert not (tmp_path / "r").exists()

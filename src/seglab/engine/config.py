@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import types
 import typing
 import warnings
@@ -26,7 +27,7 @@ from seglab.data.config import LAYOUT_TASKS, DataConfig, check_intensity, check_
 from seglab.data.splits import check_locations, data_name
 from seglab.errors import SeglabWarning, UserError, did_you_mean
 from seglab.files import atomic_write_text
-from seglab.models.specs import builder_parameters, model_task
+from seglab.models.specs import builder_parameters, model_spec, model_task
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,24 @@ def _model_config(raw: dict, source: str) -> ModelConfig:
 def _check_model_args(model: ModelConfig, source: str) -> None:
     valid = [key for key in builder_parameters(model.name) if key != "num_classes"]
     _check_keys(model.args, [*valid, "backbone_weights"], "model.", source)
+    _check_model_values(model, source)
+
+
+def _check_model_values(model: ModelConfig, source: str) -> None:
+    """The values of a model whose options are a dataclass (the detectors), checked by its
+    `__post_init__` now rather than when the model is built, after the data is read."""
+    _, options = model_spec(model.name).parts()
+    if not dataclasses.is_dataclass(options):
+        return
+    num_classes = 2 if model.num_classes == "auto" else model.num_classes  # any valid count
+    try:
+        options(num_classes=num_classes, **model.args)
+    except UserError as error:
+        name = re.split(r"[ =:]", str(error), maxsplit=1)[0]
+        key = f"model.{name}" if name in model.args else "model"
+        raise ConfigKeyError(source, key, f"model: {error}") from None
+    except (TypeError, ValueError):  # a value of the wrong type: the builder says which
+        return
 
 
 def _dataclass_from(cls: type, raw: dict, prefix: str, source: str):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seglab.errors import UserError
+from seglab.errors import UserError, did_you_mean
 from seglab.ops.tracing import tracing
 
 NORMS = ("none", "bn", "frozen_bn", "gn")
@@ -77,7 +77,8 @@ def check_norm(norm: str | None, *, owner: str, allowed: tuple[str, ...] = NORMS
     if norm in _RENAMED and _RENAMED[norm] in allowed:
         raise UserError(f"{owner}: norm {norm!r} is now spelled {_RENAMED[norm]!r}")
     if norm not in allowed:
-        raise UserError(f"{owner}: norm {norm!r} is not one of {', '.join(allowed)}")
+        hint = did_you_mean(norm, allowed)
+        raise UserError(f"{owner}: norm {norm!r} is not one of {', '.join(allowed)}{hint}")
     return norm
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seglab.errors import UserError
+from seglab.errors import UserError, did_you_mean
 from seglab.models.backbones.resnet import NORMS as RESNET_NORMS
 from seglab.models.backbones.vgg import VGG_NORMS, VGG_STAGES
 from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD
@@ -228,4 +228,5 @@ class RCNNOptions(SelectiveSearchOptions):
 def _check_choice(name: str, value, choices: tuple) -> None:
     if value not in choices:
         shown = ", ".join("unset" if choice is None else str(choice) for choice in choices)
-        raise UserError(f"{name} {value!r}: unknown; use one of {shown}")
+        hint = did_you_mean(str(value), [str(choice) for choice in choices if choice is not None])
+        raise UserError(f"{name} {value!r}: unknown{hint}; use one of {shown}")

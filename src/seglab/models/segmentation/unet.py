@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from seglab.errors import UserError
+from seglab.errors import UserError, did_you_mean
 from seglab.models.inputs import Normalize, stack_images
 from seglab.models.layers import check_norm, conv_norm
 from seglab.models.segmentation.losses import IGNORE_INDEX, segmentation_losses
@@ -282,7 +282,8 @@ def _allowed_valid_sides_near(side: int, depth: int) -> list[int]:
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise UserError(f"unet: {name}={value!r} is not one of {', '.join(choices)}")
+        hint = did_you_mean(str(value), choices)
+        raise UserError(f"unet: {name}={value!r} is not one of {', '.join(choices)}{hint}")
 
 
 def _pad_to_multiple(batch: Tensor, multiple: int) -> tuple[Tensor, tuple[slice, slice]]:
