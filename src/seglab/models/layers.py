@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.errors import UserError, did_you_mean
+from seglab.ops.precision import autocast_dtype
 from seglab.ops.tracing import tracing
 
 NORMS = ("none", "bn", "frozen_bn", "gn")
@@ -174,12 +175,14 @@ def channels_last(x: Tensor) -> Tensor:
 
 
 def _fusable(x: Tensor, weight: Tensor) -> bool:
-    """oneDNN's fused convolution: float32 on a CPU, no autograd graph to record."""
+    """oneDNN's fused convolution: float32 weights on a CPU (the input float32, or bfloat16
+    under bfloat16 autocast), no autograd graph to record."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return (
         not needs_grad
         and x.device.type == "cpu"
-        and x.dtype == torch.float32 == weight.dtype
+        and x.dtype in (torch.float32, autocast_dtype("cpu"))
+        and weight.dtype == torch.float32
         and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
     )
@@ -195,8 +198,13 @@ def _onednn_conv(
     residual: Tensor | None,
 ) -> Tensor:
     """The convolution with its residual sum and ReLU as oneDNN post-ops: one pass over the
-    output instead of three (the kernel torch.compile's CPU backend emits for this pattern)."""
-    weight = weight.contiguous(memory_format=torch.channels_last)
+    output instead of three (the kernel torch.compile's CPU backend emits for this pattern).
+    Under CPU autocast it runs in autocast's dtype, as `F.conv2d` would (autocast does not
+    see this operator)."""
+    dtype = autocast_dtype("cpu") or torch.float32
+    x, weight = x.to(dtype), weight.to(dtype).contiguous(memory_format=torch.channels_last)
+    bias = None if bias is None else bias.to(dtype)
+    residual = None if residual is None else residual.to(dtype)
     arguments = (weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
     if residual is None:
         activation = "relu" if relu else "none"

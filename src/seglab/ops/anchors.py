@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seglab.ops.precision import full_precision_dtype
+
 
 class AnchorGenerator(nn.Module):
     """Anchors for a list of feature maps.
@@ -70,7 +72,8 @@ class AnchorGenerator(nn.Module):
             raise ValueError(
                 f"got {len(feature_maps)} feature maps for {len(self.cell_anchors)} anchor levels"
             )
-        dtype, device = feature_maps[0].dtype, feature_maps[0].device
+        # float32 from bfloat16 features: a bfloat16 coordinate past 256 px is a multiple of 2
+        dtype, device = full_precision_dtype(feature_maps[0].dtype), feature_maps[0].device
         anchors_per_level = [
             _grid_anchors(
                 cell_anchors.to(dtype=dtype, device=device),

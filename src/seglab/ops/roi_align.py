@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.nn.modules.utils import _pair
 
+from seglab.ops.precision import full_precision_dtype
 from seglab.ops.tracing import tracing
 from seglab.structures.boxes import box_area
 
@@ -75,7 +76,7 @@ def sparse_applies(features: Tensor, sampling_ratio: int) -> bool:
     samples per bin, eager mode (a tracer gets torchvision's operator, which ONNX knows)."""
     return (
         features.device.type == "cpu"
-        and features.dtype in (torch.float32, torch.float64)
+        and features.is_floating_point()
         and sampling_ratio > 0
         and not tracing()
     )
@@ -100,7 +101,10 @@ def roi_align_sparse(
         output_size, aligned: as in `roi_align`; sampling_ratio: g > 0 samples per bin side.
 
     Returns:
-        (K, C, out_h, out_w), laid out channels-last. Gradients flow to the levels.
+        (K, C, out_h, out_w), laid out channels-last, float32 for half-precision levels
+        (bfloat16 coordinates past 256 px are multiples of 2: the sampling points, weights
+        and sums are float32, as in torchvision's kernel under autocast). Gradients flow
+        to the levels.
     """
     out_h, out_w = _pair(output_size)
     grid = sampling_ratio
@@ -111,9 +115,10 @@ def roi_align_sparse(
     cells = shapes[:, 0] * shapes[:, 1] * levels[0].shape[0]  # (L,) cells per level
     first_cell = torch.cumsum(cells, 0) - cells  # (L,) where each level starts in the stack
     height, width = shapes[level_of_roi].unbind(1)  # (K,) each
-    scale = torch.tensor(scales, dtype=levels[0].dtype)[level_of_roi]  # (K,)
+    dtype = full_precision_dtype(levels[0].dtype)
+    scale = torch.tensor(scales, dtype=dtype)[level_of_roi]  # (K,)
 
-    rois = rois.detach().to(levels[0].dtype)
+    rois = rois.detach().to(dtype)
     offset = 0.5 if aligned else 0.0
     x0, y0, x1, y1 = (rois[:, 1:] * scale[:, None] - offset).unbind(1)  # feature-map frame
     roi_w, roi_h = x1 - x0, y1 - y0
@@ -142,9 +147,10 @@ def roi_align_sparse(
             size=(count * out_h * out_w, int(cells.sum())),
             check_invariants=False,
         )
-    flat = [level.permute(0, 2, 3, 1).reshape(-1, channels) for level in levels]  # (N H W, C)
-    stacked = flat[0] if len(flat) == 1 else torch.cat(flat)
-    pooled = matrix @ stacked  # (K out_h out_w, C)
+    flat = [level.permute(0, 2, 3, 1).reshape(-1, channels).to(dtype) for level in levels]
+    stacked = flat[0] if len(flat) == 1 else torch.cat(flat)  # (sum N H W, C)
+    with torch.autocast("cpu", enabled=False):  # autocast would make the sparse product bf16
+        pooled = matrix @ stacked  # (K out_h out_w, C)
     return pooled.view(count, out_h, out_w, channels).permute(0, 3, 1, 2)
 
 
@@ -267,7 +273,8 @@ def as_rois(rois: Tensor | list[Tensor], features: Tensor) -> Tensor:
                 raise ValueError(f"regions: image {index}'s boxes are {shape}; need {accepted}")
         if not rois:
             return features.new_zeros((0, 5))
-        return boxes_to_rois([boxes.to(features.dtype) for boxes in rois])
+        dtype = full_precision_dtype(features.dtype)  # float32 coordinates for bf16 features
+        return boxes_to_rois([boxes.to(dtype) for boxes in rois])
     if not isinstance(rois, Tensor) or rois.dim() != 2 or rois.shape[1] != 5:
         shape = tuple(rois.shape) if isinstance(rois, Tensor) else type(rois).__name__
         raise ValueError(f"regions: got {shape}; need {accepted}")

@@ -24,6 +24,7 @@ import torchvision
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
+from seglab.ops.precision import full_precision
 from seglab.ops.roi_align import MultiLevelRoIPooler, as_rois
 
 
@@ -46,6 +47,9 @@ def roi_pool(
         (K, C, out_h, out_w) pooled features.
     """
     rois = as_rois(rois, features)
+    # bfloat16 features are pooled as float32 (the maxima are the same values): the kernel
+    # takes one dtype, and bfloat16 regions would be quantised to 2-pixel steps past 256 px
+    features = full_precision(features)
     return torchvision.ops.roi_pool(features, rois, _pair(output_size), spatial_scale)
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from seglab.errors import UserError
 from seglab.models.inputs import Normalize, stack_images
 from seglab.models.layers import check_norm, conv_norm
+from seglab.ops.precision import full_precision
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 NORMS = ("none", "bn", "gn")
@@ -129,7 +130,7 @@ class CNNClassifier(nn.Module):
                 f"{self.in_channels}; set model.in_channels={batch.shape[1]}"
             )
         features = self.features(self.normalize(batch))  # (N, widths[-1], h, w)
-        return self.head(features)
+        return full_precision(self.head(features))  # float32: the loss, the probabilities
 
     def forward(self, images: list[Tensor] | Tensor, targets: list[dict] | None = None):
         """Images (list of (C, H, W) of one size, or (N, C, H, W)) -> [{"logits": (K,)}]."""

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from seglab.models.detection.box_head import fast_rcnn_loss, postprocess_boxes
 from seglab.models.detection.mask_head import mask_loss, mask_probabilities, mask_targets
 from seglab.ops.matcher import Matcher
+from seglab.ops.precision import full_precision
 from seglab.ops.sampler import BalancedPositiveNegativeSampler
 from seglab.structures.boxes import BoxCoder, box_iou
 
@@ -161,7 +162,8 @@ class RoIHeads(nn.Module):
 
     def _box_outputs(self, features, proposals, image_sizes) -> tuple[Tensor, Tensor]:
         pooled = self.box_roi_pool(features, proposals, image_sizes)  # (K, C, S, S)
-        return self.box_predictor(self.box_head(pooled))
+        class_logits, box_deltas = self.box_predictor(self.box_head(pooled))
+        return full_precision(class_logits), full_precision(box_deltas)  # float32 from here
 
     def _box_losses(self, features, rois: SampledRoIs, image_sizes) -> dict[str, Tensor]:
         class_logits, box_deltas = self._box_outputs(features, rois.proposals, image_sizes)
@@ -195,7 +197,8 @@ class RoIHeads(nn.Module):
 
     def _mask_logits(self, features, boxes: list[Tensor], image_sizes) -> Tensor:
         pooled = self.mask_roi_pool(features, boxes, image_sizes)  # (K, C, 14, 14)
-        return self.mask_predictor(self.mask_head(pooled))  # (K, num_classes, 28, 28)
+        logits = self.mask_predictor(self.mask_head(pooled))  # (K, num_classes, 28, 28)
+        return full_precision(logits)  # float32 from here: the loss, the pasting
 
     def _forward_box(self, features, proposals: list[Tensor], image_sizes) -> list[dict]:
         """Eval mode: score every proposal, refine its box per class, keep the best."""
@@ -221,8 +224,9 @@ class RoIHeads(nn.Module):
         pooled = self.box_roi_pool(features, proposals, image_sizes)  # (K, C, S, S)
         fc7 = self.box_head(pooled)  # (K, R)
         if self.box_svm is not None and self.box_svm.fitted:
-            return self.box_svm(pooled, fc7)
-        class_logits, box_deltas = self.box_predictor(fc7)
+            scores, box_deltas = map(full_precision, self.box_svm(pooled, fc7))
+            return scores, box_deltas
+        class_logits, box_deltas = map(full_precision, self.box_predictor(fc7))
         return class_logits.softmax(dim=-1), box_deltas
 
     def _forward_mask(self, features, detections: list[dict], image_sizes) -> None:

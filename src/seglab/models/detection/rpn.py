@@ -29,6 +29,7 @@ from seglab.models.layers import conv_norm_act
 from seglab.ops.anchors import AnchorGenerator
 from seglab.ops.matcher import Matcher
 from seglab.ops.nms import batched_nms
+from seglab.ops.precision import full_precision
 from seglab.ops.sampler import BalancedPositiveNegativeSampler
 from seglab.structures.boxes import BoxCoder, box_iou, clip_boxes, remove_small_boxes
 
@@ -141,7 +142,10 @@ class RegionProposalNetwork(nn.Module):
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
         """Return proposals per image (P_i, 4) in the resized frame, and the RPN losses."""
         feature_list = list(features.values())
-        objectness_per_level, deltas_per_level = self.head(feature_list)
+        # float32 from here on (the layers may run in bfloat16): decoding, NMS, the losses
+        objectness_per_level, deltas_per_level = (
+            [full_precision(level) for level in outputs] for outputs in self.head(feature_list)
+        )
         anchors = self.anchor_generator(batch.image_sizes, batch.padded_size, feature_list)
         anchors_per_level = [level[0].numel() for level in objectness_per_level]  # A*H*W each
         objectness = flatten_per_anchor(objectness_per_level, 1)[..., 0]  # (B, sum A*H*W)

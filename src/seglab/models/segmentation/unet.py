@@ -30,6 +30,7 @@ from seglab.errors import UserError, did_you_mean
 from seglab.models.inputs import Normalize, stack_images
 from seglab.models.layers import check_norm, conv_norm
 from seglab.models.segmentation.losses import IGNORE_INDEX, segmentation_losses
+from seglab.ops.precision import full_precision
 from seglab.ops.windows import center_crop
 
 
@@ -209,7 +210,7 @@ class UNet(nn.Module):
         features = self.bottleneck_dropout(self.bottleneck(features_for_skip[-1]))
         for level, skip in zip(self.expansive, reversed(features_for_skip), strict=True):
             features = level(features, skip)
-        logits = self.classifier(features)
+        logits = full_precision(self.classifier(features))  # float32: losses, probabilities
         if self.padding == "same":
             logits = logits[..., crop[0], crop[1]]
         return logits
