@@ -1,8 +1,10 @@
 """What the figures of one page share: the image they are drawn on and the models.
 
-A figure asks for a model by kind (`cnn`, `rcnn`, `fast_rcnn`, `faster_rcnn`, `mask_rcnn`).
-The user's model (`--model`) serves every kind its architecture can show (a Mask R-CNN
-is also a Faster R-CNN: same RPN); any other kind gets a small model of
+A figure asks for a model by kind (`cnn`, `rcnn`, `fast_rcnn`, `faster_rcnn_single_map`,
+`faster_rcnn`, `mask_rcnn`). The user's model (`--model`) serves every kind its architecture
+can show (a Mask R-CNN is also a Faster R-CNN: same RPN; an RPN on one map, as the Faster
+R-CNN paper's, shows `faster_rcnn_single_map`, one on FPN levels `faster_rcnn`); any other
+kind gets a small model of
 `seglab.explain.training`, built once per page, and trained there when some figure of the
 page needs learned weights (the anchors, RoI sampling grids and shapes do not).
 """
@@ -33,14 +35,18 @@ KIND_ARCHS = {
     "cnn": ("cnn",),
     "rcnn": ("rcnn",),
     "fast_rcnn": ("fast_rcnn",),
+    "faster_rcnn_single_map": ("faster_rcnn", "mask_rcnn"),
     "faster_rcnn": ("faster_rcnn", "mask_rcnn"),
     "mask_rcnn": ("mask_rcnn",),
 }
+# kinds that show an RPN -> whether its anchors lie on one map (True) or on FPN levels
+RPN_SINGLE_MAP = {"faster_rcnn_single_map": True, "faster_rcnn": False}
 # kind -> the small model that shows it when the user gave none of that kind
 QUICK_FOR_KIND = {
     "cnn": "cnn",
     "rcnn": "rcnn",
     "fast_rcnn": "fast_rcnn",
+    "faster_rcnn_single_map": "faster_rcnn",
     "faster_rcnn": "mask_rcnn",
     "mask_rcnn": "mask_rcnn",
 }
@@ -122,7 +128,7 @@ class Context:
 
     def model(self, kind: str) -> nn.Module:
         """The model that shows figures of `kind`, in eval mode."""
-        if self.user_model is not None and self.user_model.card.arch in KIND_ARCHS[kind]:
+        if self.user_model is not None and shows_kind(self.user_model, kind):
             return self.user_model
         name = QUICK_FOR_KIND[kind]
         if name not in self._quick:
@@ -178,6 +184,20 @@ class Context:
         if isinstance(generator, SelectiveSearchProposals):
             target = {**target, "proposals": generator.search(self.image_for(model))}
         return [(self.image_for(model), target)]
+
+
+def shows_kind(model: nn.Module, kind: str) -> bool:
+    """Whether `model` (a seglab model with its card) can show the figures of `kind`."""
+    if model.card.arch not in KIND_ARCHS[kind]:
+        return False
+    if kind not in RPN_SINGLE_MAP:
+        return True
+    return has_single_map_rpn(model) == RPN_SINGLE_MAP[kind]
+
+
+def has_single_map_rpn(model: nn.Module) -> bool:
+    """Whether the model's RPN puts all its anchors on one feature map (Faster R-CNN §3.1)."""
+    return len(model.proposal_generator.anchor_generator.sizes) == 1
 
 
 def model_channels(model: nn.Module) -> int:

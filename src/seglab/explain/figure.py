@@ -16,6 +16,8 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from seglab.explain.study_text import Correction
+
 DPI = 100
 GIF_FRAME_MS = 450
 
@@ -34,10 +36,12 @@ class Picture:
 
 @dataclass(frozen=True)
 class Figure:
-    """A drawn figure: its picture and a caption of two or three sentences (plain text)."""
+    """A drawn figure: its picture, a caption of a few sentences (plain text), and the
+    corrections of the study text's passages it illustrates (`study_text.Correction`)."""
 
     caption: str
     picture: Picture
+    corrections: tuple[Correction, ...] = ()
 
 
 def new_figure(width_in: float, height_in: float) -> MplFigure:

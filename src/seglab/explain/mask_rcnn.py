@@ -16,6 +16,7 @@ from torch import Tensor
 from seglab.explain.context import Context
 from seglab.explain.detector_run import DetectorRun, run_detector
 from seglab.explain.figure import Figure, draw_box, new_figure, png, show_image, to_uint8_image
+from seglab.explain.study_text import FPN_DIRECTION
 from seglab.inference.visualize import draw_detections
 
 OVERLAY_ENLARGEMENT = 2  # the output overlay is drawn at 2x: its labels cover less
@@ -136,6 +137,7 @@ def fpn_figure(context: Context) -> Figure:
         "coarser level to a 1 x 1 projection of each backbone stage, so every level, fine or "
         "coarse, has the same channels; the last level is the previous one subsampled.",
         png(figure),
+        corrections=(FPN_DIRECTION,),
     )
 
 

@@ -70,10 +70,13 @@ FIGURES: tuple[FigureSpec, ...] = (
                "busca-seletiva.png", _RCNN, proposals.selective_search_figure),
     FigureSpec("fast-rcnn", "Fast R-CNN: one feature map, RoI max pooling to 7 x 7",
                "fast-r-cnn.png", _FAST, fast_rcnn.fast_rcnn_figure, (("fast_rcnn", True),)),
-    FigureSpec("faster-rcnn", "Faster R-CNN: the RPN's anchors and its top proposals",
-               "faster-r-cnn.png", _FASTER, rpn.faster_rcnn_figure, (("faster_rcnn", True),)),
-    FigureSpec("anchors", "Anchors: positive, negative and ignored for one box", "ancoras.png",
-               _FASTER, rpn.anchors_figure, (("faster_rcnn", False),)),
+    FigureSpec("faster-rcnn", "Faster R-CNN: the RPN's anchors and its top proposals, on the "
+               "paper's one map (9 anchors) and on FPN's levels", "faster-r-cnn.png", _FASTER,
+               rpn.faster_rcnn_figure, (("faster_rcnn_single_map", True),
+                                        ("faster_rcnn", True))),
+    FigureSpec("anchors", "Anchors: positive, negative and ignored for one box, on the paper's "
+               "one map and on FPN's levels", "ancoras.png", _FASTER, rpn.anchors_figure,
+               (("faster_rcnn_single_map", False), ("faster_rcnn", False))),
     FigureSpec("fpn", "FPN: the pyramid levels P2-P6 of a real image", "fpn.png", _BACKBONE,
                mask_rcnn.fpn_figure, (("mask_rcnn", True),)),
     FigureSpec("roi-align", "RoIAlign vs RoIPool: where each reads the feature map",
@@ -165,7 +168,9 @@ def _figure_html(number: int, spec: FigureSpec, figure: Figure) -> str:
         f'<img src="data:{figure.picture.mime};base64,{data}" alt="{html.escape(spec.title)}">'
         f"<figcaption>{html.escape(figure.caption)}"
         f' <span class="file">(study text: images/{html.escape(spec.file_name)};'
-        f" seglab explain --only {spec.name})</span></figcaption></figure>"
+        f" seglab explain --only {spec.name})</span>"
+        f"{''.join(correction.html() for correction in figure.corrections)}"
+        "</figcaption></figure>"
     )
 
 
@@ -180,6 +185,8 @@ figure { margin: 1.5em 0; padding: 1em; border: 1px solid #e4e4e4; border-radius
 figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
 figcaption { margin-top: 0.7em; font-size: 0.95em; }
 figcaption .file { color: #888; font-size: 0.85em; }
+p.correction { margin: 0.7em 0 0 0; padding: 0.5em 0.8em; background: #fff6e0;
+               border-left: 4px solid #e0a000; }
 p.lead { color: #555; }
 """
 
@@ -194,7 +201,8 @@ _PAGE = """<!DOCTYPE html>
 <body>
 <h1>Deep-learning architectures for segmentation, drawn by seglab</h1>
 <p class="lead">The figures of the study text, each computed by the code seglab itself runs
-(seglab {version}) on {image}. Captions say which model each figure shows.</p>
+(seglab {version}) on {image}. Captions say which model each figure shows, and where the
+study text misstates a paper, what the paper says.</p>
 {body}
 </body>
 </html>

@@ -1,5 +1,7 @@
 """Figures 7 and 8, the study text's "Faster R-CNN" and "âncoras": the RPN's anchors, its
-top proposals, and how the matcher labels anchors for one ground-truth box.
+top proposals, and how the matcher labels anchors for one ground-truth box; each drawn for
+the paper's RPN (one stride-16 map, 9 anchors per position: 3 scales x 3 aspect ratios,
+Faster R-CNN §3.1.1) and for FPN's (one scale per level, 3 ratios).
 
 Anchors are the RPN's own `AnchorGenerator` output for the image's feature maps, the labels
 its own `Matcher` (IoU >= 0.7 positive, < 0.3 negative, in between ignored, and the best
@@ -13,11 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from seglab.explain.context import Context
 from seglab.explain.detector_run import DetectorRun, run_detector
 from seglab.explain.figure import Figure, draw_box, new_figure, png, show_image, to_uint8_image
+from seglab.explain.study_text import ANCHORS_ARE_REFERENCES, SHARED_COMPUTATION
+from seglab.explain.training import PAPER_ANCHOR_SIZES, PAPER_SHORT_SIDE, paper_anchor_sizes
 from seglab.ops.matcher import Matcher
 from seglab.structures.boxes import box_iou
 
@@ -34,6 +38,7 @@ class LevelAnchors:
     position: tuple[int, int]  # (row, column) on the level's grid
     indices: Tensor  # (A,) indices into the RPN's concatenated anchors
     boxes: Tensor  # (A, 4) xyxy in the resized frame
+    sizes: Tensor  # (A,) int64 the generator's size (sqrt of the area, px) of each anchor
 
 
 def all_anchors(model, run: DetectorRun) -> Tensor:
@@ -50,19 +55,28 @@ def anchors_at(model, run: DetectorRun, point_xy: tuple[float, float]) -> list[L
     puts no half-stride offset (as torchvision).
     """
     anchors = all_anchors(model, run)
-    per_location = model.proposal_generator.anchor_generator.num_anchors_per_location()
+    generator = model.proposal_generator.anchor_generator
     padded_h, padded_w = run.batch.padded_size
     result, offset = [], 0
-    for (name, feature), count in zip(run.features.items(), per_location, strict=True):
+    for (name, feature), sizes in zip(run.features.items(), _sizes_per_position(generator),
+                                      strict=True):  # fmt: skip
         height, width = feature.shape[-2:]
         stride = (padded_h // height, padded_w // width)
         row = min(height - 1, round(point_xy[1] / stride[0]))
         column = min(width - 1, round(point_xy[0] / stride[1]))
+        count = len(sizes)
         first = offset + (row * width + column) * count  # row-major positions, then anchors
         indices = torch.arange(first, first + count)
-        result.append(LevelAnchors(name, stride, (row, column), indices, anchors[indices]))
+        result.append(LevelAnchors(name, stride, (row, column), indices, anchors[indices], sizes))
         offset += height * width * count
     return result
+
+
+def _sizes_per_position(generator) -> list[Tensor]:
+    """Per level, (A,) the size of each anchor of a position, in the generator's order
+    (ratio-major, then size: the sizes cycle fastest)."""
+    pairs = zip(generator.sizes, generator.aspect_ratios, strict=True)
+    return [torch.tensor(sizes).repeat(len(ratios)) for sizes, ratios in pairs]
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class AnchorLabels:
     iou: Tensor  # (N,)
     matched: Tensor  # (N,) int64: 0 positive, Matcher.BACKGROUND, Matcher.IGNORED
     level: Tensor  # (N,) int64 index of each anchor's level
+    size: Tensor  # (N,) int64 each anchor's size (px, sqrt of its area)
 
 
 def anchor_labels(model, run: DetectorRun, gt_box: Tensor) -> AnchorLabels:
@@ -81,11 +96,14 @@ def anchor_labels(model, run: DetectorRun, gt_box: Tensor) -> AnchorLabels:
     anchors = all_anchors(model, run)
     iou = box_iou(gt_box[None].to(anchors), anchors)  # (1, N)
     matched = model.proposal_generator.matcher(iou)
-    per_location = model.proposal_generator.anchor_generator.num_anchors_per_location()
-    counts = [f.shape[-2] * f.shape[-1] * a for f, a in zip(run.features.values(), per_location,
-                                                               strict=True)]  # fmt: skip
+    sizes = _sizes_per_position(model.proposal_generator.anchor_generator)
+    positions = [feature.shape[-2] * feature.shape[-1] for feature in run.features.values()]
+    pairs = list(zip(positions, sizes, strict=True))
+    counts = [count * len(level_sizes) for count, level_sizes in pairs]
     level = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-    return AnchorLabels(gt_box, anchors, iou[0], matched, level)
+    # each level: positions row-major, then its A anchors -> (H_l W_l A_l,)
+    size = torch.cat([level_sizes.repeat(count) for count, level_sizes in pairs])
+    return AnchorLabels(gt_box, anchors, iou[0], matched, level, size)
 
 
 def reference_box(context: Context, run: DetectorRun) -> tuple[Tensor, str]:
@@ -106,82 +124,186 @@ def reference_box(context: Context, run: DetectorRun) -> tuple[Tensor, str]:
     return box, "a box at the centre (no object was found)"
 
 
+# -- the two RPNs drawn --------------------------------------------------------------------
+
+RPN_KINDS = ("faster_rcnn_single_map", "faster_rcnn")  # the paper's one map, then FPN's levels
+
+
+@dataclass(frozen=True)
+class ShownRPN:
+    """An RPN the figures draw: its detector and that detector's run on the page's image."""
+
+    model: nn.Module
+    run: DetectorRun
+
+    @property
+    def single_map(self) -> bool:
+        return len(self.model.proposal_generator.anchor_generator.sizes) == 1
+
+    @property
+    def name(self) -> str:
+        return "the paper's RPN on one map" if self.single_map else "FPN's RPN on its levels"
+
+
+def shown_rpns(context: Context) -> list[ShownRPN]:
+    """The paper's single-map RPN, then FPN's, each of its model (the user's or a small one)."""
+    models = [context.model(kind) for kind in RPN_KINDS]
+    return [ShownRPN(model, run_detector(model, context.image_for(model))) for model in models]
+
+
+def anchors_at_object(context: Context, shown: ShownRPN) -> list[LevelAnchors]:
+    """Per level, the anchors of the position nearest the reference box's centre."""
+    gt_box, _ = reference_box(context, shown.run)
+    centre = ((gt_box[0] + gt_box[2]) / 2, (gt_box[1] + gt_box[3]) / 2)
+    return anchors_at(shown.model, shown.run, (float(centre[0]), float(centre[1])))
+
+
 # -- drawing ------------------------------------------------------------------------------
 
 
 def faster_rcnn_figure(context: Context) -> Figure:
-    model = context.model("faster_rcnn")
-    run = run_detector(model, context.image_for(model))
-    gt_box, _ = reference_box(context, run)
-    centre = ((gt_box[0] + gt_box[2]) / 2, (gt_box[1] + gt_box[3]) / 2)
-    levels = anchors_at(model, run, (float(centre[0]), float(centre[1])))
-    pixels = to_uint8_image(run.resized_image)
-    figure = new_figure(9.0, 4.6)
-    left, right = figure.subplots(1, 2)
-    show_image(left, pixels, "anchors at one position of each level")
-    for index, level in enumerate(levels):
-        for anchor_index, box in enumerate(level.boxes):
-            draw_box(
-                left,
-                box,
-                LEVEL_COLOURS[index % 6],
-                width=1.2,
-                label=f"{level.level}, stride {level.stride[0]}" if anchor_index == 0 else None,
-            )
-    left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), framealpha=0.8)
-    corners = torch.cat([level.boxes for level in levels])
-    left.set_xlim(
-        min(0.0, float(corners[:, 0].min())), max(pixels.shape[1], float(corners[:, 2].max()))
-    )
-    left.set_ylim(
-        max(pixels.shape[0], float(corners[:, 3].max())), min(0.0, float(corners[:, 1].min()))
-    )
-    show_image(right, pixels, "top 10 proposals (RPN objectness, after NMS)")
-    for rank, box in enumerate(run.proposals[:10]):
-        draw_box(right, box, LEVEL_COLOURS[rank % 6], width=1.5)
-        right.text(float(box[0]) + 1, float(box[1]) + 4, str(rank + 1), fontsize=7,
-                   color=LEVEL_COLOURS[rank % 6], fontweight="bold")  # fmt: skip
+    rpns = shown_rpns(context)
+    figure = new_figure(9.4, 4.4 * len(rpns))
+    sentences = []
+    axes = figure.subplots(len(rpns), 2, squeeze=False)
+    for row, (shown, (left, right)) in enumerate(zip(rpns, axes, strict=True)):
+        levels = anchors_at_object(context, shown)
+        _draw_anchors_at(left, shown, levels)
+        _draw_proposals(right, shown)
+        sentences.append(f"{_ROW_NAMES[row]}: {_rpn_sentence(context, shown, levels)}")
     figure.tight_layout()
-    sizes = ", ".join(f"{len(level.boxes)} on {level.level}" for level in levels)
+    kept = ", ".join(str(len(shown.run.proposals)) for shown in rpns)
     return Figure(
-        f"The Region Proposal Network of {context.note(model)}, on the image as the model "
-        f"resized it. Left: the anchors centred at the grid position nearest the object's "
-        f"centre on each feature level ({sizes}: one size per level times the aspect ratios "
-        f"{_ratios(model)}). Right: the {len(run.proposals)} proposals the RPN kept are its "
-        "anchors moved by the predicted deltas, ranked by objectness; the first ten are drawn.",
+        "The Region Proposal Network, on the page's image as each model resized it. "
+        + " ".join(sentences)
+        + f" Right: the proposals each RPN kept ({kept}) are its anchors moved by the predicted "
+        "deltas, ranked by objectness; the first ten are drawn.",
         png(figure),
+        corrections=(SHARED_COMPUTATION,),
     )
 
 
 def anchors_figure(context: Context) -> Figure:
-    model = context.model("faster_rcnn")
-    run = run_detector(model, context.image_for(model))
-    gt_box, gt_what = reference_box(context, run)
-    labels = anchor_labels(model, run, gt_box)
-    pixels = to_uint8_image(run.resized_image)
+    rpns = shown_rpns(context)
+    figure = new_figure(9.6, 4.3 * len(rpns))
+    axes = figure.subplots(len(rpns), 2, squeeze=False, gridspec_kw={"width_ratios": [1, 1.25]})
+    sentences = []
+    for row, (shown, (left, right)) in enumerate(zip(rpns, axes, strict=True)):
+        gt_box, gt_what = reference_box(context, shown.run)
+        labels = anchor_labels(shown.model, shown.run, gt_box)
+        _draw_labelled_anchors(left, shown, labels)
+        _iou_panel(right, labels, shown.model.proposal_generator.matcher, list(shown.run.features))
+        sentences.append(f"{_ROW_NAMES[row]}: {_labels_sentence(context, shown, labels, gt_what)}")
+    figure.tight_layout()
+    return Figure(
+        "Training labels of each RPN for one ground-truth box (black). "
+        + " ".join(sentences)
+        + f" The image shows the {SHOWN_PER_LABEL} anchors of highest IoU of each label "
+        "(green positive, orange ignored, grey negative), the right panel every anchor by its "
+        "size and IoU.",
+        png(figure),
+        corrections=(ANCHORS_ARE_REFERENCES,),
+    )
+
+
+_ROW_NAMES = ("Top", "Bottom")
+
+
+def _draw_anchors_at(axes, shown: ShownRPN, levels: list[LevelAnchors]) -> None:
+    """The anchors of one position per level, one colour per (level, size)."""
+    pixels = to_uint8_image(shown.run.resized_image)
+    count = len(levels[0].boxes)
+    what = f"the {count} anchors of one position" if shown.single_map else "one position a level"
+    show_image(axes, pixels, f"{shown.name}: {what}")
+    colour = 0
+    for level in levels:
+        for size in level.sizes.unique().tolist():
+            label = f"{level.level}, stride {level.stride[0]}, {size} px"
+            for box in level.boxes[level.sizes == size]:
+                draw_box(axes, box, LEVEL_COLOURS[colour % 6], width=1.2, label=label)
+                label = None  # one legend entry per size
+            colour += 1
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+                frameon=False)  # fmt: skip
+    corners = torch.cat([level.boxes for level in levels])
+    axes.set_xlim(min(0.0, float(corners[:, 0].min())),
+                  max(pixels.shape[1], float(corners[:, 2].max())))  # fmt: skip
+    axes.set_ylim(max(pixels.shape[0], float(corners[:, 3].max())),
+                  min(0.0, float(corners[:, 1].min())))  # fmt: skip
+
+
+def _draw_proposals(axes, shown: ShownRPN) -> None:
+    show_image(axes, to_uint8_image(shown.run.resized_image),
+               "top 10 proposals (RPN objectness, after NMS)")  # fmt: skip
+    for rank, box in enumerate(shown.run.proposals[:10]):
+        draw_box(axes, box, LEVEL_COLOURS[rank % 6], width=1.5)
+        axes.text(float(box[0]) + 1, float(box[1]) + 4, str(rank + 1), fontsize=7,
+                  color=LEVEL_COLOURS[rank % 6], fontweight="bold")  # fmt: skip
+
+
+def _rpn_sentence(context: Context, shown: ShownRPN, levels: list[LevelAnchors]) -> str:
+    """What one row of the Faster R-CNN figure shows, for its caption."""
+    ratios = _ratios(shown.model)
+    if not shown.single_map:
+        sizes = ", ".join(f"{level.sizes[0]} px on {level.level}" for level in levels)
+        return (
+            f"{shown.name}, of {context.note(shown.model)} (FPN §4.1): the same head on every "
+            f"level, one anchor size per level ({sizes}) times {ratios}; left, the anchors of "
+            "the position nearest the object's centre on each level."
+        )
+    level = levels[0]
+    sizes = level.sizes.unique().tolist()
+    return (
+        f"{shown.name}, of {context.note(shown.model)}, as the Faster R-CNN paper has it "
+        f"(§3.1): a 3 x 3 window slides over the one stride-{level.stride[0]} map "
+        f"({level.level}; VGG16's conv5_3 in the paper), the map the RoI head pools from too, "
+        f"and scores k = {len(level.sizes)} anchors at each position, {len(sizes)} sizes "
+        f"({', '.join(map(str, sizes))} px{_scale_note(shown.model, sizes)}) x {ratios}; left, "
+        f"the {len(level.sizes)} anchors of the position nearest the object's centre."
+    )
+
+
+def _scale_note(model, sizes: list[int]) -> str:
+    """How the drawn sizes relate to the paper's 128, 256, 512 px at a 600 px short side."""
+    short_side = model.transform.min_size[-1]
+    paper = ", ".join(map(str, PAPER_ANCHOR_SIZES))
+    if tuple(sizes) == PAPER_ANCHOR_SIZES:
+        return f": the paper's, for its {PAPER_SHORT_SIDE} px short side"
+    if short_side < PAPER_SHORT_SIDE and tuple(sizes) == paper_anchor_sizes(short_side):
+        return (
+            f": the paper's {paper} px for a {PAPER_SHORT_SIDE} px short side, scaled by "
+            f"{short_side}/{PAPER_SHORT_SIDE} as the image is drawn small, at the "
+            f"{short_side} px short side the model resizes it to"
+        )
+    return f", the model's own (the paper's: {paper} px for a {PAPER_SHORT_SIDE} px short side)"
+
+
+def _draw_labelled_anchors(axes, shown: ShownRPN, labels: AnchorLabels) -> None:
+    show_image(axes, to_uint8_image(shown.run.resized_image), f"{shown.name}: labels")
     positive = labels.matched >= 0
     ignored = labels.matched == Matcher.IGNORED
     near = labels.matched == Matcher.BACKGROUND
-    figure = new_figure(9.6, 4.4)
-    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.25]})
-    show_image(left, pixels, "anchors as the matcher labels them")
     for mask, colour, style in ((near, "#999999", ":"), (ignored, "#ff7f00", "-"),
                                 (positive, "#2ca02c", "-")):  # fmt: skip
         for index in _highest_iou(labels.iou, mask, SHOWN_PER_LABEL):
-            draw_box(left, labels.anchors[index], colour, width=1.0, style=style)
-    draw_box(left, gt_box, "black", width=2.5)
-    _iou_panel(right, labels, model.proposal_generator.matcher, list(run.features))
-    figure.tight_layout()
-    matcher = model.proposal_generator.matcher
-    return Figure(
-        f"Training labels of the RPN of {context.note(model)} for {gt_what} (black). "
-        f"{int(positive.sum())} anchors are positive (green: IoU >= {matcher.high_threshold}, "
-        f"or the best IoU this box has with any anchor), {int(ignored.sum())} ignored "
-        f"(orange: {matcher.low_threshold} <= IoU < {matcher.high_threshold}) and "
-        f"{int((labels.matched == Matcher.BACKGROUND).sum())} negative (grey, IoU < "
-        f"{matcher.low_threshold}); the image shows the {SHOWN_PER_LABEL} of highest IoU of "
-        "each, the right panel every anchor by its level and IoU.",
-        png(figure),
+            draw_box(axes, labels.anchors[index], colour, width=1.0, style=style)
+    draw_box(axes, labels.gt_box, "black", width=2.5)
+
+
+def _labels_sentence(context: Context, shown: ShownRPN, labels: AnchorLabels, gt_what: str):
+    """What one row of the anchors figure shows, for its caption."""
+    matcher = shown.model.proposal_generator.matcher
+    low, high = matcher.low_threshold, matcher.high_threshold
+    per_position = shown.model.proposal_generator.anchor_generator.num_anchors_per_location()
+    where = f"{per_position[0]} per position of " + (
+        "its one map" if shown.single_map else f"each of its {len(per_position)} levels"
+    )
+    return (
+        f"{shown.name}, of {context.note(shown.model)}, for {gt_what}: of its "
+        f"{len(labels.iou)} anchors ({where}), positive {int((labels.matched >= 0).sum())} "
+        f"(IoU >= {high}, or the best IoU this box has with any anchor), ignored "
+        f"{int((labels.matched == Matcher.IGNORED).sum())} ({low} <= IoU < {high}) and "
+        f"negative {int((labels.matched == Matcher.BACKGROUND).sum())} (IoU < {low})."
     )
 
 
@@ -192,6 +314,12 @@ def _highest_iou(iou: Tensor, mask: Tensor, count: int) -> Tensor:
 
 
 def _iou_panel(axes, labels: AnchorLabels, matcher: Matcher, level_names: list[str]) -> None:
+    """Every anchor as a dot: its IoU across, its (level, size) group up (jittered)."""
+    groups = torch.stack([labels.level, labels.size], dim=1).unique(dim=0)  # (G, 2) sorted
+    names = [f"{level_names[level]} {size} px" for level, size in groups.tolist()]
+    # (N, 1, 2) == (1, G, 2) -> (N, G): which group each anchor is in
+    group = (torch.stack([labels.level, labels.size], dim=1)[:, None] == groups[None]).all(
+        dim=2).int().argmax(dim=1)  # fmt: skip
     generator = np.random.default_rng(0)
     jitter = generator.uniform(-0.3, 0.3, len(labels.iou))
     colours = np.where(
@@ -199,13 +327,13 @@ def _iou_panel(axes, labels: AnchorLabels, matcher: Matcher, level_names: list[s
         "#2ca02c",
         np.where((labels.matched == Matcher.IGNORED).numpy(), "#ff7f00", "#999999"),
     )
-    axes.scatter(labels.iou.numpy(), labels.level.numpy() + jitter, c=colours, s=4)
+    axes.scatter(labels.iou.numpy(), group.numpy() + jitter, c=colours, s=4)
     for colour, name in (("#2ca02c", "positive"), ("#ff7f00", "ignored"), ("#999999", "negative")):
         axes.scatter([], [], color=colour, s=12, label=name)
     axes.legend(fontsize=7, loc="upper right", frameon=False)
     for threshold in (matcher.low_threshold, matcher.high_threshold):
         axes.axvline(threshold, color="black", linewidth=0.8, linestyle="--")
-    axes.set_yticks(range(len(level_names)), labels=level_names, fontsize=8)
+    axes.set_yticks(range(len(names)), labels=names, fontsize=8)
     axes.set_xlabel("IoU with the ground-truth box", fontsize=8)
     axes.set_title("every anchor: positive, ignored, negative", fontsize=9)
     axes.set_xlim(-0.02, 1.0)
@@ -213,4 +341,4 @@ def _iou_panel(axes, labels: AnchorLabels, matcher: Matcher, level_names: list[s
 
 def _ratios(model) -> str:
     ratios = model.proposal_generator.anchor_generator.aspect_ratios[0]
-    return ", ".join(f"{ratio:g}" for ratio in ratios)
+    return f"{len(ratios)} aspect ratios (height / width {', '.join(f'{r:g}' for r in ratios)})"

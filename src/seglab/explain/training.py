@@ -26,6 +26,21 @@ from seglab.structures.masks import masks_to_boxes
 
 DETECTOR_SIZE = 128  # the short side the small detectors resize images to
 CROP_SIDE = 48  # the small classifier's input side
+# Faster R-CNN §3.3: images rescaled to a 600 px short side (1000 px long side at most),
+# anchors of 3 scales (box areas 128^2, 256^2, 512^2 px) and 3 aspect ratios (§3.1.1: k = 9)
+PAPER_SHORT_SIDE = 600
+PAPER_LONG_SIDE = 1000
+PAPER_ANCHOR_SIZES = (128, 256, 512)
+PAPER_ASPECT_RATIOS = (0.5, 1.0, 2.0)
+SINGLE_MAP_SIZE = 256  # the short side of the small single-map Faster R-CNN
+
+
+def paper_anchor_sizes(short_side: int) -> tuple[int, ...]:
+    """The paper's anchor sizes for images resized to `short_side` px: 128, 256, 512 at 600
+    px and above, scaled with the image below it (each anchor then covers the same share of
+    the image as in the paper)."""
+    scale = min(1.0, short_side / PAPER_SHORT_SIDE)
+    return tuple(round(size * scale) for size in PAPER_ANCHOR_SIZES)
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,14 @@ _SMALL_DETECTOR = dict(
     min_size=DETECTOR_SIZE, max_size=DETECTOR_SIZE, representation_size=256,
 )  # fmt: skip
 _SELECTIVE_SEARCH = dict(proposal_mode="fast", max_proposals=200, fpn=False, feature_stage="c4")
+# Faster R-CNN as the paper has it: one stride-16 map (C4 here, VGG16's conv5_3 there), one
+# 3x3 conv in the RPN, 9 anchors per position, RoI max pooling, 300 proposals at test (§4.1)
+_SINGLE_MAP_RPN = dict(
+    fpn=False, feature_stage="c4", min_size=SINGLE_MAP_SIZE,
+    max_size=round(SINGLE_MAP_SIZE * PAPER_LONG_SIDE / PAPER_SHORT_SIDE),
+    anchor_sizes=paper_anchor_sizes(SINGLE_MAP_SIZE), aspect_ratios=PAPER_ASPECT_RATIOS,
+    rpn_head_convs=1, roi_pool="max", rpn_post_nms_top_n_test=300,
+)  # fmt: skip
 
 QUICK_RECIPES = {
     "cnn": QuickRecipe(
@@ -74,6 +97,20 @@ QUICK_RECIPES = {
             sampling_ratio=2,
             mask_head_channels=64,
             mask_head_convs=2,
+            detections_per_img=30,
+        ),
+        steps=40,
+        batch_size=1,
+    ),  # fmt: skip
+    "faster_rcnn": QuickRecipe(
+        "faster_rcnn",
+        "a small single-map Faster R-CNN (ResNet-18 C4)",
+        dict(
+            _SMALL_DETECTOR,
+            **_SINGLE_MAP_RPN,
+            rpn_batch_size_per_image=128,
+            box_batch_size_per_image=128,
+            box_positive_fraction=0.5,
             detections_per_img=30,
         ),
         steps=40,
