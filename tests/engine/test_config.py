@@ -9,6 +9,7 @@ import yaml
 
 from seglab.engine.config import (
     Config,
+    config_to_dict,
     config_warnings,
     fit_batch_size,
     load_config,
@@ -108,7 +109,8 @@ def test_unknown_model_argument_lists_the_builder_arguments(tmp_path):
         ("train.batch_size=2.5", "train.batch_size must be int"),
         ("train.lr=fast", "train.lr must be float"),
         ("train.optimizer=adam", "train.optimizer must be one of sgd, adamw"),
-        ("train.amp=fp16", "train.amp must be one of none, bf16"),
+        ("train.precision=fp16", "train.precision must be one of fp32, bf16"),
+        ("train.amp=fp16", "train.precision must be one of fp32, bf16"),
         ("train.device=tpu", "train.device"),
         ("train.max_steps=0", "train.max_steps must be positive"),
         ("model.num_classes=many", "model.num_classes must be int"),
@@ -130,6 +132,17 @@ def test_unknown_model_argument_lists_the_builder_arguments(tmp_path):
 def test_bad_values_are_user_errors(tmp_path, override, message):
     with pytest.raises(UserError, match=message):
         load_config(write(tmp_path, minimal()), [override])
+
+
+def test_amp_is_read_as_precision_with_a_rename_note(tmp_path):
+    """`train.amp` (none | bf16), the key's earlier name, still reads, and says the new one;
+    a resumed run's config.yaml written before the rename compares equal (run_dir)."""
+    for amp, precision in (("none", "fp32"), ("bf16", "bf16")):
+        with pytest.warns(SeglabWarning, match="train.amp is now spelled train.precision"):
+            config = load_config(write(tmp_path, minimal(train={"lr": 0.1, "amp": amp})))
+        assert config.train.precision == precision
+    with pytest.raises(UserError, match="train.amp is the old name of train.precision"):
+        load_config(write(tmp_path, minimal(train={"lr": 0.1, "amp": "bf16", "precision": "bf16"})))
 
 
 def test_unknown_model_name(tmp_path):
@@ -231,3 +244,22 @@ def test_a_batch_larger_than_the_train_split_is_the_whole_split(tmp_path):
     assert fitted.train.batch_size == 5
     assert fitted == dataclasses.replace(config, train=fitted.train)  # nothing else changes
     assert fit_batch_size(config, 16) is config
+
+
+def test_a_run_saved_with_amp_resumes_with_precision(tmp_path):
+    """A run folder whose config.yaml says `amp: none` (written before the rename) resumes
+    with the same config: the old key is compared as today's `precision: fp32`."""
+    from seglab.engine.checkpoint import CHECKPOINT_NAME
+    from seglab.engine.run_dir import CONFIG_NAME, check_resume
+
+    config = load_config(write(tmp_path, minimal()))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    raw = config_to_dict(config)
+    raw["train"]["amp"] = "none" if raw["train"].pop("precision") == "fp32" else "bf16"
+    (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(raw))
+    (run_dir / CHECKPOINT_NAME).write_bytes(b"")
+    check_resume(run_dir, config)  # no "the run was started with train.amp=..." refusal
+    bf16 = dataclasses.replace(config, train=dataclasses.replace(config.train, precision="bf16"))
+    with pytest.raises(UserError, match="train.precision='fp32', now 'bf16'"):
+        check_resume(run_dir, bf16)

@@ -203,13 +203,15 @@ def test_out_pointing_to_a_file_is_refused(shapes_root, tmp_path):
 def steps_seen():
     """What each optimizer step applies (the learning rate, the gradients' total norm) and
     the dtype of every convolution's output in a training forward, over one `train` call."""
-    seen = {"lr": [], "grad_norm": [], "conv_dtypes": set()}
+    seen = {"lr": [], "grad_norm": [], "conv_dtypes": set(), "master_dtypes": set()}
 
     def before_step(optimizer, args, kwargs):
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in parameters]
         norms = torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
         seen["grad_norm"].append(torch.linalg.vector_norm(norms).item())
         seen["lr"].append(optimizer.param_groups[0]["lr"])
+        seen["master_dtypes"].update(t.dtype for t in (*parameters, *grads) if t is not None)
 
     def after_forward(module, inputs, output):
         if isinstance(module, torch.nn.Conv2d) and module.training:
@@ -227,7 +229,7 @@ def steps_seen():
 def test_sgd_step_schedule_clipping_and_bf16(shapes_root, tmp_path, steps_seen):
     config = make_config(
         shapes_root, optimizer="sgd", lr=0.01, schedule="step", milestones=[2], gamma=0.1,
-        warmup_steps=0, grad_clip=1e-3, amp="bf16", max_steps=4, eval_every=4,
+        warmup_steps=0, grad_clip=1e-3, precision="bf16", max_steps=4, eval_every=4,
     )  # fmt: skip
     metrics = train(config, tmp_path / "run", progress=False)
     assert metrics["step"] == 4 and torch.isfinite(torch.tensor(metrics["loss"]))
@@ -237,6 +239,8 @@ def test_sgd_step_schedule_clipping_and_bf16(shapes_root, tmp_path, steps_seen):
     # Every step's gradient is clipped to norm 1e-3 (without clipping: norms 0.9 to 3.4).
     assert steps_seen["grad_norm"] == pytest.approx([1e-3] * 4, rel=1e-4)
     assert steps_seen["conv_dtypes"] == {torch.bfloat16}  # the forwards ran under autocast
+    # the optimizer updates float32 master weights with float32 gradients
+    assert steps_seen["master_dtypes"] == {torch.float32}
 
 
 def test_diverging_loss_is_reported(shapes_root, tmp_path, monkeypatch):

@@ -67,7 +67,9 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()  # step schedule: lr *= gamma at each of these steps
     gamma: float = 0.1
     grad_clip: float | None = None  # max global gradient norm
-    amp: str = "none"  # none | bf16 (autocast)
+    # fp32 | bf16: bfloat16 autocast of the forward (fp32 master weights, losses and box /
+    # mask decoding; `seglab.ops.precision`); `amp: none|bf16` is its earlier spelling
+    precision: str = "fp32"
     log_every: int = 20
     # a seglab model file to start from: tensors whose name and shape fit are kept, the
     # class-dependent ones re-initialised when num_classes differs (`seglab.models.transfer`)
@@ -90,7 +92,7 @@ class Config:
 CHOICES = {
     "train.optimizer": ("sgd", "adamw"),
     "train.schedule": ("cosine", "step", "cosine_budget"),
-    "train.amp": ("none", "bf16"),
+    "train.precision": ("fp32", "bf16"),
 }
 POSITIVE = ("train.batch_size", "train.max_steps", "train.eval_every", "train.checkpoint_every")
 POSITIVE += ("train.log_every", "train.lr")
@@ -283,6 +285,7 @@ def config_from_dict(raw: dict, *, source: str = "config", model_args: bool = Tr
     train_raw = raw.get("train") or {}
     if not isinstance(train_raw, dict):
         raise UserError(f"{source}: section 'train' is not a mapping")
+    train_raw = renamed_train_keys(train_raw, source)
     config = Config(
         seed=_coerce(raw.get("seed", 0), int, "seed", source),
         model=_model_config(raw["model"], source),
@@ -294,6 +297,27 @@ def config_from_dict(raw: dict, *, source: str = "config", model_args: bool = Tr
     if model_args:  # last: the builder's arguments are read from its code, which imports torch
         _check_model_args(config.model, source)
     return config
+
+
+def renamed_train_keys(train: dict, source: str) -> dict:
+    """`train:` with earlier spellings read as today's, with a warning that names the new
+    one: `amp: none|bf16` -> `precision: fp32|bf16` (a run's config.yaml written before
+    the rename resumes as it was)."""
+    if "amp" not in train:
+        return train
+    if "precision" in train:
+        raise ConfigKeyError(source, "train.amp", "train.amp is the old name of "
+                             "train.precision; give train.precision only")  # fmt: skip
+    train = dict(train)
+    amp = train.pop("amp")
+    train["precision"] = {"none": "fp32"}.get(amp, amp)
+    warnings.warn(
+        f"{source}: train.amp is now spelled train.precision (amp: {amp} read as "
+        f"precision: {train['precision']})",
+        SeglabWarning,
+        stacklevel=4,
+    )
+    return train
 
 
 def _model_config(raw: dict, source: str) -> ModelConfig:

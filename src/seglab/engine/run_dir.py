@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,13 @@ from pathlib import Path
 import yaml
 
 from seglab.engine.checkpoint import CHECKPOINT_NAME
-from seglab.engine.config import PATH_KEYS, Config, config_to_dict, save_config
+from seglab.engine.config import (
+    PATH_KEYS,
+    Config,
+    config_to_dict,
+    renamed_train_keys,
+    save_config,
+)
 from seglab.errors import UserError
 from seglab.files import check_output_folder
 
@@ -154,7 +161,12 @@ def _saved_config(run_dir: Path) -> dict | None:
     saved_path = run_dir / CONFIG_NAME
     if not ((run_dir / CHECKPOINT_NAME).is_file() and saved_path.is_file()):
         return None
-    return _flatten(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    if isinstance(saved.get("train"), dict):  # earlier spellings as today's (said on load)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            saved["train"] = renamed_train_keys(saved["train"], str(saved_path))
+    return _flatten(saved)
 
 
 def _same(key: str, saved, given) -> bool:

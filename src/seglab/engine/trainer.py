@@ -22,7 +22,6 @@ import signal
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,7 @@ from seglab.models.card import ModelCard
 from seglab.models.detection.builders import data_proposals
 from seglab.models.transfer import init_from
 from seglab.models.zoo import build_from_card, model_task, save_model
+from seglab.ops.precision import autocast, bf16_note
 from seglab.progress import progress
 
 _NO_VALIDATION = (
@@ -166,6 +166,8 @@ def _open_session(
     device = distributed.start(processes, resolve_device(config.train.device))
     if planned is not None and processes.main:
         report(planned.reason)
+    if bf16_note(config.train.precision, device) and processes.main:
+        report(bf16_note(config.train.precision, device))
     model = _build_model(config, train_set, device)
     if config.train.sync_batchnorm:
         model = distributed.sync_batchnorm(model, processes, device)
@@ -379,12 +381,7 @@ def _train_loader(session: Session) -> DataLoader:
 def _train_step(session: Session, batch: tuple[list[Tensor], list[dict]]) -> dict[str, float]:
     cfg, model, optimizer = session.config.train, session.model, session.optimizer
     images, targets = seglab_data.batch_to_device(batch, session.device)
-    autocast = (
-        torch.autocast(session.device.type, dtype=torch.bfloat16)
-        if cfg.amp == "bf16"
-        else nullcontext()
-    )
-    with autocast:
+    with autocast(cfg.precision, session.device):  # losses and master weights stay float32
         _, losses = session.forward(images, targets)
     loss = sum(losses.values())
     if not torch.isfinite(loss):
