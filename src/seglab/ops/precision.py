@@ -26,6 +26,7 @@ oneDNN emulates bfloat16 with float32 instructions, which runs but slower than f
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -116,3 +117,16 @@ def bf16_note(precision: str, device: torch.device | str) -> str | None:
         "bf16: this CPU has no bfloat16 instructions (AVX-512 BF16, AMX or Arm BF16); "
         "bfloat16 runs emulated, slower than fp32"
     )
+
+
+@contextlib.contextmanager
+def announced_autocast(
+    precision: str, device: torch.device | str, say: Callable[[str], None]
+) -> Iterator[None]:
+    """`autocast(precision, device)`, after `say`ing `bf16_note` when there is one (the
+    commands print it on stderr)."""
+    note = bf16_note(precision, device)
+    if note is not None:
+        say(note)
+    with autocast(precision, device):
+        yield
