@@ -68,15 +68,16 @@ def test_broken_coco_copy_lists_every_problem_and_exits_2(shapes, tmp_path, caps
     rows = {line.split("  ")[0]: line for line in captured.out.splitlines()}
     assert "val/000001.png" in rows["unreadable image"]
     assert "stops training" in rows["unreadable image"]
-    assert "train/000002.png" in rows["file that fails to decode"]
+    # the same fault, the same name, whether the header or the pixels fail to read
+    assert "train/000002.png" in rows["unreadable image"] and " 1    1 " in rows["unreadable image"]
     assert "train.json annotation 1" in rows["zero-area box"] and "dropped" in rows["zero-area box"]
     assert "train.json annotation 2" in rows["polygon with fewer than 3 points"]
     # the stopping problems come first
     kinds = [line.split("  ")[0] for line in captured.out.splitlines()]
-    assert kinds.index("file that fails to decode") < kinds.index("zero-area box")
+    assert kinds.index("unreadable image") < kinds.index("zero-area box")
     assert captured.err.strip().splitlines()[-1] == (
-        f"seglab data: error: {root}: training would fail or learn nothing (file that fails to "
-        "decode, unreadable image); fix the files listed above"
+        f"seglab data: error: {root}: training would fail or learn nothing (unreadable "
+        "image); fix the files listed above"
     )
 
 

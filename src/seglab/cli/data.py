@@ -160,6 +160,8 @@ def _every_findings(report) -> list:
 
 def report_lines(report) -> list[str]:
     """The summary table, then the problems table, of a `DataReport`."""
+    from seglab.data.check import UNREAD_SPLIT
+
     count, names = len(report.class_names), ", ".join(report.class_names) or "none"
     classes = f"{count} class{'' if count == 1 else 'es'} ({names})"
     lines = [f"{report.root}: {report.layout} layout, {classes}"]
@@ -175,6 +177,10 @@ def report_lines(report) -> list[str]:
         lines += ["", *_table(header, problems, left=(0, 1, len(header) - 1))]
     else:
         lines.append("problems: none")
+    for split in report.splits:  # the table names the split; the reason is in the message
+        unread = split.findings.by_kind.get(UNREAD_SPLIT)
+        if unread is not None:
+            lines.append(f"{split.name} split cannot be read: {unread.message}")
     return lines
 
 
@@ -183,6 +189,8 @@ def _summary_rows(report) -> list[list[str]]:
     rows = [["images", *(str(split.images) for split in splits)]]
     for mode in sorted({mode for split in splits for mode in split.modes}):
         rows.append([f"  {mode}", *(str(split.modes[mode]) for split in splits)])
+    if any(split.left_out for split in splits):  # not among the images: see the problems
+        rows.append(["left out (problems)", *(str(split.left_out) for split in splits)])
     rows.append(["sizes (w x h)", *(_sizes(split.sizes) for split in splits)])
     if report.layout == "masks":  # an image holds several classes: no meaningful total
         rows.append(["images holding each class", *("" for _ in splits)])

@@ -23,6 +23,8 @@ from seglab.errors import UserError
 from seglab.progress import progress
 
 SPLITS = ("train", "val", "test")
+UNREADABLE = "unreadable"  # the mode row of the items whose pixels fail to decode
+UNREAD_SPLIT = "split that cannot be read"
 # the task each layout is checked for: COCO polygons as Mask R-CNN uses them
 CHECKED_AS = {"coco": "instance", "masks": "semantic", "folders": "classification"}
 
@@ -33,10 +35,11 @@ class SplitReport:
 
     name: str
     findings: Findings = field(default_factory=Findings)
-    images: int = 0
-    class_counts: list[int] = field(default_factory=list)
+    images: int = 0  # the items the split lists, read or not: the sum of `modes`
+    left_out: int = 0  # files refused before reading (missing, bad header, bad mask values)
+    class_counts: list[int] = field(default_factory=list)  # over the `images` items
     sizes: Counter = field(default_factory=Counter)  # (height, width) -> images
-    modes: Counter = field(default_factory=Counter)  # "RGB 8-bit" -> images
+    modes: Counter = field(default_factory=Counter)  # "RGB 8-bit" (or UNREADABLE) -> images
 
 
 @dataclass
@@ -105,10 +108,14 @@ def check_config(cfg: DataConfig) -> DataReport:
                 cfg, split, task=task, train=False, findings=split_report.findings
             )
         except UserError as error:
-            split_report.findings.add("split that cannot be read", split, str(error))
+            split_report.findings.add(UNREAD_SPLIT, split, str(error))
+        refused = [f for f in split_report.findings.stopping() if f.kind != UNREAD_SPLIT]
+        split_report.left_out = sum(len(f.places) for f in refused)
     _set_intensity(datasets, report, cfg)
     _decode_every_item(datasets, report)
     _check_training(datasets, report, cfg)
+    if note := mixed_images_note(report, datasets):
+        report.notes.append(note)
     return report
 
 
@@ -157,16 +164,51 @@ def _decode_every_item(datasets: dict, report: DataReport) -> None:
 
 
 def _decode_item(dataset, index: int, split_report: SplitReport) -> None:
+    """Decode item `index`; a file whose header read but whose pixels do not is the same
+    fault, with the same name, as one whose header does not read."""
     path = dataset.image_path(index)
+    split_report.images += 1
     try:
         mode = read_header(path)[0]
         image, _ = dataset.load(index)
     except UserError as error:
-        split_report.findings.add("file that fails to decode", str(path), str(error))
+        mask_paths = getattr(dataset, "mask_paths", None)
+        mask = None if mask_paths is None else str(mask_paths[index])
+        if mask is not None and mask in str(error):
+            split_report.findings.add("unreadable mask", mask, str(error))
+        else:
+            split_report.findings.add("unreadable image", str(path), str(error))
+        split_report.modes[UNREADABLE] += 1
         return
-    split_report.images += 1
     split_report.sizes[tuple(image.shape[-2:])] += 1
     split_report.modes[describe_mode(mode)] += 1
+
+
+def mixed_images_note(report: DataReport, datasets: dict) -> str | None:
+    """A line saying how images of several kinds (grey and colour, 8 and 16 bits) are read,
+    or None when every image is of one kind (docs/conventions.md, "Image files")."""
+    modes = sorted({mode for split in report.splits for mode in split.modes} - {UNREADABLE})
+    if len(modes) < 2 or not datasets:
+        return None
+    channels = next(iter(datasets.values())).in_channels
+    how = []
+    greys = [mode for mode in modes if mode.startswith("gray")]
+    if channels == 3 and greys:
+        how.append("grey ones copied into 3 equal channels (data.channels: 1 reads the colour "
+                   "ones as their luma instead)")  # fmt: skip
+    depths = {mode.split()[-1] for mode in modes}
+    if len(depths) > 1:
+        if report.intensity_range is None:
+            how.append("each scaled to 0..1 by its own type (8-bit / 255, 16-bit / 65535), so "
+                       "a 16-bit image of small values reads dark beside 8-bit ones; "
+                       "data.intensity_range maps one range for all")  # fmt: skip
+        else:
+            low, high = report.intensity_range
+            how.append(f"every one mapped from stored {low:g}..{high:g} to 0..1")
+    if not how:
+        return None
+    return f"mixed images ({', '.join(modes)}): read with {channels} channel" + (
+        "s" if channels > 1 else "") + ", " + "; ".join(how)  # fmt: skip
 
 
 def _check_training(datasets: dict, report: DataReport, cfg: DataConfig) -> None:
