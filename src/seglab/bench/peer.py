@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from seglab.bench.peer_models import model_pair, photographs, training_batch
 from seglab.bench.stages import ForwardTimer
 from seglab.inference.onnx_check import largest_gap, pair_detections
+from seglab.ops.precision import autocast
 
 PEERS = ("torchvision", "seglab")
 # seglab's fast paths (norms folded into their convs, oneDNN's sum + ReLU inside the conv,
@@ -63,7 +64,10 @@ STAGE_MODULES = {
 class PeerOptions:
     """min_size / max_size: inference resizing; train_size: side of the training images;
     detections: at most per image (100, both libraries' default: a COCO model at score
-    0.05 gives about that many); rois: training RoIs per image (512, both defaults)."""
+    0.05 gives about that many); rois: training RoIs per image (512, both defaults);
+    precision: seglab's (torchvision runs in float32): with bf16 the ratios are seglab's
+    bfloat16 autocast against torchvision's float32, and seglab's float32 is timed in the
+    same run beside them (`ratio_fp32`)."""
 
     min_size: int = 800
     max_size: int = 1333
@@ -71,6 +75,7 @@ class PeerOptions:
     repeats: int = 5
     detections: int = 100
     rois: int = 512
+    precision: str = "fp32"  # seglab's; bf16 also times seglab in fp32 ("seglab_fp32")
 
 
 def run_peer_benchmark(options: PeerOptions, log: Callable[[str], None] = print) -> dict:
@@ -81,26 +86,40 @@ def run_peer_benchmark(options: PeerOptions, log: Callable[[str], None] = print)
     models = model_pair(min_size=options.min_size, max_size=options.max_size, **sizes)
     log(f"inference: {len(images)} photographs, min_size {options.min_size}")
     report["outputs"] = compare_outputs(models, images)
-    inference = {name: partial(_infer, model, images) for name, model in models.items()}
+    precisions = {"torchvision": "fp32", "seglab": options.precision}
+    if options.precision != "fp32":
+        # no comparison of the outputs here: random weights give near-equal scores, which
+        # bfloat16's rounding reorders (tests/inference/test_precision_check.py pairs a
+        # trained model's detections)
+        precisions["seglab_fp32"] = "fp32"
+    runs = {name: models[name.removesuffix("_fp32")] for name in precisions}
+    inference = {name: partial(_infer, runs[name], images, precisions[name]) for name in runs}
     report["inference"] = _measure(inference, options.repeats, log)
-    report["stages"] = _profile(models, images)
-    del models
+    report["stages"] = _profile(models, images, options.precision)
+    del models, runs
     train_images, targets = training_batch(options.train_size)
     models = model_pair(min_size=options.train_size, max_size=options.train_size, **sizes)
-    steps = {name: training_step(model, train_images, targets) for name, model in models.items()}
+    steps = {
+        name: training_step(models[name.removesuffix("_fp32")], train_images, targets,
+                            precisions[name])
+        for name in precisions
+    }  # fmt: skip
     log(f"training step: batch {len(train_images)} x {options.train_size} px")
     report["training"] = _measure(steps, options.repeats, log)
     report["load_after"] = _load()
     return report
 
 
-def _infer(model: nn.Module, images: list[Tensor]) -> None:
-    with torch.no_grad():
+def _infer(model: nn.Module, images: list[Tensor], precision: str = "fp32") -> None:
+    with torch.no_grad(), autocast(precision, "cpu"):
         model(images)
 
 
-def training_step(model: nn.Module, images: list[Tensor], targets: list[dict]) -> Callable:
-    """A function doing one step: losses (train mode), backward, SGD update."""
+def training_step(
+    model: nn.Module, images: list[Tensor], targets: list[dict], precision: str = "fp32"
+) -> Callable:
+    """A function doing one step: losses (train mode, the forward under `precision`'s
+    autocast), backward, SGD update."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=1e-5, momentum=0.9)
     forward = getattr(model, "forward_with_losses", None)
@@ -109,7 +128,8 @@ def training_step(model: nn.Module, images: list[Tensor], targets: list[dict]) -
         model.train()
         torch.manual_seed(0)  # the same RoI sampling in both peers
         copies = [{key: value.clone() for key, value in t.items()} for t in targets]
-        losses = forward(images, copies)[1] if forward else model(images, copies)
+        with autocast(precision, "cpu"):
+            losses = forward(images, copies)[1] if forward else model(images, copies)
         optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         optimizer.step()
@@ -130,33 +150,41 @@ def _measure(calls: dict[str, Callable[[], None]], repeats: int, log) -> dict:
             started = time.perf_counter()
             calls[name]()
             seconds[name].append(time.perf_counter() - started)
-        log(f"  {repeat + 1}/{repeats}: " + ", ".join(f"{n} {seconds[n][-1]:.2f} s" for n in PEERS))
-    ratios = [
-        ours / theirs
-        for ours, theirs in zip(seconds["seglab"], seconds["torchvision"], strict=True)
-    ]
-    return {
+        log(f"  {repeat + 1}/{repeats}: " + ", ".join(f"{n} {seconds[n][-1]:.2f} s" for n in calls))
+    result = {
         "seconds": seconds,
         "median_s": {name: statistics.median(values) for name, values in seconds.items()},
-        "ratio": statistics.median(ratios),
+        "ratio": _median_ratio(seconds["seglab"], seconds["torchvision"]),
         "peak_rss_mib": memory,
         "memory_ratio": _ratio(memory["seglab"], memory["torchvision"]),
     }
+    if "seglab_fp32" in calls:  # --precision bf16: our float32 beside, from the same run
+        result["ratio_fp32"] = _median_ratio(seconds["seglab_fp32"], seconds["torchvision"])
+        result["memory_ratio_fp32"] = _ratio(memory["seglab_fp32"], memory["torchvision"])
+    return result
+
+
+def _median_ratio(ours: list[float], theirs: list[float]) -> float:
+    """The median over repetitions of ours / theirs (each pair timed back to back)."""
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
 
 
 def _ratio(ours: float | None, theirs: float | None) -> float | None:
     return None if ours is None or not theirs else ours / theirs
 
 
-def _profile(models: dict[str, nn.Module], images: list[Tensor]) -> dict[str, dict]:
-    """Seconds per inference call in each stage of each peer (one timed call each)."""
+def _profile(
+    models: dict[str, nn.Module], images: list[Tensor], precision: str = "fp32"
+) -> dict[str, dict]:
+    """Seconds per inference call in each stage of each peer (one timed call each; seglab
+    in `precision`)."""
     stages: dict[str, dict] = {}
     for name, model in models.items():
         parts = {stage: modules[name] for stage, modules in STAGE_MODULES.items()}
         timer = ForwardTimer(model, {m for modules in parts.values() for m in modules})
         try:
             started = time.perf_counter()
-            _infer(model, images)
+            _infer(model, images, precision if name == "seglab" else "fp32")
             total = time.perf_counter() - started
         finally:
             timer.remove()
@@ -274,6 +302,10 @@ def peer_table(report: dict) -> str:
         row = report[mode]
         theirs, ours = (row["median_s"][name] for name in PEERS)
         lines.append(f"| {label} s (median) | {theirs:.3f} | {ours:.3f} | {row['ratio']:.2f} |")
+        if "ratio_fp32" in row:
+            fp32 = row["median_s"]["seglab_fp32"]
+            lines.append(f"| {label} s, seglab fp32 | {theirs:.3f} | {fp32:.3f} | "
+                         f"{row['ratio_fp32']:.2f} |")  # fmt: skip
         memory = row["peak_rss_mib"]
         if memory["seglab"] is not None:
             ratio = row["memory_ratio"]
@@ -288,9 +320,18 @@ def peer_table(report: dict) -> str:
         lines.append(f"| stage: {stage} s | {theirs:.3f} | {ours:.3f} | {ratio} |")
     outputs = report["outputs"]
     same = "equal" if outputs.get("equal") else "DIFFERENT"
-    lines.append(f"\noutputs: {same} (detections per image {outputs['detections']})")
+    lines.append(f"\noutputs (float32): {same} (detections per image {outputs['detections']})")
+    precision = report.get("options", {}).get("precision", "fp32")
+    if precision == "fp32":
+        lines.append(
+            f"median ratios seglab / torchvision: inference {report['inference']['ratio']:.2f}, "
+            f"training step {report['training']['ratio']:.2f}"
+        )
+        return "\n".join(lines) + "\n"
+    inference, training = report["inference"], report["training"]
     lines.append(
-        f"median ratios seglab / torchvision: inference {report['inference']['ratio']:.2f}, "
-        f"training step {report['training']['ratio']:.2f}"
+        f"median ratios seglab {precision} / torchvision fp32: inference "
+        f"{inference['ratio']:.2f}, training step {training['ratio']:.2f} (seglab fp32 in the "
+        f"same run: {inference['ratio_fp32']:.2f}, {training['ratio_fp32']:.2f})"
     )
     return "\n".join(lines) + "\n"

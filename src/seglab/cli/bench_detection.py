@@ -2,7 +2,7 @@
 same converted weights (inference time, training-step time, peak memory, stages).
 
 seglab bench detection --peer torchvision [--out R.json] [--repeats N] [--min-size PX]
-                       [--train-size PX] [--quick]
+                       [--train-size PX] [--precision fp32|bf16] [--quick]
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def add_parser(benchmarks: argparse._SubParsersAction) -> None:
     detection.add_argument("--min-size", type=int, metavar="PX", help="inference short side (800)")
     detection.add_argument("--train-size", type=int, metavar="PX", help="training image side (512)")
     detection.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="seglab's (torchvision runs in fp32): bf16 times seglab in bfloat16 autocast "
+        "for the ratios and in fp32 beside them, in the same run",
+    )  # fmt: skip
+    detection.add_argument(
         "--quick",
         action="store_true",
         help=f"seconds: {QUICK['min_size']} px, {QUICK['detections']} detections and "
@@ -46,12 +51,16 @@ def add_parser(benchmarks: argparse._SubParsersAction) -> None:
 def run_detection_command(args: argparse.Namespace) -> int:
     from seglab.bench.peer import peer_table, run_peer_benchmark
     from seglab.files import atomic_write_json, atomic_write_text, check_output_file
+    from seglab.ops.precision import bf16_note
 
     options = _options(args)
     if args.out is not None:
         if Path(args.out).suffix != ".json":
             raise UserError(f"--out {args.out}: give a .json path (R.md is written beside)")
         check_output_file(args.out, "--out")
+    note = bf16_note(options.precision, "cpu")
+    if note is not None:
+        print(note, file=sys.stderr)
     report = run_peer_benchmark(options, log=lambda line: print(line, file=sys.stderr))
     table = peer_table(report)
     if args.out:
@@ -67,7 +76,7 @@ def _options(args: argparse.Namespace):
     from seglab.bench.peer import PeerOptions
 
     defaults = QUICK if args.quick else {}
-    values = {**defaults}
+    values = {**defaults, "precision": args.precision}
     for name in ("repeats", "min_size", "train_size"):
         value = getattr(args, name)
         if value is not None:
