@@ -58,6 +58,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="fp32, or bf16: bfloat16 autocast (fast where the CPU has bfloat16 units: "
         "AVX-512 BF16, AMX; boxes, scores and masks decoded in float32)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="RUN/model.safetensors on the val split of its own data: use the evaluation the "
+        "run made of this very model (its last, at its final step, same precision; "
+        "RUN/metrics.jsonl) instead of scoring the images again; otherwise evaluate",
+    )
     parser.set_defaults(func=run)
 
 
@@ -76,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
         if path:
             check_output_file(path, option)
     curves: dict[str, Any] = {}  # COCO iou type -> precision-recall curves
+    reused = None if files or not args.reuse else run_evaluation(args)
     if files:
         metrics = evaluate_files(args.gt, args.pred, args.iou_type, curves)
+    elif reused is not None:
+        metrics = reused
     else:
         with announced_autocast(args.precision, device, say=_stderr):
             metrics = evaluate_model(args.model, args.data, args.split, args.batch_size, device,
@@ -99,6 +109,38 @@ def run(args: argparse.Namespace) -> int:
         plot_confusion_matrix(metrics["confusion_matrix"], list(metrics["per_class_recall"]), plot)
         print(f"wrote {plot}")
     return 0
+
+
+def run_evaluation(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The metrics of the run's own last evaluation when it scored exactly what was asked:
+    RUN/model.safetensors (written with the run's checkpoint) at the checkpoint's step, on
+    the val split of the data it was trained on, at the same precision; else None."""
+    import json
+
+    from seglab.engine.checkpoint import checkpoint_step
+    from seglab.models.zoo import read_card
+
+    model = Path(args.model)
+    run_dir, log = model.parent, model.parent / "metrics.jsonl"
+    if model.name != "model.safetensors" or args.split != "val" or not log.is_file():
+        return None
+    card = read_card(model)
+    trained_on, train = card.data.get("root"), (card.config or {}).get("train", {})
+    if args.data is not None and (
+        trained_on is None or Path(args.data).resolve() != Path(trained_on).resolve()
+    ):
+        return None
+    precision = train.get("precision") or {"none": "fp32"}.get(train.get("amp"), train.get("amp"))
+    if (precision or "fp32") != args.precision:  # `amp`: the older name of train.precision
+        return None
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
+    evaluations = [record for record in records if record.get("split") == "val"]
+    if not evaluations or evaluations[-1]["step"] != checkpoint_step(run_dir):
+        return None
+    last = evaluations[-1]
+    print(f"reused the run's evaluation of this model at step {last['step']} ({log}): the same "
+          "weights and val split, not scored again")  # fmt: skip
+    return {key: value for key, value in last.items() if key not in ("step", "split", "primary")}
 
 
 def _check_arguments(args: argparse.Namespace, files: bool) -> None:

@@ -60,6 +60,11 @@ def add_parser(subparsers) -> None:
         "--batch-size", type=int, default=4,
         help="classifiers and detectors: images of one size per forward pass (4)",
     )  # fmt: skip
+    parser.add_argument(
+        "--limit", type=int, metavar="N",
+        help="predict the first N images only (in the order listed: folders sorted by name), "
+        "e.g. overlays of a handful of validation images",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument(
         "--precision", choices=("fp32", "bf16"), default="fp32",
@@ -81,8 +86,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--top-k {args.top_k}: must be at least 1")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit {args.limit}: must be at least 1")
     out_dir = check_output_folder(args.out)
     inputs = collect_inputs(args.inputs)
+    if args.limit is not None and args.limit < len(inputs.images):
+        _stderr(f"predicting the first {args.limit} of {len(inputs.images)} images (--limit)")
+        inputs.images = inputs.images[: args.limit]
     image_ids = gt_image_ids(args.gt, inputs.images) if args.gt else None
     if args.precision != "fp32" and args.model.lower().endswith(".onnx"):
         raise UserError(f"{args.model}: --precision applies to seglab models; a .onnx file "
