@@ -56,6 +56,7 @@ from seglab.engine.trainer import train
 from seglab.errors import SeglabWarning, UserError
 from seglab.models.detection.builders import data_proposals
 from seglab.models.zoo import load_model
+from seglab.ops.precision import autocast
 
 # model -> its shipped shapes recipe (configs/), in the order of the lineage.
 RECIPES = {
@@ -91,6 +92,7 @@ class LineageOptions:
         paper_regions: R-CNN's regions in the papers' scale timing (0: not timed).
         work_dir: where the data and the runs are written.
         progress: show the data and training progress.
+        precision: each model's training and timing (`train.precision`: fp32 | bf16).
     """
 
     models: tuple[str, ...] = tuple(RECIPES)
@@ -105,6 +107,7 @@ class LineageOptions:
     paper_regions: int = PAPER_REGIONS
     work_dir: Path = Path("bench-lineage")
     progress: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self):
         unknown = [name for name in self.models if name not in RECIPES]
@@ -154,11 +157,14 @@ def run_lineage(options: LineageOptions) -> dict[str, Any]:
 def _benchmark(
     name: str, data: Path, run_dir: Path, images: list[torch.Tensor], options: LineageOptions
 ) -> dict[str, Any]:
-    recipe = load_config(RECIPES[name], [f"data.root={data}"])
+    recipe = load_config(
+        RECIPES[name], [f"data.root={data}", f"train.precision={options.precision}"]
+    )
     config = _budgeted(recipe, options, run_dir.with_name(f"{name}-step-time"))
     metrics = train(config, run_dir, progress=options.progress)
     model = load_model(run_dir / "model.safetensors").eval()
-    timing = time_stages(model, images, STAGE_PARTS[name])
+    with autocast(options.precision, "cpu"):
+        timing = time_stages(model, images, STAGE_PARTS[name])
     result = {**timing, "box_AP": metrics["bbox"]["AP"]}
     # COCO's small (< 32^2 px), medium and large objects: where a model loses its AP
     result["box_AP_by_size"] = {size: metrics["bbox"][f"AP{size[0]}"]
@@ -318,6 +324,7 @@ def _settings(options: LineageOptions, data: Path) -> dict[str, Any]:
         "timed_images": options.time_images,
         "evaluations": options.evaluations,
         "paper_regions": options.paper_regions,
+        "precision": options.precision,
         "recipes": {name: RECIPES[name] for name in options.models},
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

@@ -8,6 +8,7 @@ seglab bench lineage [--out R.json] [--models rcnn,fast_rcnn,...] [--minutes M |
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -92,6 +93,10 @@ def _add_lineage(benchmarks: argparse._SubParsersAction) -> None:
         help=f"seconds instead of minutes: {QUICK['train']} training and {QUICK['test']} "
         f"test images of {QUICK['size']} px, {QUICK['steps']} steps per model",
     )
+    lineage.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="each model's training (train.precision) and timing: bf16 is bfloat16 autocast",
+    )  # fmt: skip
     lineage.set_defaults(func=run_lineage_command)
 
 
@@ -112,6 +117,7 @@ def _lineage(args: argparse.Namespace, models: tuple[str, ...], work: Path) -> i
     from seglab.bench.claims import claims_table
     from seglab.bench.lineage import LineageOptions, run_lineage
     from seglab.bench.report import markdown_table
+    from seglab.ops.precision import bf16_note
 
     defaults = QUICK if args.quick else FULL
     steps = args.steps
@@ -129,8 +135,12 @@ def _lineage(args: argparse.Namespace, models: tuple[str, ...], work: Path) -> i
         paper_regions=_given(args.paper_regions, defaults["paper_regions"]),
         data=_data(args.data),
         work_dir=work,
+        precision=args.precision,
     )
     _check_out(args.out)
+    note = bf16_note(args.precision, "cpu")
+    if note is not None:
+        print(note, file=sys.stderr)
     report = run_lineage(options)
     table = markdown_table(report) + "\n" + claims_table(report["claims"])
     print(table, end="")
