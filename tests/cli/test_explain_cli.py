@@ -71,3 +71,14 @@ def test_model_file_is_the_one_its_figure_shows(tmp_path, capsys, arch, figure, 
     assert f"the model {path} ({arch})" in page
     assert sorted(p.name for p in (out / "images").iterdir()) == [picture]
     assert "training" not in capsys.readouterr().out  # no small model was trained
+
+
+def test_each_figure_says_when_it_starts_and_what_it_took(tmp_path, capsys):
+    """A figure can take minutes (some train a model): the line comes before it is drawn."""
+    assert main(["explain", "--only", "anchors,unet", "--out", str(tmp_path / "p"), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    titles = {spec.name: spec.title for spec in FIGURES}
+    assert lines[0] == f"[1/2] anchors: {titles['anchors']} ..."
+    assert re.fullmatch(r"\[1/2\] anchors: \d+\.\d s", lines[1])
+    assert lines[2] == f"[2/2] unet: {titles['unet']} ..."
+    assert re.fullmatch(r"\[2/2\] unet: \d+\.\d s", lines[3])

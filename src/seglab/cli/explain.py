@@ -69,9 +69,13 @@ def _explain(args: argparse.Namespace, specs) -> int:
         trained=models_to_train(specs), seed=args.seed, log=print,
     )  # fmt: skip
     started = time.perf_counter()
-    figures = make_figures(
-        context, specs, lambda spec, seconds: print(f"{spec.name}: {seconds:.1f} s")
-    )
+    figures = []
+    for number, spec in enumerate(specs, start=1):  # a figure may train a model: say which
+        step = f"[{number}/{len(specs)}] {spec.name}"
+        print(f"{step}: {spec.title} ...", flush=True)
+        begun = time.perf_counter()
+        figures += make_figures(context, [spec])
+        print(f"{step}: {time.perf_counter() - begun:.1f} s", flush=True)
     page = write_page(out_dir, specs, figures, context)
     size_mb = page.stat().st_size / 2**20
     print(f"wrote {page} ({len(figures)} figures, {size_mb:.1f} MB, "
