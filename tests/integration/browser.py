@@ -41,6 +41,17 @@ def find_chromium() -> tuple[str | None, str]:
     return found, "" if found else "apt-get installed chromium but no binary is on PATH"
 
 
+_FIGURES_JS = """Array.from(document.querySelectorAll('figure')).map(f => ({
+  id: f.id,
+  caption: f.querySelector('figcaption').innerText,
+  corrections: Array.from(f.querySelectorAll('figcaption p.correction')).map(p => ({
+    text: p.innerText,
+    quotes: Array.from(p.querySelectorAll('q[lang=pt]')).map(q => q.textContent),
+    height: p.getBoundingClientRect().height})),
+  image: {width: f.querySelector('img').naturalWidth,
+          height: f.querySelector('img').naturalHeight}}))"""
+
+
 @dataclass
 class PageReport:
     """What loading a page gave."""
@@ -49,6 +60,9 @@ class PageReport:
     errors: list[str]  # console errors, uncaught exceptions, browser log errors
     requests: list[str]  # every URL the page requested
     screenshot: bytes = field(repr=False)  # full-page PNG
+    # per <figure>: id, caption (rendered text), corrections (per p.correction: its rendered
+    # text, its Portuguese quotes, its height in px), image (naturalWidth, naturalHeight)
+    figures: list[dict] = field(default_factory=list)
 
 
 class Chromium:
@@ -148,6 +162,8 @@ class Chromium:
             "src: i.src.slice(0, 30)}))",
             "returnByValue": True,
         }, session=session)["result"]["value"]  # fmt: skip
+        figures = self.send("Runtime.evaluate", {"expression": _FIGURES_JS, "returnByValue": True},
+                            session=session)["result"]["value"]  # fmt: skip
         height = self.send("Page.getLayoutMetrics", session=session)["cssContentSize"]["height"]
         self.send("Emulation.setDeviceMetricsOverride", {"width": self.width,
                   "height": int(height), "deviceScaleFactor": 1, "mobile": False},
@@ -155,7 +171,7 @@ class Chromium:
         shot = self.send("Page.captureScreenshot", {"format": "png",
                          "captureBeyondViewport": True}, session=session)  # fmt: skip
         return PageReport(images, self._errors(), self._requests(),
-                          base64.b64decode(shot["data"]))  # fmt: skip
+                          base64.b64decode(shot["data"]), figures)  # fmt: skip
 
     def _errors(self) -> list[str]:
         errors = []
