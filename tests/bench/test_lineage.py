@@ -29,14 +29,14 @@ def recipe():
 def test_a_time_budget_ends_the_run_and_its_schedule(recipe, monkeypatch):
     monkeypatch.setattr(lineage, "_probe_seconds", lambda config, probe_dir: (0.5, 6.0))
     config = lineage._budgeted(recipe, LineageOptions(minutes=3.0), Path("probe"))
-    # 180 s at 0.5 s per step: 360 steps expected; the cap is 25% above, the plan ends it
-    assert config.train.max_steps == 450 and config.train.schedule == "cosine_budget"
+    # 180 s at 0.5 s per step: 360 steps expected; the plan ends the run, the cap is far above
+    assert config.train.max_steps == 1440 and config.train.schedule == "cosine_budget"
     assert config.train.eval_every == 72  # 5 evaluations along the 360 steps
     # the 6 evaluations (the final one included) are added: every model trains 3 minutes
     assert config.train.max_minutes == pytest.approx(3.0 + 6 * 6.0 / 60)
     assert config.train.warmup_steps == recipe.train.warmup_steps == 50
     assert config.train.device == "cpu"
-    assert config.train.checkpoint_every == 450
+    assert config.train.checkpoint_every == 1440
     changed = {"max_steps", "max_minutes", "eval_every", "checkpoint_every", "device"}
     assert {
         key for key, value in dataclasses.asdict(config.train).items()

@@ -343,7 +343,7 @@ def _periodic(session: Session, window: _LossWindow, bar: Any) -> None:
             session.tensorboard.train(record)
         shown = {"loss": f"{record['loss']:.4f}", "img_s": f"{record['images_per_s']:.1f}"}
         if cfg.max_minutes is not None:  # the time used of the budget (the bar's ETA: steps)
-            shown["budget"] = f"{session.state.elapsed_s / 60:.1f}/{cfg.max_minutes:g} min"
+            shown["budget"] = f"{session.state.elapsed_s / 60:.1f}/{cfg.max_minutes:.3g} min"
         bar.set_postfix(**shown)
     if (step % cfg.eval_every == 0 or last) and session.val_set is None:
         if session.processes.main:
