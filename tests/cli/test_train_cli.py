@@ -131,7 +131,7 @@ def test_missing_data_root(tmp_path, capsys):
 def test_data_values_are_checked_when_the_config_is_read(
     shapes_root, tmp_path, capsys, monkeypatch, override, expected
 ):
-    monkeypatch.setattr("seglab.data.build_dataset", None)  # no data may be read first
+    monkeypatch.setattr("seglab.data.datasets.build_dataset", None)  # no data may be read first
     path = write_config(tmp_path, shapes_root)
     line = error_of(capsys, ["train", path, "--out", str(tmp_path / "r"), "--set", override])
     assert f"c.yaml: {expected}" in line
