@@ -87,7 +87,7 @@ def test_single_map_rpn_and_the_study_texts_corrections_in_a_browser(chromium_bi
         assert correction.correction in shown["text"] and shown["height"] > 20, shown
 
 
-@pytest.mark.slow  # ~40 s on 2 idle cores (trains the small models); the quick page checks the same
+@pytest.mark.slow  # ~50 s on 2 idle cores (trains the small models); the quick page checks the same
 def test_full_page_loads_whole_in_a_browser(chromium_binary, tmp_path):
     out = tmp_path / "page"
     assert main(["explain", "--out", str(out), "-q"]) == 0

@@ -70,12 +70,12 @@ FIGURES: tuple[FigureSpec, ...] = (
                "busca-seletiva.png", _RCNN, proposals.selective_search_figure),
     FigureSpec("fast-rcnn", "Fast R-CNN: one feature map, RoI max pooling to 7 x 7",
                "fast-r-cnn.png", _FAST, fast_rcnn.fast_rcnn_figure, (("fast_rcnn", True),)),
-    FigureSpec("faster-rcnn", "Faster R-CNN: the RPN's anchors and its top proposals, on the "
-               "paper's one map (9 anchors) and on FPN's levels", "faster-r-cnn.png", _FASTER,
+    FigureSpec("faster-rcnn", "Faster R-CNN: anchors and top proposals of the paper's "
+               "one-map RPN and of FPN's", "faster-r-cnn.png", _FASTER,
                rpn.faster_rcnn_figure, (("faster_rcnn_single_map", True),
                                         ("faster_rcnn", True))),
-    FigureSpec("anchors", "Anchors: positive, negative and ignored for one box, on the paper's "
-               "one map and on FPN's levels", "ancoras.png", _FASTER, rpn.anchors_figure,
+    FigureSpec("anchors", "Anchors: positive, negative and ignored for one box, on one map and "
+               "on FPN's levels", "ancoras.png", _FASTER, rpn.anchors_figure,
                (("faster_rcnn_single_map", False), ("faster_rcnn", False))),
     FigureSpec("fpn", "FPN: the pyramid levels P2-P6 of a real image", "fpn.png", _BACKBONE,
                mask_rcnn.fpn_figure, (("mask_rcnn", True),)),
