@@ -47,7 +47,7 @@ def compare_detections(
     reference: list[dict[str, Tensor]], output: list[dict[str, Tensor]], layers: int
 ) -> dict:
     """Pair each float32 (`reference`) detection with a bfloat16 (`output`) one of its label
-    and a score within the tolerance, the nearest box first; report the largest gaps.
+    and a score within the tolerance, the closest boxes first; report the largest gaps.
 
     Returns {"paired", "unpaired" (reference detections without a partner), "largest"
     (box px, score, mask gaps over paired detections), "tolerance" (score, box relative
@@ -85,9 +85,10 @@ def compare_detections(
 
 
 def _partners(want: dict[str, Tensor], got: dict[str, Tensor], score_atol: float) -> list:
-    """For each reference detection, the index of its output partner (None: no output
-    detection of its label and a score within `score_atol` is left), the nearest box first,
-    highest reference scores first (each output detection pairs once)."""
+    """For each reference detection, the index of its output partner (None: none left of
+    its label and a score within `score_atol`): the closest boxes pair first, over all
+    pairs, each output detection once (so that a detection does not take its neighbour's
+    partner because its own score is higher)."""
     if len(want["scores"]) == 0:
         return []
     # (N, 1, 4) - (1, M, 4) -> (N, M): the largest coordinate difference of every pair
@@ -95,17 +96,12 @@ def _partners(want: dict[str, Tensor], got: dict[str, Tensor], score_atol: float
     same_label = want["labels"][:, None] == got["labels"][None]
     close_score = (want["scores"][:, None] - got["scores"][None]).abs() <= score_atol
     box_gaps = torch.where(same_label & close_score, box_gaps, torch.inf)
-    partners: list[int | None] = []
-    taken: list[int] = []
-    for row in box_gaps:
-        row = row.clone()
-        row[taken] = torch.inf
-        best = int(row.argmin()) if row.numel() else 0
-        if row.numel() == 0 or row[best] == torch.inf:
-            partners.append(None)
-            continue
-        partners.append(best)
-        taken.append(best)
+    partners: list[int | None] = [None] * len(want["scores"])
+    while box_gaps.numel() and bool(torch.isfinite(box_gaps).any()):
+        row, column = divmod(int(box_gaps.argmin()), box_gaps.shape[1])
+        partners[row] = column
+        box_gaps[row, :] = torch.inf
+        box_gaps[:, column] = torch.inf
     return partners
 
 
