@@ -48,6 +48,7 @@ from seglab.files import atomic_write_json
 from seglab.models.inputs import Normalize
 from seglab.models.segmentation.losses import segmentation_losses
 from seglab.models.segmentation.unet import UNet
+from seglab.ops.precision import autocast, full_precision
 
 RECIPE = "unet_shapes"
 
@@ -70,7 +71,7 @@ class SmpSemantic(nn.Module):
         pad_h, pad_w = -height % 32, -width % 32
         padded = F.pad(batch, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
                        mode="reflect")  # fmt: skip
-        logits = self.net(padded)
+        logits = full_precision(self.net(padded))  # float32 loss under bf16, as our U-Net
         return logits[..., pad_h // 2 : pad_h // 2 + height, pad_w // 2 : pad_w // 2 + width]
 
     def forward(self, images, targets=None):
@@ -138,7 +139,8 @@ def throughput(models: dict, args) -> dict[str, float]:
 
     def step(model):
         model.zero_grad(set_to_none=True)
-        _, losses = model.forward_with_losses(images, targets)
+        with autocast(args.precision, "cpu"):
+            _, losses = model.forward_with_losses(images, targets)
         sum(losses.values()).backward()
 
     for model in models.values():
@@ -185,7 +187,8 @@ def _train_step(model, optimizer, images, targets, progress: float, args) -> Non
     for group in optimizer.param_groups:
         group["lr"] = args.lr * warmup * 0.5 * (1 + math.cos(math.pi * progress))
     model.train()
-    _, losses = model.forward_with_losses(images, targets)
+    with autocast(args.precision, "cpu"):  # float32 master weights and losses
+        _, losses = model.forward_with_losses(images, targets)
     optimizer.zero_grad(set_to_none=True)
     sum(losses.values()).backward()
     optimizer.step()
@@ -252,6 +255,10 @@ def main() -> None:
     parser.add_argument(
         "--channels-last", action="store_true", help="both models' weights in channels_last"
     )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="both models' training forward (bf16: bfloat16 autocast; evaluation in fp32)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
