@@ -121,3 +121,60 @@ def test_init_from_a_run_with_other_classes(shapes, two_classes, tmp_path, capsy
     body = [name for name in after if name.startswith("backbone.body.")]
     assert body and all(torch.equal(after[name], before[name]) for name in body)
     assert after["roi_heads.box_predictor.class_logits.weight"].shape == (3, 64)
+
+
+def test_a_torchvision_weight_name_is_read_from_its_cache_offline(shapes, tmp_path, capsys,
+                                                                  monkeypatch):  # fmt: skip
+    """`model.backbone_weights: ResNet18_Weights.IMAGENET1K_V1` (or `imagenet`) is the file
+    torchvision's weights API names, in its cache ($TORCH_HOME/hub/checkpoints): placed
+    there by hand, it loads with no network (any download attempt fails the test)."""
+
+    def offline(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr("torch.hub.download_url_to_file", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    imagenet = _torchvision_resnet18(cached)
+    for name in ("ResNet18_Weights.IMAGENET1K_V1", "imagenet"):
+        run = tmp_path / f"run-{name}"
+        config = _config(tmp_path / "c.yaml", shapes, {"backbone_weights": name})
+        assert main(["train", config, "--out", str(run), "-q"]) == 0
+        assert f"{cached}: ResNet-18 weights, 100 tensors loaded into backbone.body" in (
+            capsys.readouterr().out
+        )
+        saved = load_file(str(run / "model.safetensors"))
+        assert torch.equal(saved["backbone.body.conv1.weight"], imagenet["conv1.weight"])
+        # the run records the name, not a path resolved against the config's folder
+        recorded = yaml.safe_load((run / "config.yaml").read_text())["model"]["backbone_weights"]
+        assert recorded == name
+
+
+def test_a_weight_name_not_in_the_cache_offline_names_the_file_and_folder(
+    shapes, tmp_path, capsys, monkeypatch
+):
+    import urllib.error
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr("torch.hub.download_url_to_file", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    folder = tmp_path / "torch_home" / "hub" / "checkpoints"
+    for name, message in [
+        ("ResNet18_Weights.IMAGENET1K_V1",
+         f"seglab train: error: model.backbone_weights ResNet18_Weights.IMAGENET1K_V1: "
+         f"resnet18-f37072fd.pth is not in torchvision's cache and could not be downloaded "
+         f"(<urlopen error no network>); put resnet18-f37072fd.pth from "
+         f"https://download.pytorch.org/models/resnet18-f37072fd.pth in {folder} (TORCH_HOME "
+         f"sets the folder), or give the file's path"),
+        ("ResNet18_Weights.IMAGENET9K",
+         "seglab train: error: model.backbone_weights: 'ResNet18_Weights.IMAGENET9K' is no "
+         "torchvision weight name; e.g. ResNet18_Weights.IMAGENET1K_V1, "
+         "ResNet18_Weights.DEFAULT or imagenet"),
+    ]:  # fmt: skip
+        config = _config(tmp_path / "c.yaml", shapes, {"backbone_weights": name})
+        assert main(["train", config, "--out", str(tmp_path / "run"), "-q"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [message]
+        assert not (tmp_path / "run").exists()

@@ -28,6 +28,7 @@ from seglab.data.splits import check_locations, data_name
 from seglab.errors import SeglabWarning, UserError, did_you_mean
 from seglab.files import atomic_write_text
 from seglab.models.specs import builder_parameters, model_spec, model_task
+from seglab.models.weight_names import is_weight_name
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,9 @@ class ModelConfig:
     name: str
     num_classes: int | str = "auto"  # "auto": read from the training data
     args: dict = field(default_factory=dict)  # the other keys of `model:`
-    # torchvision ImageNet ResNet state dict loaded into the ResNet backbone before step 1
-    # (`seglab.models.backbones.pretrained`)
+    # torchvision ImageNet ResNet state dict loaded into the ResNet backbone before step 1:
+    # a file, or a torchvision weight name (`ResNet50_Weights.IMAGENET1K_V2`, `imagenet`)
+    # read from torchvision's cache (`seglab.models.backbones.pretrained`)
     backbone_weights: str | None = None
 
 
@@ -109,7 +111,6 @@ PATH_KEYS = (
     "model.backbone_weights",
     "train.init",
 )
-WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
 
 
 class ConfigKeyError(UserError):
@@ -208,9 +209,7 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
 
 def _is_path(key: str, value: str) -> bool:
     """False for a weight name (`model.backbone_weights: ResNet50_Weights.IMAGENET1K_V2`)."""
-    if key != "model.backbone_weights":
-        return True
-    return "/" in value or os.sep in value or value.lower().endswith(WEIGHT_FILE_SUFFIXES)
+    return key != "model.backbone_weights" or not is_weight_name(value)
 
 
 def check_paths_exist(config: Config, source: str, overrides: list[str] | tuple = ()) -> None:

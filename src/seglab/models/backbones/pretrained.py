@@ -1,9 +1,14 @@
-"""ImageNet weights for the ResNet backbones, from a local torchvision checkpoint.
+"""ImageNet weights for the ResNet backbones: a local file, or a torchvision weight name.
 
 `model.backbone_weights: PATH` names a state dict of torchvision's `resnet18/34/50/101` as
 `torch.save(model.state_dict(), PATH)` writes it (`.pth`/`.pt`, read with
-`torch.load(weights_only=True)`: no code runs) or as safetensors (`.safetensors`). Nothing
-is downloaded. `ResNetBackbone` keeps torchvision's parameter names, so the file's keys are
+`torch.load(weights_only=True)`: no code runs) or as safetensors (`.safetensors`).
+`model.backbone_weights: ResNet50_Weights.IMAGENET1K_V2` (any name torchvision's
+`get_weight` knows, `.DEFAULT` included) or `imagenet` (the backbone depth's DEFAULT) is
+read through torchvision's weights API from its cache, `$TORCH_HOME/hub/checkpoints/`
+(`torch.hub.get_dir()`): a machine with internet downloads the file once, an offline one
+reads it there, and an offline one without it gets one line naming the file and the folder
+to put it in. `ResNetBackbone` keeps torchvision's parameter names, so the file's keys are
 ours; the classifier (`fc.*`) and, in a model that ends at C4, `layer4.*` are not used.
 
 With the weights in place, `norm: frozen_bn` and `trainable_stages` mean what they mean in
@@ -26,6 +31,7 @@ from torch import Tensor, nn
 
 from seglab.errors import UserError, require_file
 from seglab.models.backbones.resnet import ResNetBackbone
+from seglab.models.weight_names import is_weight_name
 
 # (blocks in layer1..layer4, bottleneck blocks) -> depth, as torchvision builds them
 _DEPTHS = {
@@ -37,6 +43,37 @@ _DEPTHS = {
 }
 _BLOCK_KEY = re.compile(r"layer([1-4])\.(\d+)\.")
 _SHOWN = 3  # keys named per kind in the report line
+
+
+def weights_file(spec: str | Path, depth: int) -> Path:
+    """The local file of `spec`: a path as given, or a torchvision weight name's file in
+    torchvision's cache (downloaded there when missing and the network allows)."""
+    if not is_weight_name(str(spec)):
+        return Path(spec)
+    import torchvision.models
+    from torch.hub import get_dir, load_state_dict_from_url
+
+    name = f"ResNet{depth}_Weights.DEFAULT" if spec == "imagenet" else str(spec)
+    try:
+        weights = torchvision.models.get_weight(name)
+    except (KeyError, ValueError):
+        raise UserError(
+            f"model.backbone_weights: {spec!r} is no torchvision weight name; e.g. "
+            f"ResNet{depth}_Weights.IMAGENET1K_V1, ResNet{depth}_Weights.DEFAULT or imagenet"
+        ) from None
+    folder = Path(get_dir()) / "checkpoints"
+    cached = folder / Path(weights.url).name
+    if not cached.is_file():
+        try:  # torchvision's own download into its cache (verified against the file's hash)
+            load_state_dict_from_url(weights.url, model_dir=str(folder), check_hash=True)
+        except (OSError, RuntimeError) as error:  # offline (URLError is an OSError), or bad
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(
+                f"model.backbone_weights {name}: {cached.name} is not in torchvision's cache "
+                f"and could not be downloaded ({reason}); put {cached.name} from {weights.url} "
+                f"in {folder} (TORCH_HOME sets the folder), or give the file's path"
+            ) from None
+    return cached
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -88,8 +125,9 @@ def resnet_depth(state: Mapping[str, Tensor]) -> int | None:
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
-    """Load the torchvision ResNet state dict at `path` into every `ResNetBackbone` of
-    `model`; return one report line per backbone (what was loaded, left out, missing).
+    """Load the torchvision ResNet state dict at `path` (or of a torchvision weight name,
+    `weights_file`) into every `ResNetBackbone` of `model`; return one report line per
+    backbone (what was loaded, left out, missing).
 
     Raises:
         UserError: the model has no ResNet backbone, the file is another architecture
@@ -103,8 +141,9 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
             f"model.backbone_weights: model {arch} has no ResNet backbone; leave "
             "it out, or use a detector with backbone: resnet18/34/50/101"
         )
+    path = weights_file(path, backbones[0][1].depth)
     state = read_state_dict(path)
-    return [_load_into(backbone, name, state, Path(path)) for name, backbone in backbones]
+    return [_load_into(backbone, name, state, path) for name, backbone in backbones]
 
 
 def _load_into(backbone: ResNetBackbone, name: str, state: dict, path: Path) -> str:
