@@ -4,6 +4,7 @@ that illustrate them (each quote the study text's own words)."""
 
 from __future__ import annotations
 
+import html
 import io
 import math
 import os
@@ -16,10 +17,17 @@ from PIL import Image
 from tests.explain.conftest import SMALL_MASK_RCNN
 
 import seglab
+from seglab.cli.main import main
 from seglab.explain.context import Context, generated_image
 from seglab.explain.figure import Figure, Picture
 from seglab.explain.page import FIGURES, make_figures, render_html, select_figures
-from seglab.explain.rpn import anchor_labels, anchors_at, reference_box, shown_rpns
+from seglab.explain.rpn import (
+    anchor_labels,
+    anchors_at,
+    faster_rcnn_figure,
+    reference_box,
+    shown_rpns,
+)
 from seglab.explain.study_text import (
     ANCHORS_ARE_REFERENCES,
     CORRECTIONS,
@@ -31,6 +39,7 @@ from seglab.explain.training import (
     SINGLE_MAP_SIZE,
     paper_anchor_sizes,
 )
+from seglab.models.zoo import load_model
 
 # CI runs a clone with the project's shared folder beside it (.ci/run); the study text is there
 SEED_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "seed"
@@ -111,6 +120,26 @@ def test_user_models_show_the_kind_of_their_rpn():
         assert context.model(kind) is user
         assert context.model(other) is not user  # a small model of the other layout
         assert context.note(context.model(other)).startswith("a small")
+
+
+def test_a_single_map_model_file_takes_the_papers_row(tmp_path):
+    model = seglab.build_model(
+        "faster_rcnn", num_classes=4, backbone="resnet18", norm="bn", fpn=False,
+        min_size=128, max_size=128, anchor_sizes=(32, 64, 128), representation_size=32,
+    )  # fmt: skip
+    path = tmp_path / "faster.safetensors"
+    seglab.save_model(model, path, class_names=["circle", "square", "triangle"])
+    out = tmp_path / "page"  # the anchors figure trains no small model: seconds
+    assert main(["explain", "--model", str(path), "--only", "anchors", "--out", str(out),
+                 "-q"]) == 0  # fmt: skip
+    page = html.unescape((out / "index.html").read_text())
+    assert f"Top: the paper's RPN on one map, of the model {path} (faster_rcnn)" in page
+    assert "Bottom: FPN's RPN on its levels, of a small Mask R-CNN" in page
+    # the Faster R-CNN figure (untrained small FPN model: seconds) says whose sizes they are
+    context = Context(generated_image(0), user_model=load_model(path), user_model_path=path)
+    caption = faster_rcnn_figure(context).caption
+    assert f"Top: the paper's RPN on one map, of the model {path} (faster_rcnn)" in caption
+    assert "3 sizes (32, 64, 128 px, the model's own (the paper's: 128, 256, 512 px" in caption
 
 
 def test_faster_rcnn_figure_draws_the_papers_rpn_beside_fpns(rpn_figures, rpn_context):
