@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from seglab.bench import peer
 from seglab.bench.peer import compare_outputs, peak_rss_growth, peer_table
 from seglab.bench.peer_models import model_pair, photographs
 from seglab.cli.main import main
@@ -53,6 +54,49 @@ def test_table_prints_the_median_ratios_last():
     assert table.rstrip().splitlines()[-1] == (
         "median ratios seglab / torchvision: inference 0.66, training step 0.75"
     )
+
+
+def test_bf16_table_gives_bf16_ratios_with_fp32_beside():
+    report = _report(0.40)
+    for mode in ("inference", "training"):
+        report[mode]["median_s"]["seglab_fp32"] = 2.0 * 0.7
+        report[mode]["ratio_fp32"] = 0.7
+    report["options"] = {"precision": "bf16"}
+    table = peer_table(report)
+    assert "| inference s, seglab fp32 | 2.000 | 1.400 | 0.70 |" in table
+    assert table.rstrip().splitlines()[-1] == (
+        "median ratios seglab bf16 / torchvision fp32: inference 0.40, training step 0.75 "
+        "(seglab fp32 in the same run: 0.70, 0.70)"
+    )
+
+
+def test_measure_times_seglab_fp32_beside_in_the_same_rounds(monkeypatch):
+    """With --precision bf16 a third call (seglab in fp32) is timed in each repetition: its
+    ratio to torchvision's is reported beside the bf16 one (a fake clock: exact figures)."""
+    clock = [0.0]
+    monkeypatch.setattr(peer.time, "perf_counter", lambda: clock[0])
+
+    def takes(seconds):
+        return lambda: clock.__setitem__(0, clock[0] + seconds)
+
+    calls = {"torchvision": takes(2.0), "seglab": takes(0.8), "seglab_fp32": takes(1.2)}
+    result = peer._measure(calls, repeats=3, log=lambda line: None)
+    assert result["median_s"] == pytest.approx({"torchvision": 2.0, "seglab": 0.8,
+                                                "seglab_fp32": 1.2})  # fmt: skip
+    assert result["ratio"] == pytest.approx(0.4)
+    assert result["ratio_fp32"] == pytest.approx(0.6)
+
+
+@pytest.mark.slow
+def test_quick_bf16_run_reports_both_precisions(tmp_path, capsys):
+    out = tmp_path / "peer.json"
+    argv = ["bench", "detection", "--peer", "torchvision", "--quick", "--precision", "bf16"]
+    assert main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["options"]["precision"] == "bf16"
+    for mode in ("inference", "training"):
+        assert report[mode]["ratio"] > 0 and report[mode]["ratio_fp32"] > 0
+        assert len(report[mode]["seconds"]["seglab_fp32"]) == 1
 
 
 @pytest.mark.parametrize(
