@@ -22,7 +22,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "seglab model file (weights + architecture + class names) that load_model reads.",
     )
     parser.add_argument("source", choices=["torchvision"], help="where the weights come from")
-    parser.add_argument("checkpoint", metavar="IN.pth", help="the torchvision state dict")
+    parser.add_argument(
+        "checkpoint",
+        metavar="IN.pth",
+        help="the torchvision state dict: a file, or torchvision's weight name "
+        "(MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1), read from its cache (TORCH_HOME; "
+        "downloaded there once where there is a network)",
+    )
     parser.add_argument("out", metavar="OUT.safetensors", help="the seglab model to write")
     parser.add_argument("--arch", required=True, choices=sorted(TORCHVISION_ARCHS))
     parser.add_argument(
@@ -39,11 +45,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from seglab.files import check_output_file
     from seglab.models.detection.convert import convert_torchvision, read_torchvision_state_dict
+    from seglab.models.weight_names import is_weight_name
     from seglab.models.zoo import save_model
 
     check_output_file(args.out, "OUT.safetensors")
     builder_args = dict(_parse_override(item) for item in args.overrides)
-    state = read_torchvision_state_dict(args.checkpoint)
+    checkpoint = args.checkpoint
+    if is_weight_name(checkpoint):
+        from seglab.models.backbones.pretrained import cached_weights
+
+        example = "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"
+        checkpoint = cached_weights(checkpoint, "IN.pth", example)
+    state = read_torchvision_state_dict(checkpoint)
     model = convert_torchvision(state, args.arch, **builder_args)
     save_model(model, args.out)
     print(

@@ -47,19 +47,27 @@ _SHOWN = 3  # keys named per kind in the report line
 
 def weights_file(spec: str | Path, depth: int) -> Path:
     """The local file of `spec`: a path as given, or a torchvision weight name's file in
-    torchvision's cache (downloaded there when missing and the network allows)."""
+    torchvision's cache (`imagenet`: the DEFAULT ImageNet weights of ResNet-`depth`)."""
     if not is_weight_name(str(spec)):
         return Path(spec)
+    name = f"ResNet{depth}_Weights.DEFAULT" if spec == "imagenet" else str(spec)
+    example = f"ResNet{depth}_Weights.IMAGENET1K_V1, ResNet{depth}_Weights.DEFAULT or imagenet"
+    return cached_weights(name, "model.backbone_weights", example)
+
+
+def cached_weights(name: str, option: str, example: str) -> Path:
+    """The file of torchvision's weight `name` (`MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1`)
+    in torchvision's cache, `torch.hub.get_dir()/checkpoints` ($TORCH_HOME/hub): downloaded
+    there by torchvision (hash checked) when missing and the network allows; a UserError
+    naming `option`, the file, its URL and the folder otherwise."""
     import torchvision.models
     from torch.hub import get_dir, load_state_dict_from_url
 
-    name = f"ResNet{depth}_Weights.DEFAULT" if spec == "imagenet" else str(spec)
     try:
         weights = torchvision.models.get_weight(name)
     except (KeyError, ValueError):
         raise UserError(
-            f"model.backbone_weights: {spec!r} is no torchvision weight name; e.g. "
-            f"ResNet{depth}_Weights.IMAGENET1K_V1, ResNet{depth}_Weights.DEFAULT or imagenet"
+            f"{option}: {name!r} is no torchvision weight name; e.g. {example}"
         ) from None
     folder = Path(get_dir()) / "checkpoints"
     cached = folder / Path(weights.url).name
@@ -69,9 +77,9 @@ def weights_file(spec: str | Path, depth: int) -> Path:
         except (OSError, RuntimeError) as error:  # offline (URLError is an OSError), or bad
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise UserError(
-                f"model.backbone_weights {name}: {cached.name} is not in torchvision's cache "
-                f"and could not be downloaded ({reason}); put {cached.name} from {weights.url} "
-                f"in {folder} (TORCH_HOME sets the folder), or give the file's path"
+                f"{option} {name}: {cached.name} is not in torchvision's cache and could not "
+                f"be downloaded ({reason}); put {cached.name} from {weights.url} in {folder} "
+                "(TORCH_HOME sets the folder), or give the file's path"
             ) from None
     return cached
 
