@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from seglab.explain.context import Context
+from seglab.explain.context import Context, has_single_map_rpn
 from seglab.explain.detector_run import DetectorRun, run_detector
 from seglab.explain.figure import Figure, draw_box, new_figure, png, show_image, to_uint8_image
 from seglab.explain.study_text import ANCHORS_ARE_REFERENCES, SHARED_COMPUTATION
@@ -127,6 +127,7 @@ def reference_box(context: Context, run: DetectorRun) -> tuple[Tensor, str]:
 # -- the two RPNs drawn --------------------------------------------------------------------
 
 RPN_KINDS = ("faster_rcnn_single_map", "faster_rcnn")  # the paper's one map, then FPN's levels
+_ROW_NAMES = ("Top", "Bottom")  # the figures' rows, one per kind
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class ShownRPN:
 
     @property
     def single_map(self) -> bool:
-        return len(self.model.proposal_generator.anchor_generator.sizes) == 1
+        return has_single_map_rpn(self.model)
 
     @property
     def name(self) -> str:
@@ -164,8 +165,8 @@ def anchors_at_object(context: Context, shown: ShownRPN) -> list[LevelAnchors]:
 def faster_rcnn_figure(context: Context) -> Figure:
     rpns = shown_rpns(context)
     figure = new_figure(9.4, 4.4 * len(rpns))
-    sentences = []
     axes = figure.subplots(len(rpns), 2, squeeze=False)
+    sentences = []
     for row, (shown, (left, right)) in enumerate(zip(rpns, axes, strict=True)):
         levels = anchors_at_object(context, shown)
         _draw_anchors_at(left, shown, levels)
@@ -204,9 +205,6 @@ def anchors_figure(context: Context) -> Figure:
         png(figure),
         corrections=(ANCHORS_ARE_REFERENCES,),
     )
-
-
-_ROW_NAMES = ("Top", "Bottom")
 
 
 def _draw_anchors_at(axes, shown: ShownRPN, levels: list[LevelAnchors]) -> None:
