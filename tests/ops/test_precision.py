@@ -12,11 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from seglab.inference.precision_check import BF16_ROUNDING
+from seglab.models import layers
 from seglab.models.layers import conv_norm_act
 from seglab.ops import precision
 from seglab.ops.anchors import AnchorGenerator
 from seglab.ops.roi_align import MultiScaleRoIAlign
 from seglab.ops.roi_pool import roi_pool
+
+onednn_conv = layers._onednn_conv
 
 SIZE = 800  # px of the image the feature maps belong to
 STRIDES = (4, 8, 16, 32)
@@ -75,9 +78,15 @@ def test_roi_pool_of_bfloat16_features_is_float32_pooling():
     assert torch.equal(got, roi_pool(features.float(), rois, 7, 1 / 16))
 
 
-def test_fused_convolution_runs_in_bfloat16_under_autocast():
+def test_fused_convolution_runs_in_bfloat16_under_autocast(monkeypatch):
     """oneDNN's fused conv + residual + ReLU (inference) gives what F.conv2d gives under
-    autocast: bfloat16, the same products, to a few bfloat16 roundings of the output."""
+    autocast: bfloat16, the same products, to a few bfloat16 roundings of the output. On a
+    CPU where oneDNN has no bfloat16 convolution (AVX2 only, or ONEDNN_MAX_CPU_ISA=AVX2)
+    the layer takes F.conv2d instead of failing."""
+    fused_calls = []
+    monkeypatch.setattr(
+        layers, "_onednn_conv", lambda *a, **k: fused_calls.append(1) or onednn_conv(*a, **k)
+    )
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(16, 16, 3, padding=1)
     x = torch.randn(1, 16, 12, 12).contiguous(memory_format=torch.channels_last)
@@ -85,6 +94,7 @@ def test_fused_convolution_runs_in_bfloat16_under_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         fused = conv_norm_act(conv, None, x, relu=True, residual=residual)
         plain = F.relu(conv(x) + residual.bfloat16())  # a block's shortcut: bf16 there
+    assert len(fused_calls) == int(precision.onednn_bf16())
     assert fused.dtype == plain.dtype == torch.bfloat16
     # both round the sum to bfloat16 at different points: a few 2^-8 of the largest value
     atol = 4 * BF16_ROUNDING * float(plain.float().abs().max())

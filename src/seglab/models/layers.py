@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.errors import UserError, did_you_mean
-from seglab.ops.precision import autocast_dtype
+from seglab.ops.precision import autocast_dtype, onednn_bf16
 from seglab.ops.tracing import tracing
 
 NORMS = ("none", "bn", "frozen_bn", "gn")
@@ -163,8 +163,8 @@ def conv_norm_act(
         if _fusable(x, weight):
             return _onednn_conv(conv, x, weight, bias, relu=relu, residual=residual)
         out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    if residual is not None:
-        out = out + residual
+    if residual is not None:  # in the convolution's dtype, as oneDNN's fused sum
+        out = out + residual.to(out.dtype)
     return F.relu(out) if relu else out
 
 
@@ -176,12 +176,15 @@ def channels_last(x: Tensor) -> Tensor:
 
 def _fusable(x: Tensor, weight: Tensor) -> bool:
     """oneDNN's fused convolution: float32 weights on a CPU (the input float32, or bfloat16
-    under bfloat16 autocast), no autograd graph to record."""
+    under bfloat16 autocast where oneDNN has a bfloat16 convolution), no autograd graph to
+    record."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    dtype = autocast_dtype("cpu") or torch.float32
     return (
         not needs_grad
         and x.device.type == "cpu"
-        and x.dtype in (torch.float32, autocast_dtype("cpu"))
+        and x.dtype in (torch.float32, dtype)
+        and (dtype != torch.bfloat16 or onednn_bf16())
         and weight.dtype == torch.float32
         and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled

@@ -26,6 +26,7 @@ oneDNN emulates bfloat16 with float32 instructions, which runs but slower than f
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -80,6 +81,17 @@ def cpu_bf16_units() -> str | None:
     """The name of this CPU's bfloat16 instructions, or None when it has none."""
     flags = _cpu_flags()
     return next((name for flag, name in BF16_CPU_FLAGS.items() if flag in flags), None)
+
+
+@functools.cache
+def onednn_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions on this CPU: AVX-512 (BW, VL, DQ) or
+    AVX-NE-CONVERT, within ONEDNN_MAX_CPU_ISA. Without it ATen's own bfloat16 convolution
+    still runs (`F.conv2d` under autocast), but oneDNN's fused operator refuses."""
+    try:  # private, hence the guard
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _cpu_flags() -> set[str]:
