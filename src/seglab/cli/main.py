@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "export": "seglab.cli.export",
     "convert": "seglab.cli.convert",
     "proposals": "seglab.cli.proposals",
+    "rcnn-svm": "seglab.cli.rcnn_svm",
     "bench": "seglab.cli.bench",
     "explain": "seglab.cli.explain",
 }
