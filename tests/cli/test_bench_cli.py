@@ -44,6 +44,26 @@ def test_quick_lineage_run_on_a_coco_dataset_writes_the_report(tmp_path, capsys)
     assert out.with_suffix(".md").read_text().startswith("| model |")
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
+    # --report: the saved measurements judged again, no training; the same claims here
+    (tmp_path / "work").rename(tmp_path / "gone")  # nothing of the run is read again
+    again = tmp_path / "again.json"
+    assert main(["bench", "lineage", "--report", str(out), "--out", str(again)]) == 0
+    assert capsys.readouterr().out == printed.replace(
+        str(out.with_suffix("")), str(again.with_suffix(""))
+    )
+    assert json.loads(again.read_text()) == report
+    assert again.with_suffix(".md").read_text() == out.with_suffix(".md").read_text()
+
+
+def test_a_report_that_is_not_a_lineage_run_is_one_line(tmp_path, capsys):
+    other = tmp_path / "other.json"
+    other.write_text('{"models": {"rcnn": {"box_AP": 0.5}}}')
+    assert main(["bench", "lineage", "--report", str(other)]) == 2
+    error = capsys.readouterr().err
+    assert error.splitlines() == [
+        f"seglab bench: error: --report {other}: not a lineage report ('proposal_s')"
+    ]
+
 
 @pytest.mark.parametrize(
     "argv, message",

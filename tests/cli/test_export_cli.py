@@ -82,6 +82,9 @@ def fast_rcnn(tmp_path_factory):
     return folder
 
 
+# ~80 s (three commands, an export); tests/inference/test_export.py checks the same graphs
+# (R-CNN's proposals input, RoI max pooling as MaxRoiPool, searched proposals) in-process
+@pytest.mark.slow
 def test_fast_rcnn_export_then_predict_the_onnx_file(fast_rcnn, tmp_path):
     onnx_file = tmp_path / "fast_rcnn.onnx"
     exported = seglab_cli("export", str(fast_rcnn / "model.safetensors"), "--out",

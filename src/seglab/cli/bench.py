@@ -3,6 +3,7 @@
 seglab bench lineage [--out R.json] [--models rcnn,fast_rcnn,...] [--minutes M | --steps N]
                      [--data DIR | --train N --test N --size PX] [--time-images N]
                      [--evaluations N] [--paper-regions N] [--work DIR] [--quick]
+seglab bench lineage --report R.json --out R2.json   # judge a saved run's claims again
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ def _add_lineage(benchmarks: argparse._SubParsersAction) -> None:
         f"test images of {QUICK['size']} px, {QUICK['steps']} steps per model",
     )
     lineage.add_argument(
+        "--report", metavar="R.json",
+        help="no training: the table, claims and chart of a saved run's measurements, "
+        "judged by this version's claims",
+    )  # fmt: skip
+    lineage.add_argument(
         "--precision", choices=("fp32", "bf16"), default="fp32",
         help="each model's training (train.precision) and timing: bf16 is bfloat16 autocast",
     )  # fmt: skip
@@ -106,6 +112,8 @@ def run_lineage_command(args: argparse.Namespace) -> int:
 
     if args.minutes is not None and args.steps is not None:
         raise UserError("--minutes and --steps are two budgets; give one")
+    if args.report is not None:
+        return _rejudge(args)
     models = tuple(args.models.split(",")) if args.models else tuple(RECIPES)
     if args.work is None:
         with tempfile.TemporaryDirectory(prefix="seglab-bench-") as work:
@@ -114,9 +122,7 @@ def run_lineage_command(args: argparse.Namespace) -> int:
 
 
 def _lineage(args: argparse.Namespace, models: tuple[str, ...], work: Path) -> int:
-    from seglab.bench.claims import claims_table
     from seglab.bench.lineage import LineageOptions, run_lineage
-    from seglab.bench.report import markdown_table
     from seglab.ops.precision import bf16_note
 
     defaults = QUICK if args.quick else FULL
@@ -142,11 +148,23 @@ def _lineage(args: argparse.Namespace, models: tuple[str, ...], work: Path) -> i
     if note is not None:
         print(note, file=sys.stderr)
     report = run_lineage(options)
-    table = markdown_table(report) + "\n" + claims_table(report["claims"])
-    print(table, end="")
-    if args.out:
-        _write_report(report, table, Path(args.out))
-    return 0
+    return _print_and_write(report, _tables(report), args.out)
+
+
+def _rejudge(args: argparse.Namespace) -> int:
+    """--report: a saved run's measurements with the claims judged again (the claims'
+    rules change more often than a run of an hour can be repeated)."""
+    from seglab.bench.claims import lineage_claims
+    from seglab.errors import read_json
+
+    _check_out(args.out)
+    report = read_json(args.report, "--report")
+    try:
+        report["claims"] = lineage_claims(report)
+        table = _tables(report)
+    except (KeyError, TypeError, AttributeError) as error:
+        raise UserError(f"--report {args.report}: not a lineage report ({error})") from None
+    return _print_and_write(report, table, args.out)
 
 
 def _data(data: str | None) -> Path | None:
@@ -180,6 +198,22 @@ def _check_out(out: str | None) -> None:
     if Path(out).suffix != ".json":
         raise UserError(f"--out {out}: give a .json path (R.md and R.png are written beside)")
     check_output_file(out, "--out")
+
+
+def _tables(report: dict) -> str:
+    """The report's stage table, then its claims table (markdown)."""
+    from seglab.bench.claims import claims_table
+    from seglab.bench.report import markdown_table
+
+    return markdown_table(report) + "\n" + claims_table(report["claims"])
+
+
+def _print_and_write(report: dict, table: str, out: str | None) -> int:
+    """Print the tables; with --out, write R.json, R.md and R.png."""
+    print(table, end="")
+    if out:
+        _write_report(report, table, Path(out))
+    return 0
 
 
 def _write_report(report: dict, table: str, out: Path) -> None:
