@@ -43,8 +43,8 @@ def _add_lineage(benchmarks: argparse._SubParsersAction) -> None:
         "the way, then report its box AP on the test images against training time, its CPU "
         "test time per image split into proposals, CNN features, heads and resizing + "
         "post-processing, R-CNN's and Fast R-CNN's CNN stage at the papers' scale, and each "
-        "paper's claim beside the measurements. The default run takes about an hour on 2 "
-        "cores (10 minutes of training per model).",
+        "paper's claim beside the measurements. The default run takes about 50 minutes "
+        "(10 minutes of training per model).",
     )
     lineage.add_argument("--out", metavar="R.json", help="write R.json, R.md (table), R.png")
     lineage.add_argument(
