@@ -24,8 +24,7 @@ import torch
 import seglab
 from seglab.data import DataConfig, build_dataset
 from seglab.evaluation import evaluate
-from seglab.models.detection.builders import data_proposals
-from seglab.models.zoo import build_from_card
+from seglab.models.zoo import build_from_card, data_proposals
 
 
 def with_svd(path: str, ranks: tuple[int, int] | None) -> torch.nn.Module:

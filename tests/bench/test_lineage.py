@@ -17,8 +17,7 @@ from seglab.data.shapes import generate_shapes
 from seglab.engine.config import config_from_dict, load_config
 from seglab.engine.logging import METRICS_NAME, MetricsLog
 from seglab.errors import UserError
-from seglab.models.detection.builders import data_proposals
-from seglab.models.zoo import build_model
+from seglab.models.zoo import build_model, data_proposals
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ import re
 import pytest
 
 from seglab.cli.main import main
-from seglab.data.proposals import ProposalSettings, cache_path
+from seglab.data.proposals import cache_path
 from seglab.data.shapes import generate_shapes
+from seglab.ops.selective_search import ProposalSettings
 
 
 @pytest.fixture(scope="module")

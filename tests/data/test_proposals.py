@@ -13,7 +13,6 @@ import pytest
 from seglab.data import proposals as proposals_module
 from seglab.data.images import load_image
 from seglab.data.proposals import (
-    ProposalSettings,
     cache_path,
     load_proposals,
     proposal_recall,
@@ -21,7 +20,7 @@ from seglab.data.proposals import (
 )
 from seglab.data.shapes import generate_shapes
 from seglab.errors import UserError
-from seglab.ops.selective_search import selective_search_array
+from seglab.ops.selective_search import ProposalSettings, selective_search_array
 
 SETTINGS = ProposalSettings(mode="single", max_proposals=50)
 
@@ -52,15 +51,6 @@ def image_ids(root):
 def load(root, ids=None, settings=SETTINGS):
     ids = image_ids(root) if ids is None else ids
     return load_proposals(root, "train", ids, settings, workers=0, progress=False)
-
-
-def test_settings_key_is_stable_and_settings_are_checked():
-    assert ProposalSettings().key == "fast-fullres-min0-max2000"
-    assert ProposalSettings("quality", 500, 16, None).key == "quality-500px-min16-maxall"
-    assert ProposalSettings(min_size=2.5).key != ProposalSettings(min_size=2).key
-    for bad in ({"mode": "slow"}, {"scale": 0}, {"min_size": -1}, {"max_proposals": 0}):
-        with pytest.raises(UserError):
-            ProposalSettings(**bad)
 
 
 def test_miss_computes_then_hit_reads_the_cache(shapes, searches):

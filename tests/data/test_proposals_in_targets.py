@@ -8,9 +8,10 @@ import torch
 from torchvision import tv_tensors
 
 from seglab.data import DataConfig, build_dataset
-from seglab.data.proposals import ProposalSettings, load_proposals
+from seglab.data.proposals import load_proposals
 from seglab.data.shapes import generate_shapes
 from seglab.data.transforms import SanitizeObjectBoxes
+from seglab.ops.selective_search import ProposalSettings
 
 SETTINGS = ProposalSettings(mode="single", max_proposals=40)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seglab.errors import UserError
-from seglab.ops.selective_search import selective_search
+from seglab.ops.selective_search import ProposalSettings, selective_search
 from seglab.structures.boxes import box_iou
 
 OBJECTS = torch.tensor([[8.0, 10.0, 30.0, 40.0], [40.0, 36.0, 60.0, 56.0]])
@@ -89,3 +89,12 @@ def test_scale_keeps_the_aspect_and_each_axis_frame():
 def test_bad_mode_is_a_user_error():
     with pytest.raises(UserError, match="mode"):
         selective_search(two_object_image(), mode="slow")
+
+
+def test_settings_key_is_stable_and_settings_are_checked():
+    assert ProposalSettings().key == "fast-fullres-min0-max2000"
+    assert ProposalSettings("quality", 500, 16, None).key == "quality-500px-min16-maxall"
+    assert ProposalSettings(min_size=2.5).key != ProposalSettings(min_size=2).key
+    for bad in ({"mode": "slow"}, {"scale": 0}, {"min_size": -1}, {"max_proposals": 0}):
+        with pytest.raises(UserError):
+            ProposalSettings(**bad)

@@ -50,8 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seglab.data.proposals import ProposalSettings, proposal_recall, read_split, update_cache
+    from seglab.data.proposals import proposal_recall, read_split, update_cache
     from seglab.files import check_output_folder
+    from seglab.ops.selective_search import ProposalSettings
 
     root = Path(args.data)
     if not root.is_dir():

@@ -39,9 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from seglab.data import build_dataset
     from seglab.errors import UserError, require_file
     from seglab.evaluation.saved import model_data_config
-    from seglab.models.detection.builders import data_proposals
     from seglab.models.detection.rcnn_svm import fit_rcnn_svms
-    from seglab.models.zoo import load_model, save_model
+    from seglab.models.zoo import data_proposals, load_model, save_model
 
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images {args.max_images}: must be >= 1")

@@ -19,7 +19,7 @@ from seglab.data.fingerprint import ScalePlan, measure_fingerprint, plan_scale
 from seglab.data.image_folders import ImageFolderDataset
 from seglab.data.intensity import measure_intensity_range
 from seglab.data.mask_folders import MaskFolderDataset
-from seglab.data.proposals import ProposalSettings, load_proposals
+from seglab.data.proposals import load_proposals
 from seglab.data.splits import (
     check_locations,
     coco_split,
@@ -30,6 +30,7 @@ from seglab.data.splits import (
 )
 from seglab.data.transforms import build_transforms
 from seglab.errors import UserError
+from seglab.ops.selective_search import ProposalSettings
 
 
 def build_dataset(

@@ -7,7 +7,8 @@ that are not cached yet (in parallel over images, with a progress bar), and keep
 `ROOT/proposals/<split>-<settings key>.npz`, one file per split and settings.
 
 The cache file (`np.load`-able, no pickle) holds
-- `settings`: the `ProposalSettings` as JSON (a file whose settings differ is not used);
+- `settings`: the `ProposalSettings` (`seglab.ops.selective_search`) as JSON (a file whose
+  settings differ is not used);
 - `image_ids` (M,) int64 and `counts` (M,) int64: the images and how many boxes each has;
 - `boxes` (sum of counts, 4) float32 xyxy in the original image's pixels, image after image;
 - `digests` (M,) str: a hash of each image file's bytes when its boxes were computed, and
@@ -46,55 +47,12 @@ import torch
 from seglab.data.images import channels_for_modes, load_image, read_header
 from seglab.errors import SeglabWarning, UserError, read_json
 from seglab.files import atomic_write
-from seglab.ops.selective_search import MODES, selective_search_array
+from seglab.ops.selective_search import ProposalSettings, selective_search_array
 from seglab.progress import progress as progress_display
 from seglab.structures.boxes import box_iou, xywh_to_xyxy
 
 CACHE_FORMAT = 1
 _FLUSH_EVERY_S = 60.0  # a long computation writes what it has this often
-
-
-@dataclass(frozen=True)
-class ProposalSettings:
-    """How proposals are computed; each distinct value has its own cache file.
-
-    Attributes:
-        mode: selective search mode: `fast` (R-CNN's), `quality` or `single`.
-        scale: short side, in pixels, the image is resized to before the search (None:
-            searched as it is).
-        min_size: proposals narrower or shorter than this many pixels of the original
-            image are dropped.
-        max_proposals: the first this many in selective search's rank order are kept
-            (None: all); R-CNN §2.1 uses about 2000.
-    """
-
-    mode: str = "fast"
-    scale: int | None = None
-    min_size: float = 0.0
-    max_proposals: int | None = 2000
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise UserError(f"proposal mode {self.mode!r}: unknown; use one of {', '.join(MODES)}")
-        if self.scale is not None and (not isinstance(self.scale, int) or self.scale < 1):
-            raise UserError(f"proposal scale {self.scale!r}: must be a positive number of pixels")
-        if self.min_size < 0:
-            raise UserError(f"proposal min_size {self.min_size}: must be >= 0")
-        if self.max_proposals is not None and self.max_proposals < 1:
-            raise UserError(f"max_proposals {self.max_proposals}: must be >= 1 (or None for all)")
-
-    @property
-    def key(self) -> str:
-        """A short stable name for file names, e.g. `fast-500px-min16-max2000`."""
-        scale = "fullres" if self.scale is None else f"{self.scale}px"
-        count = "all" if self.max_proposals is None else self.max_proposals
-        return f"{self.mode}-{scale}-min{self.min_size:g}-max{count}"
-
-    def describe(self) -> str:
-        """The settings in words, for people."""
-        scale = "as it is" if self.scale is None else f"short side {self.scale} px"
-        count = "all" if self.max_proposals is None else f"at most {self.max_proposals}"
-        return f"{self.mode} mode, {scale}, min size {self.min_size:g} px, {count}"
 
 
 @dataclass(frozen=True)
@@ -304,13 +262,7 @@ def _propose_file(path: Path, *, settings: ProposalSettings) -> _Entry:
         raise UserError(f"{path}: image file removed while proposals were computed") from None
     channels = channels_for_modes([read_header(path)[0]])
     image = load_image(path, channels).permute(1, 2, 0).numpy()  # (C, H, W) -> (H, W, C)
-    boxes = selective_search_array(
-        image,
-        mode=settings.mode,
-        scale=settings.scale,
-        min_size=settings.min_size,
-        max_proposals=settings.max_proposals,
-    )
+    boxes = selective_search_array(image, **settings.search_arguments())
     return _Entry(boxes, digest, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 

@@ -71,9 +71,8 @@ from seglab.errors import SeglabWarning, UserError
 from seglab.files import check_output_folder
 from seglab.models.backbones.pretrained import load_backbone_weights
 from seglab.models.card import ModelCard
-from seglab.models.detection.builders import data_proposals
 from seglab.models.transfer import init_from
-from seglab.models.zoo import build_from_card, model_task, save_model
+from seglab.models.zoo import build_from_card, data_proposals, model_task, save_model
 from seglab.ops.precision import autocast, bf16_note
 from seglab.progress import progress
 

@@ -82,8 +82,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """The task metrics of the model at `model_path` on `split` of `data_dir` (None: of the
     data its training config names), on `device` (a resolved device: cpu, cuda, cuda:N)."""
-    from seglab.models.detection.builders import data_proposals
-    from seglab.models.zoo import load_model
+    from seglab.models.zoo import data_proposals, load_model
 
     model = load_model(model_path)
     root = require_file(data_dir, "data folder") if data_dir is not None else None

@@ -20,10 +20,9 @@ from torch import Tensor
 
 from seglab.errors import UserError, require_file
 from seglab.models.card import ModelCard
-from seglab.models.detection.builders import data_proposals
 from seglab.models.detection.selective_search import SelectiveSearchProposals
 from seglab.models.inputs import stack_images
-from seglab.models.zoo import load_model, model_task
+from seglab.models.zoo import data_proposals, load_model, model_task
 
 # The output names of each task's graph, in order (`seglab.inference.export`).
 OUTPUT_NAMES = {

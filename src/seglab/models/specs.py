@@ -18,6 +18,8 @@ from seglab.errors import UserError
 if TYPE_CHECKING:
     from torch import nn
 
+    from seglab.ops.selective_search import ProposalSettings
+
 Builder = Callable[..., "nn.Module"]
 
 
@@ -120,3 +122,16 @@ def model_task(name: str) -> str:
 def builder_parameters(name: str) -> list[str]:
     """The keyword arguments the builder of model `name` accepts, in order."""
     return model_spec(name).parameters()
+
+
+def data_proposals(name: str, arguments: dict) -> ProposalSettings | None:
+    """The proposals model `name` built with `arguments` reads from its data's targets
+    (`seglab.data.build_dataset(..., proposals=...)`), or None for a model that makes its
+    own (the RPN) or has none. Known before the model is built (no `num_classes` needed)."""
+    from seglab.models.detection.options import SelectiveSearchOptions
+
+    _, options_class = model_spec(name).parts()
+    if not issubclass(options_class, SelectiveSearchOptions):
+        return None
+    # num_classes does not change the proposals: any valid value when not yet known
+    return options_class(**{"num_classes": 2, **arguments}).proposal_settings()

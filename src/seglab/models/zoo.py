@@ -2,7 +2,8 @@
 
 `MODEL_SPECS` (`specs.py`, no torch) is the one table from a model name to its task and its
 parts (the builder and the class whose keyword arguments the builder takes);
-`seglab.MODEL_BUILDERS` is its name -> builder view. A model built here carries its card
+`seglab.MODEL_BUILDERS` is its name -> builder view; `data_proposals` says which
+selective-search proposals a model reads from its data. A model built here carries its card
 (`model.card`, `seglab.models.card.ModelCard`); a saved model is its weights plus that card.
 """
 
@@ -25,6 +26,7 @@ from seglab.models.specs import (  # noqa: F401  (re-exported: the zoo's names)
     Builder,
     ModelSpec,
     builder_parameters,
+    data_proposals,
     model_spec,
     model_task,
     parameter_names,

@@ -11,11 +11,16 @@ can first be resized to a set short side (`scale`); the boxes are mapped back to
 original image's pixels. OpenCV orders the proposals by a randomised rank drawn with the C
 library's `rand()`; we seed it before each call so that the same image always gives the
 same proposals in the same order.
+
+`ProposalSettings` is the one record of how proposals are computed: R-CNN's and Fast
+R-CNN's proposal generator searches with it, and the proposal cache beside the data
+(`seglab.data.proposals`) keeps one file per value of it.
 """
 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -25,6 +30,54 @@ from torch import Tensor
 from seglab.errors import UserError
 
 MODES = ("fast", "quality", "single")
+
+
+@dataclass(frozen=True)
+class ProposalSettings:
+    """How proposals are computed; each distinct value has its own cache file.
+
+    Attributes:
+        mode: selective search mode: `fast` (R-CNN's), `quality` or `single`.
+        scale: short side, in pixels, the image is resized to before the search (None:
+            searched as it is).
+        min_size: proposals narrower or shorter than this many pixels of the original
+            image are dropped.
+        max_proposals: the first this many in selective search's rank order are kept
+            (None: all); R-CNN §2.1 uses about 2000.
+    """
+
+    mode: str = "fast"
+    scale: int | None = None
+    min_size: float = 0.0
+    max_proposals: int | None = 2000
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UserError(f"proposal mode {self.mode!r}: unknown; use one of {', '.join(MODES)}")
+        if self.scale is not None and (not isinstance(self.scale, int) or self.scale < 1):
+            raise UserError(f"proposal scale {self.scale!r}: must be a positive number of pixels")
+        if self.min_size < 0:
+            raise UserError(f"proposal min_size {self.min_size}: must be >= 0")
+        if self.max_proposals is not None and self.max_proposals < 1:
+            raise UserError(f"max_proposals {self.max_proposals}: must be >= 1 (or None for all)")
+
+    @property
+    def key(self) -> str:
+        """A short stable name for file names, e.g. `fast-500px-min16-max2000`."""
+        scale = "fullres" if self.scale is None else f"{self.scale}px"
+        count = "all" if self.max_proposals is None else self.max_proposals
+        return f"{self.mode}-{scale}-min{self.min_size:g}-max{count}"
+
+    def describe(self) -> str:
+        """The settings in words, for people."""
+        scale = "as it is" if self.scale is None else f"short side {self.scale} px"
+        count = "all" if self.max_proposals is None else f"at most {self.max_proposals}"
+        return f"{self.mode} mode, {scale}, min size {self.min_size:g} px, {count}"
+
+    def search_arguments(self) -> dict:
+        """The keyword arguments of `selective_search` and `selective_search_array`."""
+        return {"mode": self.mode, "scale": self.scale, "min_size": self.min_size,
+                "max_proposals": self.max_proposals}  # fmt: skip
 
 
 def selective_search(

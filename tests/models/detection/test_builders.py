@@ -11,9 +11,9 @@ from torchvision.models import detection
 
 import seglab
 from seglab.data.proposals import ProposalSettings
-from seglab.models.detection.builders import data_proposals
 from seglab.models.detection.convert import convert_torchvision
 from seglab.models.detection.options import FasterRCNNOptions
+from seglab.models.zoo import data_proposals
 from seglab.ops.roi_align import MultiScaleRoIAlign
 from seglab.ops.roi_pool import MultiScaleRoIPool
 from seglab.structures.boxes import box_iou

@@ -18,6 +18,7 @@ from seglab.models.backbones.vgg import VGG_NORMS, VGG_STAGES
 from seglab.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 from seglab.models.layers import check_norm
 from seglab.models.necks.fpn import FPN_NORMS
+from seglab.ops.selective_search import ProposalSettings
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 BACKBONES = (*RESNET_DEPTHS, *VGG_STAGES)
@@ -171,11 +172,18 @@ class SelectiveSearchOptions(DetectorOptions):
     representation_size: int = 4096
     box_loss_beta: float = 1.0
     box_nms_thresh: float = 0.3
-    # selective search (`seglab.data.proposals.ProposalSettings`)
+    # selective search (`proposal_settings`)
     proposal_mode: str = "fast"  # fast (R-CNN's) | quality | single
     proposal_scale: int | None = None  # short side the image is searched at (None: as is)
     proposal_min_size: float = 0.0  # drop proposals narrower or shorter (original pixels)
     max_proposals: int | None = 2000  # about 2000 per image (R-CNN §2.1)
+
+    def proposal_settings(self) -> ProposalSettings:
+        """How the detector's proposals are computed (and cached beside the data)."""
+        return ProposalSettings(
+            mode=self.proposal_mode, scale=self.proposal_scale,
+            min_size=self.proposal_min_size, max_proposals=self.max_proposals,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

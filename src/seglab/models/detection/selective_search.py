@@ -7,9 +7,10 @@ normalised input) and mapped to the resized frame the RoI heads work in.
 Computing them costs far more than a training step, so training and evaluation read them
 from the targets: `target["proposals"]` (N, 4) xyxy in the pixels of the image given to the
 model, computed once per image by `seglab.data.proposals` with the same settings
-(`ProposalSettings`), moved with the image by the data augmentation, resized with it by the
-model's transform. An image that comes without them (`predict` on any image, or targets made
-by hand) gets them computed here; the result is the same as the cache's for the same image.
+(`seglab.ops.selective_search.ProposalSettings`), moved with the image by the data
+augmentation, resized with it by the model's transform. An image that comes without them
+(`predict` on any image, or targets made by hand) gets them computed here; the result is
+the same as the cache's for the same image.
 
 `SelectiveSearchDetector.detect_with_proposals` takes the proposals from its caller instead,
 in the pixels of each image: what the ONNX graph of R-CNN and Fast R-CNN computes
@@ -21,10 +22,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from seglab.data.proposals import ProposalSettings
 from seglab.models.detection.transform import ImageBatch
 from seglab.models.detection.two_stage import TwoStageDetector
-from seglab.ops.selective_search import selective_search
+from seglab.ops.selective_search import ProposalSettings, selective_search
 from seglab.structures.boxes import clip_boxes, remove_small_boxes
 
 
@@ -70,11 +70,7 @@ class SelectiveSearchProposals(nn.Module):
 
     def search(self, image: Tensor) -> Tensor:
         """(C, H, W) float image in [0, 1] -> (N, 4) xyxy proposals in its pixels."""
-        settings = self.settings
-        return selective_search(
-            image, mode=settings.mode, scale=settings.scale, min_size=settings.min_size,
-            max_proposals=settings.max_proposals,
-        )  # fmt: skip
+        return selective_search(image, **self.settings.search_arguments())
 
     def extra_repr(self) -> str:
         return self.settings.describe()
