@@ -10,7 +10,7 @@ export MKL_NUM_THREADS ?= $(OMP_NUM_THREADS)
 PYTEST_WORKERS ?= $(if $(filter 1,$(OMP_NUM_THREADS)),2,1)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint venv clean
+.PHONY: demo test test-all lint venv clean docs
 
 venv: $(STAMP)
 
@@ -25,6 +25,18 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+# The documentation site (mkdocs.yml): site/ from docs/ and the docstrings, --strict (a page
+# outside the nav, a broken link or anchor, an API name not found: each fails the build).
+# The docs extra (mkdocs-material, mkdocstrings) goes into the same .venv, once (stamp file).
+DOCS_STAMP := $(VENV)/.seglab-docs-installed
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	@echo "docs: site/index.html"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
