@@ -35,7 +35,7 @@ $(DOCS_STAMP): pyproject.toml | $(STAMP)
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict  # not --quiet: it hides the warnings --strict counts
 	@echo "docs: site/index.html"
 
 lint: $(STAMP)
