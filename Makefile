@@ -39,8 +39,8 @@ docs: $(DOCS_STAMP)
 	@echo "docs: site/index.html"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 # Demo: Mask R-CNN (ResNet-18 + FPN) trained from scratch on the built-in shapes data for
 # 10 CPU minutes (recipe configs/mask_rcnn_r18_fpn_shapes.yaml), then COCO box and mask AP

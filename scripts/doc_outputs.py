@@ -22,6 +22,7 @@ checkout. argparse wraps help at 80 columns here (COLUMNS=80).
 
     python scripts/doc_outputs.py           # rewrite the stale outputs in place
     python scripts/doc_outputs.py --check   # list them; exit 1 if any (what the test asks)
+    python scripts/doc_outputs.py --figures # and draw docs/images/explain/ again
 """
 
 from __future__ import annotations
@@ -365,9 +366,21 @@ def stale_outputs(files: list[Path], scratch_root: Path) -> list[Stale]:
     return [s for block in compared(files) for s in check_block(block, scratch)]
 
 
+def draw_figures(folder: Path = REPO / "docs" / "images" / "explain") -> None:
+    """The model pages' figures: `seglab explain` without --model, its pictures copied."""
+    with tempfile.TemporaryDirectory(prefix="doc-figures-") as page:
+        print(run_seglab(["explain", "--out", page], REPO))
+        for picture in sorted((Path(page) / "images").iterdir()):
+            shutil.copy(picture, folder / picture.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="list stale outputs, change nothing")
+    parser.add_argument(
+        "--figures", action="store_true",
+        help="also draw the model pages' figures again (seglab explain: minutes on a CPU)",
+    )  # fmt: skip
     parser.add_argument("files", nargs="*", type=Path, help="markdown files (default: all)")
     args = parser.parse_args(argv)
     files = [f.resolve() for f in args.files] or doc_files()
@@ -380,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.check:
         rewrite(stale)
         print(f"rewrote {len(stale)} output(s)")
+        if args.figures:
+            draw_figures()
     return 1 if (args.check and stale) or unmarked(files) else 0
 
 
