@@ -212,8 +212,9 @@ def data_config(args, root: Path) -> DataConfig:
     recipe = load_config(RECIPE, [f"data.root={root}"]).data
     cfg = dataclasses.replace(recipe, weight_map=args.weight_map, cache_mb=1024)
     if cfg.image_size == "auto":
-        print(plan_image_size(cfg).reason)
-        cfg = dataclasses.replace(cfg, image_size=plan_image_size(cfg).image_size)
+        plan = plan_image_size(cfg)
+        print(plan.reason)
+        cfg = dataclasses.replace(cfg, image_size=plan.image_size)
     return cfg
 
 

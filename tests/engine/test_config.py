@@ -11,12 +11,11 @@ from seglab.engine.config import (
     Config,
     config_to_dict,
     config_warnings,
-    fit_batch_size,
     load_config,
     recipes_dir,
-    resolve_num_classes,
     save_config,
 )
+from seglab.engine.resolve import fit_batch_size, resolve_num_classes
 from seglab.errors import SeglabWarning, UserError
 
 

@@ -5,7 +5,6 @@ batching around them (`seglab.data` re-exports them; see its docstring).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 
 import torch
@@ -51,7 +50,9 @@ def build_dataset(
     training is raised as a UserError and handled ones are logged as one note line; with
     it, every problem is added there and the items with stopping problems are left out.
     With `proposals` (R-CNN, Fast R-CNN), each target also has `proposals`: the image's
-    selective-search boxes, from the cache beside the data (computed when missing).
+    selective-search boxes, from the cache beside the data (computed when missing). An
+    `image_size: auto` (semantic) is planned here (`plan_image_size`), and the plan is the
+    dataset's `.scale_plan` (None when the size was given).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -66,8 +67,10 @@ def build_dataset(
             f"{' or '.join(k for k, v in LAYOUT_TASKS.items() if task in v)}"
         )
     _check_options(cfg)
+    scale_plan = None
     if cfg.image_size == AUTO and task == "semantic":
-        cfg = dataclasses.replace(cfg, image_size=plan_image_size(cfg).image_size)
+        scale_plan = plan_image_size(cfg)
+        cfg = dataclasses.replace(cfg, image_size=scale_plan.image_size)
     root = Path(cfg.root) if cfg.root is not None else None
     if given_files(cfg, split) is None and root is not None and not root.is_dir():
         raise UserError(f"{root}: data root not found")
@@ -81,6 +84,7 @@ def build_dataset(
     else:
         dataset = ImageFolderDataset(root, split, **common)
     dataset.intensity = cfg.intensity_range
+    dataset.scale_plan = scale_plan
     if cfg.cache_mb:
         dataset.cache = MemoryCache(int(cfg.cache_mb * 2**20))
     if proposals is not None:
@@ -96,13 +100,8 @@ def build_dataset(
 
 def plan_image_size(cfg: DataConfig) -> ScalePlan:
     """`data.image_size: auto`: the working scale planned from a fingerprint of the train
-    split's masks (`seglab.data.fingerprint`); computed once per process for a config."""
-    return _planned(dataclasses.replace(cfg, cache_mb=0))
-
-
-@functools.lru_cache(maxsize=4)
-def _planned(cfg: DataConfig) -> ScalePlan:
-    masks = dataclasses.replace(cfg, image_size=1, weight_map=False, elastic=False)
+    split's masks (`seglab.data.fingerprint`)."""
+    masks = dataclasses.replace(cfg, image_size=1, weight_map=False, elastic=False, cache_mb=0)
     train_set = build_dataset(masks, "train", task="semantic", train=False, findings=Findings())
     return plan_scale(measure_fingerprint(train_set))
 
@@ -128,9 +127,13 @@ def build_training_datasets(
 
     The val dataset is None when the data has no val split (`seglab.data.splits`). With
     `cfg.intensity_percentiles` and no `cfg.intensity_range`, the range is measured on the
-    train split and set on both datasets (`.intensity`), for the run to record it.
+    train split and set on both datasets (`.intensity`), for the run to record it. An
+    `image_size: auto` (semantic) is planned once, with the train split, and used for both
+    (the train dataset's `.scale_plan`).
     """
     train_set = build_dataset(cfg, "train", task=task, train=True, proposals=proposals)
+    if train_set.scale_plan is not None:
+        cfg = dataclasses.replace(cfg, image_size=train_set.scale_plan.image_size)
     val_set = None
     if split_exists(cfg, "val"):
         val_set = build_dataset(cfg, "val", task=task, train=False, proposals=proposals)

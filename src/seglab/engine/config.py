@@ -24,7 +24,7 @@ import yaml
 
 # No torch below: a config is read and checked before PyTorch loads (issue 22).
 from seglab.data.config import LAYOUT_TASKS, DataConfig, check_intensity, check_transform_options
-from seglab.data.splits import check_locations, data_name
+from seglab.data.splits import check_locations
 from seglab.errors import SeglabWarning, UserError, did_you_mean
 from seglab.files import atomic_write_text
 from seglab.models.specs import builder_parameters, model_spec, model_task
@@ -511,26 +511,6 @@ def config_warnings(config: Config) -> list[str]:
     return messages
 
 
-def fit_batch_size(config: Config, train_images: int) -> Config:
-    """`train.batch_size` no larger than the train split, with a warning.
-
-    A batch then holds every training image once, as PyTorch's DataLoader gives it (rather
-    than repeating images within a batch, as detectron2's infinite sampler does); the
-    config written to the run records the size used.
-    """
-    batch_size = config.train.batch_size
-    if batch_size <= train_images:
-        return config
-    warnings.warn(
-        f"train.batch_size={batch_size} is larger than the {train_images} training images; "
-        f"batches of {train_images} are used (config.yaml records it)",
-        SeglabWarning,
-        stacklevel=3,
-    )
-    train = dataclasses.replace(config.train, batch_size=train_images)
-    return dataclasses.replace(config, train=train)
-
-
 def config_to_dict(config: Config) -> dict:
     """The YAML mapping of a config (model arguments back at the top of `model:`)."""
     model = {"name": config.model.name, "num_classes": config.model.num_classes}
@@ -568,42 +548,8 @@ def save_config(config: Config, path: str | Path) -> Path:
     return atomic_write_text(path, text)
 
 
-def with_intensity_range(config: Config, intensity_range: tuple[float, float] | None) -> Config:
-    """The config with `data.intensity_range` set (the range measured from
-    `data.intensity_percentiles`, recorded so that evaluation and predict read alike)."""
-    return dataclasses.replace(
-        config, data=dataclasses.replace(config.data, intensity_range=intensity_range)
-    )
-
-
-def with_image_size(config: Config, image_size: int) -> Config:
-    """The config with `data.image_size` set (a planned `auto` size, recorded so that
-    evaluation and predict resize alike)."""
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, image_size=image_size))
-
-
 def with_planned_steps(config: Config, planned_steps: int | None) -> Config:
     """The config with `train.planned_steps` set (the budget plan a run made, recorded so that
     a resume and a rerun follow it)."""
     train = dataclasses.replace(config.train, planned_steps=planned_steps)
     return dataclasses.replace(config, train=train)
-
-
-def with_num_classes(config: Config, num_classes: int) -> Config:
-    return dataclasses.replace(
-        config, model=dataclasses.replace(config.model, num_classes=num_classes)
-    )
-
-
-def resolve_num_classes(config: Config, class_names: list[str]) -> Config:
-    """`num_classes: auto` -> K for a classifier, K + 1 (background) for the other tasks."""
-    expected = len(class_names) + (model_task(config.model.name) != "classification")
-    if config.model.num_classes == "auto":
-        return with_num_classes(config, expected)
-    if config.model.num_classes != expected:
-        raise UserError(
-            f"{data_name(config.data)}: the data has {len(class_names)} classes, so "
-            f"model.num_classes must be {expected}, not {config.model.num_classes}; "
-            f"use num_classes: auto"
-        )
-    return config

@@ -47,11 +47,7 @@ from seglab.engine.config import (
     Config,
     config_to_dict,
     config_warnings,
-    fit_batch_size,
-    resolve_num_classes,
     save_config,
-    with_image_size,
-    with_intensity_range,
     with_planned_steps,
 )
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
@@ -59,6 +55,7 @@ from seglab.engine.device import resolve_device
 from seglab.engine.interrupt import Interrupted, StopRequest, ignore_interrupts
 from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
 from seglab.engine.optim import build_optimizer, build_scheduler
+from seglab.engine.resolve import resolve_config
 from seglab.engine.run_dir import (
     CONFIG_NAME,
     budget_changed,
@@ -137,24 +134,8 @@ def _open_session(
     for message in config_warnings(config):
         warnings.warn(message, SeglabWarning, stacklevel=3)
     _set_threads(config.train.workers)
-    task = model_task(config.model.name)
-    train_set, val_set = seglab_data.build_training_datasets(
-        config.data,
-        task=task,
-        in_channels=int(config.model.args.get("in_channels", 3)),
-        proposals=data_proposals(config.model.name, config.model.args),
-    )  # every file checked before step 1; channels against the model's
-    if len(train_set) == 0:
-        raise UserError(f"{data_name(config.data)}: the train split has no images")
-    if val_set is None:
-        warnings.warn(_NO_VALIDATION, SeglabWarning, stacklevel=3)
-    config = with_intensity_range(config, train_set.intensity)  # measured from percentiles
-    planned = None
-    if config.data.image_size == seglab_data.AUTO and task == "semantic":
-        planned = seglab_data.plan_image_size(config.data)  # what build_dataset used
-        config = with_image_size(config, planned.image_size)
-    config = resolve_num_classes(config, list(train_set.class_names))
-    config = fit_batch_size(config, len(train_set))
+    train_set, val_set = _datasets(config)
+    config = resolve_config(config, train_set)
     check_resume(run_dir, config)
     replan = budget_changed(run_dir, config)  # a plan made for another budget is made again
     if replan:
@@ -163,8 +144,8 @@ def _open_session(
     processes = distributed.from_environment()  # torchrun's processes, or this one alone
     distributed.check_world_size(processes, config.train.batch_size, len(train_set))
     device = distributed.start(processes, resolve_device(config.train.device))
-    if planned is not None and processes.main:
-        report(planned.reason)
+    if train_set.scale_plan is not None and processes.main:
+        report(train_set.scale_plan.reason)
     if bf16_note(config.train.precision, device) and processes.main:
         report(bf16_note(config.train.precision, device))
     model = _build_model(config, train_set, device)
@@ -195,18 +176,34 @@ def _open_session(
     distributed.barrier()
     if log.path.is_file() and processes.main:
         log.truncate_after(state.step)  # lines of an interrupted session after its checkpoint
-    sampler = ResumableBatchSampler(  # the global batch: batch_size per process
-        len(train_set), config.train.batch_size * processes.world_size, seed=config.seed,
-        start_step=state.step,
-    )  # fmt: skip
-    tensorboard = None
-    if config.train.tensorboard and processes.main:
-        tensorboard = TensorBoardLog(run_dir, state.step)
     return Session(
-        config, run_dir, device, model, optimizer, scheduler, sampler, train_set, val_set,
-        state, log, progress and processes.main, report, tensorboard, processes,
-        distributed.training_forward(model, processes, device),
+        config=config, run_dir=run_dir, device=device, model=model, optimizer=optimizer,
+        scheduler=scheduler, train_set=train_set, val_set=val_set, state=state, log=log,
+        sampler=ResumableBatchSampler(  # the global batch: batch_size per process
+            len(train_set), config.train.batch_size * processes.world_size, seed=config.seed,
+            start_step=state.step,
+        ),
+        progress=progress and processes.main, report=report, processes=processes,
+        tensorboard=TensorBoardLog(run_dir, state.step)
+        if config.train.tensorboard and processes.main else None,
+        forward=distributed.training_forward(model, processes, device),
     )  # fmt: skip
+
+
+def _datasets(config: Config) -> tuple[Any, Any]:
+    """The run's train and val datasets (val None without a val split, with a warning):
+    every file checked before step 1, the images' channels against the model's."""
+    train_set, val_set = seglab_data.build_training_datasets(
+        config.data,
+        task=model_task(config.model.name),
+        in_channels=int(config.model.args.get("in_channels", 3)),
+        proposals=data_proposals(config.model.name, config.model.args),
+    )
+    if len(train_set) == 0:
+        raise UserError(f"{data_name(config.data)}: the train split has no images")
+    if val_set is None:
+        warnings.warn(_NO_VALIDATION, SeglabWarning, stacklevel=4)
+    return train_set, val_set
 
 
 def _resumed_plan(config: Config, state: RunState, replan: bool) -> Config:
