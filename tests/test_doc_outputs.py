@@ -109,3 +109,11 @@ def test_the_files_the_docs_name_exist():
                 if not (REPO / "src/seglab" / path).is_file() and not (REPO / path).is_file():
                     missing.append(f"{page.relative_to(REPO)}: {path}")
     assert missing == []
+
+
+def test_the_readmes_links_lead_to_files():
+    """README.md is not part of the site, whose build checks every link: checked here."""
+    text = (REPO / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    assert len(targets) > 20
+    assert [t for t in targets if "://" not in t and not (REPO / t).exists()] == []
