@@ -351,8 +351,10 @@ FIXTURES: dict[str, Fixture] = {
     f"{SHOWN_SCRATCH}-mixed": Fixture(
         _copy_of(f"{SHOWN_SCRATCH}/instance", _mixed_images), needs=(f"{SHOWN_SCRATCH}/instance",)
     ),
-    # cnn_shapes' data.root, where a command needs only that it exists (errors before reading)
+    # where a command needs only that the data exists (errors before reading): cnn_shapes'
+    # data.root, and the detectors'
     "data/shapes-classify": Fixture(_shapes("classify", 6, 3)),
+    "data/shapes": Fixture(_shapes("instance", 4, 2)),
 }
 RECIPE_DATA = "data/shapes-classify"
 
