@@ -10,11 +10,11 @@ from torch.nn.modules.utils import _pair
 
 from seglab.ops.roi_align import (
     MultiScaleRoIAlign,
-    boxes_to_rois,
     roi_align,
     roi_align_reference,
     roi_align_sparse,
 )
+from seglab.ops.roi_levels import boxes_to_rois
 
 IMAGE = 64  # pixels; features below are at stride 1/spatial_scale
 EPS = 2.0**-24  # float32's unit roundoff

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from seglab.ops.roi_align import boxes_to_rois
+from seglab.ops.roi_levels import boxes_to_rois
 from seglab.ops.roi_pool import MultiScaleRoIPool, roi_pool, roi_pool_reference
 
 

@@ -23,7 +23,7 @@ from seglab.explain.detector_run import DetectorRun, run_detector
 from seglab.explain.figure import Figure, draw_box, new_figure, png, show_image, to_uint8_image
 from seglab.explain.proposals import output_names
 from seglab.explain.roi_grids import SubWindow, roi_pool_windows
-from seglab.ops.roi_align import infer_scale
+from seglab.ops.roi_levels import infer_scale
 from seglab.ops.roi_pool import roi_pool
 from seglab.structures.boxes import box_iou
 

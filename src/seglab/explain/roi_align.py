@@ -25,7 +25,8 @@ from seglab.explain.roi_grids import (
     roi_pool_windows,
 )
 from seglab.explain.rpn import reference_box
-from seglab.ops.roi_align import infer_scale, roi_align
+from seglab.ops.roi_align import roi_align
+from seglab.ops.roi_levels import infer_scale
 
 
 @dataclass(frozen=True)

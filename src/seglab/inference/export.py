@@ -31,6 +31,7 @@ needs.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import io
 import json
@@ -96,12 +97,10 @@ class ExportReport:
         return lines
 
 
-def _require_detections(model: nn.Module, images: list[Tensor]) -> None:
+def _require_detections(graph: ExportGraph, images: list[Tensor]) -> None:
     """ExportUnchecked when a detector finds nothing in any check image: known from PyTorch
     alone, before the export's minutes are spent on a check that could compare nothing."""
-    if "logits" in OUTPUT_NAMES[model.task]:
-        return
-    if any(detection_count(model, image) for image in images):
+    if not graph.detects or any(detection_count(graph.model, image) for image in images):
         return
     sizes = " and ".join("x".join(str(side) for side in image.shape[-2:]) for image in images)
     raise ExportUnchecked(
@@ -143,13 +142,13 @@ def export_onnx(
     Says on stderr what it is doing (the export alone can take minutes for a large model).
     """
     model = model.cpu().eval()
+    graph = export_graph(model)
     channels = model.card.in_channels
     first = image if image is not None else synthetic_image(channels, SYNTHETIC_SIZE)
-    check_images = [fit_size(model, first), fit_size(model, resized(first), grow=1)]
+    check_images = [graph.fit_size(first), graph.fit_size(resized(first), grow=1)]
     if not allow_unchecked:
-        _require_detections(model, check_images)
-    graph = _graph(model)
-    inputs = _example_inputs(model, check_images[0])
+        _require_detections(graph, check_images)
+    inputs = graph.example_inputs(check_images[0])
     start = time.perf_counter()
     status(f"export: tracing {model.card.arch} and translating it to ONNX (torch.export, "
            "one pass; a minute or more for a large model)")  # fmt: skip
@@ -159,8 +158,8 @@ def export_onnx(
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         program = torch.onnx.export(
-            graph, inputs, dynamic_shapes=_dynamic_shapes(model),
-            input_names=_input_names(model), output_names=list(OUTPUT_NAMES[model.task]),
+            graph, inputs, dynamic_shapes=graph.dynamic_shapes(),
+            input_names=list(graph.input_names), output_names=list(OUTPUT_NAMES[model.task]),
             opset_version=opset, external_data=False, verbose=False,
             custom_translation_table=custom_translations(),
         )  # fmt: skip
@@ -169,7 +168,7 @@ def export_onnx(
     status(f"export: translated in {seconds:.1f} s; checking with onnxruntime against "
            f"PyTorch on {len(check_images)} images ({sizes})")  # fmt: skip
     proto = program.model_proto
-    for key, value in seglab_metadata(model).items():
+    for key, value in graph.metadata().items():
         proto.metadata_props.add(key=key, value=value)
     checks: list[CheckResult] = []
 
@@ -185,77 +184,168 @@ def export_onnx(
 
     atomic_write(path, save_checked)
     outputs = ", ".join(OUTPUT_NAMES[model.task])
-    return ExportReport(Path(path), seconds, _describe_inputs(model), outputs, checks)
+    return ExportReport(Path(path), seconds, graph.describe_inputs(), outputs, checks)
 
 
-class _LogitsGraph(nn.Module):
-    """CNN and U-Net: images (B, C, H, W) -> logits."""
+class ExportGraph(nn.Module, abc.ABC):
+    """What one kind of model exports as (chosen once, by `export_graph`): the graph's
+    `forward`, its inputs (names, the example it is traced with, which axes are dynamic, in
+    words) and the metadata written beside the model card.
+
+    The default: one input, `images` (B, C, H, W) float in [0, 1], taken as it is.
+    """
+
+    input_names: tuple[str, ...] = ("images",)
+    detects = False  # whose check compares boxes, scores (and masks), found or not
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+
+    def example_inputs(self, image: Tensor) -> tuple[Tensor, ...]:
+        """What the graph is traced with, for the (C, H, W) check image `image`."""
+        return (image[None],)
+
+    @abc.abstractmethod
+    def dynamic_shapes(self) -> tuple[dict[int, object], ...]:
+        """Which axes of each input are dynamic, and the sides allowed (`torch.export.Dim`)."""
+
+    @abc.abstractmethod
+    def describe_inputs(self) -> str:
+        """The inputs in words, for the export's report."""
+
+    def fit_size(self, image: Tensor, grow: int = 0) -> Tensor:
+        """The (C, H, W) image at a size the model takes (`grow`: a larger one)."""
+        return image
+
+    def metadata(self) -> dict[str, str]:
+        """The model card as `load_model` reads it from a .safetensors file."""
+        return model_card(self.model).to_metadata()
+
+
+class _LogitsGraph(ExportGraph):
+    """CNN and U-Net: images (B, C, H, W) -> logits."""
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model.forward_logits(images)
 
 
-class _DetectorGraph(nn.Module):
+class _ClassifierGraph(_LogitsGraph):
+    """CNN: images (B, C, H, W) -> logits (B, K), any B, H, W."""
+
+    def dynamic_shapes(self) -> tuple[dict[int, object], ...]:
+        return ({0: Dim("batch"), 2: Dim.AUTO, 3: Dim.AUTO},)
+
+    def describe_inputs(self) -> str:
+        channels = self.model.card.in_channels
+        return f"images (B, {channels}, H, W) float in [0, 1], any B, H, W"
+
+
+class _UNetGraph(_LogitsGraph):
+    """U-Net: images (B, C, H, W) -> logits (B, K, H', W'). Same padding takes any
+    H, W >= 2**depth; valid padding the sides s0 + 2**depth k (`valid_input_size`)."""
+
+    def dynamic_shapes(self) -> tuple[dict[int, object], ...]:
+        step = 2**self.model.depth
+        if self.model.padding == "same":  # padded to a multiple of 2**depth inside the graph
+            return ({0: Dim("batch"), 2: Dim("height", min=step), 3: Dim("width", min=step)},)
+        smallest = self._smallest_valid_side()
+        rows, columns = Dim("rows", min=0), Dim("columns", min=0)
+        return ({0: Dim("batch"), 2: step * rows + smallest, 3: step * columns + smallest},)
+
+    def describe_inputs(self) -> str:
+        channels, step = self.model.card.in_channels, 2**self.model.depth
+        if self.model.padding == "same":
+            return f"images (B, {channels}, H, W) float in [0, 1], any B and H, W >= {step}"
+        smallest = self._smallest_valid_side()
+        return (f"images (B, {channels}, H, W) float in [0, 1], any B; H and W of the form "
+                f"{smallest} + {step} k (valid padding)")  # fmt: skip
+
+    def fit_size(self, image: Tensor, grow: int = 0) -> Tensor:
+        """Valid padding: the image cropped to an allowed side, from the third smallest
+        (plus `grow` steps) on, mirror-padded up to it; same padding: as it is."""
+        if self.model.padding != "valid":
+            return image
+        from seglab.inference.tiling import mirror_pad
+
+        step, smallest = 2**self.model.depth, self._smallest_valid_side()
+        least = smallest + (2 + grow) * step  # the export traces k >= 2 (0 and 1 would be fixed)
+        height, width = image.shape[-2:]
+        image = mirror_pad(image, top=0, left=0, bottom=max(least - height, 0),
+                           right=max(least - width, 0))  # fmt: skip
+        height, width = image.shape[-2:]
+        allowed_h = smallest + (height - smallest) // step * step
+        allowed_w = smallest + (width - smallest) // step * step
+        return image[:, :allowed_h, :allowed_w]
+
+    def metadata(self) -> dict[str, str]:
+        """The card, and what tiling needs to know (`predict_tiled`)."""
+        attributes = {"padding": self.model.padding, "depth": self.model.depth}
+        return {**super().metadata(), "seglab_attributes": json.dumps(attributes)}
+
+    def _smallest_valid_side(self) -> int:
+        from seglab.models.segmentation.unet import valid_input_size
+
+        return valid_input_size(1, self.model.depth)
+
+
+class _DetectorGraph(ExportGraph):
     """Detectors: one image (1, C, H, W) -> its boxes, labels, scores (and masks)."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.names = OUTPUT_NAMES[model.task]
+    detects = True
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         detections = self.model([images[0]])[0]
-        return tuple(detections[name] for name in self.names)
+        return tuple(detections[name] for name in OUTPUT_NAMES[self.model.task])
+
+    def dynamic_shapes(self) -> tuple[dict[int, object], ...]:
+        return ({2: Dim("height", min=16), 3: Dim("width", min=16)},)
+
+    def describe_inputs(self) -> str:
+        channels = self.model.card.in_channels
+        return f"images (1, {channels}, H, W) float in [0, 1], any H, W >= 16"
 
 
-class _GivenProposalsGraph(nn.Module):
+class _GivenProposalsGraph(_DetectorGraph):
     """R-CNN, Fast R-CNN: one image (1, C, H, W) and its proposals (P, 4) xyxy in its
     pixels -> its boxes, labels, scores (`SelectiveSearchDetector.detect_with_proposals`)."""
 
-    def __init__(self, model: SelectiveSearchDetector):
-        super().__init__()
-        self.model = model
+    input_names = ("images", "proposals")
 
     def forward(self, images: Tensor, proposals: Tensor) -> tuple[Tensor, ...]:
         detections = self.model.detect_with_proposals([images[0]], [proposals])[0]
         return tuple(detections[name] for name in OUTPUT_NAMES["detection"])
 
+    def example_inputs(self, image: Tensor) -> tuple[Tensor, ...]:
+        """The image and its selective-search proposals (two whole-image boxes more when it
+        has fewer than two: the exporter takes a size of 0 or 1 in its example for a
+        constant)."""
+        proposals = self.model.proposal_generator.search(image)
+        if len(proposals) < 2:
+            height, width = image.shape[-2:]
+            whole = torch.tensor([[0.0, 0.0, width, height]] * 2)
+            proposals = torch.cat([proposals, whole])
+        return image[None], proposals
 
-def _graph(model: nn.Module) -> nn.Module:
-    if model.task in ("classification", "semantic"):
-        return _LogitsGraph(model).eval()
+    def dynamic_shapes(self) -> tuple[dict[int, object], ...]:
+        (image,) = super().dynamic_shapes()
+        return image, {0: Dim("proposals", min=0, max=MAX_PROPOSALS)}
+
+    def describe_inputs(self) -> str:
+        search = self.model.proposal_generator.settings.describe()
+        return (f"{super().describe_inputs()}; proposals (P, 4) float xyxy in the image's "
+                f"pixels, any P (selective search, {search}, run outside the graph)")  # fmt: skip
+
+
+def export_graph(model: nn.Module) -> ExportGraph:
+    """The graph `model` exports as, by its kind, in eval mode."""
+    if model.task == "classification":
+        return _ClassifierGraph(model).eval()
+    if model.task == "semantic":
+        return _UNetGraph(model).eval()
     if isinstance(model, SelectiveSearchDetector):
         return _GivenProposalsGraph(model).eval()
     return _DetectorGraph(model).eval()
-
-
-def _example_inputs(model: nn.Module, image: Tensor) -> tuple[Tensor, ...]:
-    """What the graph is traced with: the first check image, and for R-CNN and Fast R-CNN
-    its selective-search proposals (two whole-image boxes more when it has fewer than two:
-    the exporter takes a size of 0 or 1 in its example for a constant)."""
-    if not isinstance(model, SelectiveSearchDetector):
-        return (image[None],)
-    proposals = model.proposal_generator.search(image)
-    if len(proposals) < 2:
-        height, width = image.shape[-2:]
-        whole = torch.tensor([[0.0, 0.0, width, height]] * 2)
-        proposals = torch.cat([proposals, whole])
-    return image[None], proposals
-
-
-def _input_names(model: nn.Module) -> list[str]:
-    return ["images", "proposals"] if isinstance(model, SelectiveSearchDetector) else ["images"]
-
-
-def _dynamic_shapes(model: nn.Module) -> tuple[dict[int, object], ...]:
-    """Which axes of each input are dynamic (`torch.export.Dim`)."""
-    if isinstance(model, SelectiveSearchDetector):
-        return _dynamic_axes(model), {0: Dim("proposals", min=0, max=MAX_PROPOSALS)}
-    return (_dynamic_axes(model),)
 
 
 def custom_translations() -> dict:
@@ -274,53 +364,6 @@ def _max_roi_pool(features, rois, spatial_scale: float, pooled_height: int, pool
         features, rois, pooled_shape=[pooled_height, pooled_width], spatial_scale=spatial_scale
     )
     return pooled, op.Cast(pooled, to=INT32.dtype)
-
-
-def _dynamic_axes(model: nn.Module) -> dict[int, object]:
-    """Which axes of the input are dynamic, and the sides allowed (`torch.export.Dim`)."""
-    if model.task in ("detection", "instance"):
-        return {2: Dim("height", min=16), 3: Dim("width", min=16)}
-    if model.task == "classification":
-        return {0: Dim("batch"), 2: Dim.AUTO, 3: Dim.AUTO}
-    step = 2**model.depth
-    if model.padding == "same":  # padded to a multiple of 2**depth inside the graph
-        return {0: Dim("batch"), 2: Dim("height", min=step), 3: Dim("width", min=step)}
-    smallest = _smallest_valid_side(model.depth)
-    rows, columns = Dim("rows", min=0), Dim("columns", min=0)
-    return {0: Dim("batch"), 2: step * rows + smallest, 3: step * columns + smallest}
-
-
-def _describe_inputs(model: nn.Module) -> str:
-    channels = model.card.in_channels
-    if isinstance(model, SelectiveSearchDetector):
-        search = model.proposal_generator.settings.describe()
-        return (f"images (1, {channels}, H, W) float in [0, 1], any H, W >= 16; proposals "
-                "(P, 4) float xyxy in the image's pixels, any P (selective search, "
-                f"{search}, run outside the graph)")  # fmt: skip
-    if model.task in ("detection", "instance"):
-        return f"images (1, {channels}, H, W) float in [0, 1], any H, W >= 16"
-    if model.task == "classification":
-        return f"images (B, {channels}, H, W) float in [0, 1], any B, H, W"
-    step = 2**model.depth
-    if model.padding == "same":
-        return f"images (B, {channels}, H, W) float in [0, 1], any B and H, W >= {step}"
-    smallest = _smallest_valid_side(model.depth)
-    return (f"images (B, {channels}, H, W) float in [0, 1], any B; H and W of the form "
-            f"{smallest} + {step} k (valid padding)")  # fmt: skip
-
-
-def _smallest_valid_side(depth: int) -> int:
-    from seglab.models.segmentation.unet import valid_input_size
-
-    return valid_input_size(1, depth)
-
-
-def seglab_metadata(model: nn.Module) -> dict[str, str]:
-    """The model card as `load_model` reads it from a .safetensors file, for the ONNX file."""
-    metadata = model_card(model).to_metadata()
-    if model.task == "semantic":  # what tiling needs to know (`predict_tiled`)
-        metadata["seglab_attributes"] = json.dumps({"padding": model.padding, "depth": model.depth})
-    return metadata
 
 
 def synthetic_image(channels: int, size_hw: tuple[int, int], seed: int = 0) -> Tensor:
@@ -343,22 +386,3 @@ def resized(image: Tensor) -> Tensor:
     height, width = image.shape[-2:]
     size = (round(height * SECOND_SIZE_SCALE[0]), round(width * SECOND_SIZE_SCALE[1]))
     return F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
-
-
-def fit_size(model: nn.Module, image: Tensor, grow: int = 0) -> Tensor:
-    """The image cropped to a side the model takes: a valid U-Net's allowed sides, from the
-    third smallest (plus `grow` steps) on, mirror-padded up to it; other models take the
-    image as it is."""
-    if model.task != "semantic" or model.padding != "valid":
-        return image
-    from seglab.inference.tiling import mirror_pad
-
-    step, smallest = 2**model.depth, _smallest_valid_side(model.depth)
-    least = smallest + (2 + grow) * step  # the export traces k >= 2 (0 and 1 would be fixed)
-    height, width = image.shape[-2:]
-    image = mirror_pad(image, top=0, left=0, bottom=max(least - height, 0),
-                       right=max(least - width, 0))  # fmt: skip
-    height, width = image.shape[-2:]
-    allowed_h = smallest + (height - smallest) // step * step
-    allowed_w = smallest + (width - smallest) // step * step
-    return image[:, :allowed_h, :allowed_w]

@@ -7,7 +7,8 @@ Each op with a compiled torchvision kernel has a readable plain-PyTorch referenc
 from seglab.ops.anchors import AnchorGenerator
 from seglab.ops.matcher import Matcher
 from seglab.ops.nms import batched_nms, nms, nms_reference
-from seglab.ops.roi_align import MultiScaleRoIAlign, boxes_to_rois, roi_align, roi_align_reference
+from seglab.ops.roi_align import MultiScaleRoIAlign, roi_align, roi_align_reference
+from seglab.ops.roi_levels import boxes_to_rois
 from seglab.ops.roi_pool import MultiScaleRoIPool, roi_pool, roi_pool_reference
 from seglab.ops.sampler import BalancedPositiveNegativeSampler
 

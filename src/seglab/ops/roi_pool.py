@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from seglab.ops.precision import full_precision
-from seglab.ops.roi_align import MultiLevelRoIPooler, as_rois
+from seglab.ops.roi_levels import MultiLevelRoIPooler, as_rois
 
 
 def roi_pool(

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seglab.models.detection.selective_search import SelectiveSearchDetector
-from seglab.ops.roi_align import boxes_to_rois, roi_align
+from seglab.ops.roi_align import roi_align
+from seglab.ops.roi_levels import boxes_to_rois
 
 
 class RCNN(SelectiveSearchDetector):
