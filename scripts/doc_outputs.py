@@ -5,12 +5,16 @@ A shown output is a fenced block right after a marker comment:
     <!-- output -->            the block is a transcript: each `$ seglab ...` line is run
                                (in this process, through `seglab.cli.main.main`) and the
                                lines after it, up to the next `$ ` line, are what it prints,
-                               stdout and stderr as one stream. `make docs`' test compares.
+                               stdout and stderr as one stream; tests/test_doc_outputs.py
+                               compares them with what the commands print now.
     <!-- output: run NAME -->  shown as produced by the named run (times, training, random
                                values, other machines): never run here, never compared.
+    <!-- code -->              a Python sample (```python) that runs here (`failing_samples`
+                               says which names it finds defined).
+    <!-- code: run NAME -->    a Python sample that needs what is not here (another package).
 
-Every fenced block that starts with a `$ ` line carries one of the two markers, so a new
-transcript cannot slip in unclassified. What a transcript compares leaves out what changes
+Every transcript (a fenced block whose first line starts with `$ `) and every Python sample
+carries a marker, so a new one cannot slip in unclassified. What a transcript compares leaves out what changes
 from run to run by nature: durations (`4.2 s`, `00:01 elapsed`) and rates (`161 image/s`);
 the rest must be equal, line for line.
 
@@ -47,7 +51,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHOWN_REPO = "/work/main"  # how the docs name this checkout
 SHOWN_SCRATCH = "/tmp/readme"  # how the docs name the examples' data folder
-MARKER = re.compile(r"^<!-- output(?::\s*(?P<kind>\S+)(?P<name>.*?))?\s*-->\s*$")
+MARKER = re.compile(r"^<!-- (?P<what>output|code)(?::\s*(?P<kind>\S+)(?P<name>.*?))?\s*-->\s*$")
 FENCE = "```"
 # Durations and rates: what two runs of the same command print differently by nature.
 VOLATILE = [
@@ -67,8 +71,9 @@ class Block:
     """One fenced block of a markdown file: its lines [start, end) inside the fences."""
 
     path: Path
-    marker: str | None  # None (no marker), "output", or "run"
+    marker: str | None  # None (no marker), "output", "run", "code" or "code-run"
     run_name: str
+    language: str  # the fence's info string: "python", ""
     start: int  # index of the first line inside the fence
     end: int  # index of the closing fence
     lines: list[str]
@@ -91,7 +96,8 @@ def blocks(path: Path) -> list[Block]:
         end = next((j for j in range(index + 1, len(lines)) if lines[j].startswith(FENCE)), None)
         if end is None:
             raise ValueError(f"{path}:{index + 1}: fence never closed")
-        found.append(Block(path, marker, name, index + 1, end, lines[index + 1 : end]))
+        language = lines[index][len(FENCE) :].strip()
+        found.append(Block(path, marker, name, language, index + 1, end, lines[index + 1 : end]))
         index = end + 1
     return found
 
@@ -103,12 +109,15 @@ def _marker_above(lines: list[str], fence: int) -> tuple[str | None, str]:
     match = MARKER.match(lines[above]) if above >= 0 else None
     if match is None:
         return None, ""
-    kind = match["kind"] or "output"
-    if kind not in ("output", "run"):
+    name = (match["name"] or "").strip()
+    if match["kind"] is not None and (match["kind"] != "run" or not name):
         raise ValueError(
             f"{lines[above]!r}: the marker is <!-- output --> or <!-- output: run NAME -->"
+            " (<!-- code --> or <!-- code: run NAME --> for a Python sample)"
         )
-    return kind, (match["name"] or "").strip()
+    if match["what"] == "code":
+        return ("code-run" if match["kind"] else "code"), name
+    return ("run" if match["kind"] else "output"), name
 
 
 def is_transcript(block: Block) -> bool:
@@ -237,12 +246,74 @@ def check_block(block: Block, scratch: Scratch) -> list[Stale]:
 
 
 def unmarked(files: list[Path]) -> list[Block]:
-    """Transcripts with no marker: every shown output is either compared or named as a run."""
-    return [b for path in files for b in blocks(path) if is_transcript(b) and b.marker is None]
+    """Transcripts and Python samples with no marker: each is either run here or named."""
+    return [
+        b
+        for path in files
+        for b in blocks(path)
+        if (is_transcript(b) or b.language == "python") and b.marker is None
+    ]
 
 
 def compared(files: list[Path]) -> list[Block]:
     return [b for path in files for b in blocks(path) if b.marker == "output"]
+
+
+def samples(files: list[Path]) -> list[Block]:
+    return [b for path in files for b in blocks(path) if b.marker == "code"]
+
+
+def unknown_api_names(block: Block) -> list[str]:
+    """The `seglab.NAME`s a Python sample uses that seglab does not export (no torch needed)."""
+    import ast
+
+    import seglab
+
+    tree = ast.parse("\n".join(block.lines), block.where)
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        if node.value.id == "seglab"
+    }
+    return sorted(used - set(seglab.__all__))
+
+
+def failing_samples(files: list[Path], scratch_root: Path) -> list[tuple[Block, str]]:
+    """The `<!-- code -->` Python samples that raise here, each with its error.
+
+    A sample runs in the scratch folder with `image` (a float (3, 96, 128) image in [0, 1]),
+    `images` ([image]) and `targets` (one box, label 1 and its mask) defined, and model
+    files at `runs/demo/` and `runs/cnn/` (a small CNN classifier saved by `save_model`)."""
+    import seglab
+
+    for run in ("runs/demo", "runs/cnn"):
+        (scratch_root / run).mkdir(parents=True, exist_ok=True)
+        model = seglab.build_model("cnn", num_classes=3)
+        seglab.save_model(model, scratch_root / run / "model.safetensors", class_names=CLASSES)
+    failures = []
+    for block in samples(files):
+        try:
+            with _environment(scratch_root):
+                exec(compile("\n".join(block.lines), block.where, "exec"), _sample_names())
+        except Exception as error:  # what the reader would see: the sample does not run
+            failures.append((block, f"{type(error).__name__}: {error}"))
+    return failures
+
+
+CLASSES = ["circle", "square", "triangle"]
+
+
+def _sample_names() -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 96, 128, generator=generator)
+    masks = torch.zeros(1, 96, 128, dtype=torch.uint8)
+    masks[0, 20:60, 30:90] = 1
+    target = {"boxes": torch.tensor([[30.0, 20.0, 90.0, 60.0]]), "labels": torch.tensor([1]),
+              "masks": masks}  # fmt: skip
+    return {"image": image, "images": [image], "targets": [target]}
 
 
 def rewrite(stale: list[Stale]) -> None:
@@ -387,17 +458,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = [f.resolve() for f in args.files] or doc_files()
     for block in unmarked(files):
-        print(f"{block.where}: a transcript without <!-- output --> or <!-- output: run NAME -->")
+        print(
+            f"{block.where}: a transcript or Python sample without a marker (<!-- output -->, ...)"
+        )
     with tempfile.TemporaryDirectory(prefix="doc-outputs-") as scratch_root:
         stale = stale_outputs(files, Path(scratch_root))
+        failures = failing_samples(files, Path(scratch_root) / "samples")
     for item in stale:
         print(f"{item.block.where}: `{item.command}` prints otherwise now:\n{item.diff()}")
+    for block, error in failures:
+        print(f"{block.where}: the Python sample does not run: {error}")
     if not args.check:
         rewrite(stale)
         print(f"rewrote {len(stale)} output(s)")
         if args.figures:
             draw_figures()
-    return 1 if (args.check and stale) or unmarked(files) else 0
+    return 1 if (args.check and stale) or unmarked(files) or failures else 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,31 @@ def test_shown_outputs_are_what_the_commands_print_now(tmp_path):
     assert not stale, f"stale outputs (python scripts/doc_outputs.py rewrites them):\n{report}"
 
 
+def test_the_python_samples_use_seglabs_public_api():
+    samples = doc_outputs.samples(doc_outputs.doc_files())
+    assert len(samples) >= 2  # README's and Getting started's
+    assert {b.where: doc_outputs.unknown_api_names(b) for b in samples} == {
+        b.where: [] for b in samples
+    }
+
+
+@pytest.mark.slow  # a Mask R-CNN forward at 192 px, twice per sample: 10 s of CPU
+def test_the_python_samples_run(tmp_path):
+    """The fast test above checks the names they use; this one runs them."""
+    failures = doc_outputs.failing_samples(doc_outputs.doc_files(), tmp_path)
+    assert [f"{block.where}: {error}" for block, error in failures] == []
+
+
+def test_a_sample_with_a_renamed_function_is_found(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("<!-- code -->\n```python\nimport seglab\nseglab.load_models('m')\n```\n")
+    [block] = doc_outputs.samples([page])
+    assert doc_outputs.unknown_api_names(block) == ["load_models"]
+    assert [e for _, e in doc_outputs.failing_samples([page], tmp_path)] == [
+        "AttributeError: module 'seglab' has no attribute 'load_models'"
+    ]
+
+
 def _page_with(tmp_path: Path, source: str, old: str, new: str) -> Path:
     """A copy of a docs page with one shown line changed (the drift a test must catch)."""
     page = tmp_path / Path(source).name
