@@ -14,9 +14,9 @@ A shown output is a fenced block right after a marker comment:
     <!-- code: run NAME -->    a Python sample that needs what is not here (another package).
 
 Every transcript (a fenced block whose first line starts with `$ `) and every Python sample
-carries a marker, so a new one cannot slip in unclassified. What a transcript compares leaves out what changes
-from run to run by nature: durations (`4.2 s`, `00:01 elapsed`) and rates (`161 image/s`);
-the rest must be equal, line for line.
+carries a marker, so a new one cannot slip in unclassified. What a transcript compares
+leaves out what changes from run to run by nature: durations (`4.2 s`, `00:01 elapsed`) and
+rates (`161 image/s`); the rest must be equal, line for line.
 
 Commands run in a scratch folder (relative paths such as `runs/x` land there); the path
 `/tmp/readme` in a command stands for a folder of that scratch space, and the data the
