@@ -72,7 +72,8 @@ def test_hierarchical_sampling_proportions_and_background_range():
     ]
     targets = [target for _, target in samples]
     rois = heads.sample_rois([target["proposals"] for target in targets], targets)
-    for proposals, labels, target in zip(rois.proposals, rois.labels, targets, strict=True):
+    for image_rois, target in zip(rois, targets, strict=True):
+        proposals, labels = image_rois.proposals, image_rois.labels
         best_iou = box_iou(target["boxes"], proposals).max(dim=0).values
         foreground = labels > 0
         assert len(labels) == 64 and int(foreground.sum()) == 16

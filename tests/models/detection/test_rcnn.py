@@ -113,7 +113,8 @@ def test_fine_tuning_samples_a_quarter_of_foreground():
     targets = [target for _, target in samples]
     rois = heads.sample_rois([target["proposals"] for target in targets], targets)
     far_background = 0
-    for proposals, labels, target in zip(rois.proposals, rois.labels, targets, strict=True):
+    for image_rois, target in zip(rois, targets, strict=True):
+        proposals, labels = image_rois.proposals, image_rois.labels
         best_iou = box_iou(target["boxes"], proposals).max(dim=0).values
         assert len(labels) == 64 and int((labels > 0).sum()) == 16
         assert torch.equal(labels > 0, best_iou >= 0.5)

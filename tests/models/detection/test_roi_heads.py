@@ -33,9 +33,12 @@ def test_sampling_with_the_builders_defaults():
     few = jittered_proposals(2000, seed=1)[1000:]  # mostly far from the objects
     torch.manual_seed(0)
     rois = heads.sample_rois([many, few], [target, target])
-    for proposals, labels, gt_index in zip(
-        rois.proposals, rois.labels, rois.matched_gt_index, strict=True
-    ):
+    for image_rois in rois:
+        proposals, labels, gt_index = (
+            image_rois.proposals,
+            image_rois.labels,
+            image_rois.matched_gt_index,
+        )
         best_iou, best_gt = box_iou(GT_BOXES, proposals).max(dim=0)
         positive = labels > 0
         assert len(labels) == 512
@@ -43,16 +46,16 @@ def test_sampling_with_the_builders_defaults():
         assert torch.all(labels[~positive] == 0)  # the rest is background: IoU < 0.5
         assert torch.equal(labels[positive], target["labels"][best_gt[positive]])
         assert torch.equal(gt_index[positive], best_gt[positive])
-    assert int((rois.labels[0] > 0).sum()) == 128  # 25% of 512 when there are enough
+    assert int((rois[0].labels > 0).sum()) == 128  # 25% of 512 when there are enough
     # too few positives: all of them are taken (the gt boxes at least), background fills up
-    assert 2 <= int((rois.labels[1] > 0).sum()) < 128
+    assert 2 <= int((rois[1].labels > 0).sum()) < 128
 
 
 def test_image_without_objects_gives_background_rois_only():
     heads = tiny_detector("faster_rcnn").roi_heads  # 32 RoIs per image
     empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
     rois = heads.sample_rois([jittered_proposals(100, seed=2)], [empty])
-    assert len(rois.labels[0]) == 32 and torch.all(rois.labels[0] == 0)
+    assert len(rois[0].labels) == 32 and torch.all(rois[0].labels == 0)
 
 
 def test_mask_loss_sees_the_positive_rois_only():
@@ -68,8 +71,6 @@ def test_mask_loss_sees_the_positive_rois_only():
     _, losses = model.forward_with_losses([image, image], [target, target])
     assert losses["loss_mask"] > 0
     (boxes_per_image,) = pooled_boxes
-    for boxes, labels, proposals in zip(
-        boxes_per_image, sampled[0].labels, sampled[0].proposals, strict=True
-    ):
-        assert int((labels == 0).sum()) > 0  # there were negatives to leave out
-        assert torch.equal(boxes, proposals[labels > 0])
+    for boxes, image_rois in zip(boxes_per_image, sampled[0], strict=True):
+        assert int((image_rois.labels == 0).sum()) > 0  # there were negatives to leave out
+        assert torch.equal(boxes, image_rois.proposals[image_rois.labels > 0])

@@ -98,7 +98,7 @@ def build_faster_rcnn(**kwargs) -> FasterRCNN:
 
 
 def build_mask_rcnn(**kwargs) -> MaskRCNN:
-    """Mask R-CNN: Faster R-CNN + a mask branch on 14x14 RoIAlign features."""
+    """Mask R-CNN: Faster R-CNN + a mask branch on RoIAlign features (`mask_roi_size`: 14x14)."""
     options = _options(MaskRCNNOptions, kwargs)
     backbone = _backbone(options)
     return MaskRCNN(

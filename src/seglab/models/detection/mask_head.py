@@ -1,5 +1,6 @@
-"""The mask branch of Mask R-CNN (§3, Figure 4 right): a small FCN on 14x14 RoIAlign
-features, four 3x3 convs then a 2x2 transposed conv, giving a 28x28 mask per class. The
+"""The mask branch of Mask R-CNN (§3, Figure 4 right): a small FCN on M x M RoIAlign
+features (`mask_roi_size`, the paper's 14), four 3x3 convs then a 2x2 transposed conv,
+giving a 2M x 2M (28 x 28) mask per class. The
 loss is a per-pixel sigmoid cross-entropy on the mask of the ground-truth class only
 (§3: "L_mask is only defined on the k-th mask"), which decouples masks from classification.
 """
@@ -16,7 +17,7 @@ from seglab.ops.roi_align import roi_align
 
 
 class MaskHead(nn.Module):
-    """Four 3x3 conv + ReLU layers: (K, C, 14, 14) -> (K, channels, 14, 14).
+    """Four 3x3 conv + ReLU layers: (K, C, M, M) -> (K, channels, M, M).
 
     `norm="bn"` puts BatchNorm after each conv (torchvision's v2 Mask R-CNN).
     """
@@ -44,7 +45,7 @@ class MaskHead(nn.Module):
 class MaskPredictor(nn.Module):
     """2x2 stride-2 transposed conv + ReLU, then a 1x1 conv to one mask logit map per class.
 
-    (K, C, 14, 14) -> (K, num_classes, 28, 28).
+    (K, C, M, M) -> (K, num_classes, 2M, 2M).
     """
 
     def __init__(self, in_channels: int, channels: int, num_classes: int):

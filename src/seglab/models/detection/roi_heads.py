@@ -27,13 +27,20 @@ from seglab.structures.boxes import BoxCoder, box_iou
 
 
 @dataclass
-class SampledRoIs:
-    """The training RoIs of each image with their labels and matched ground truth."""
+class ImageRoIs:
+    """One image's training RoIs, row by row with what each is matched to; indexing
+    (`rois[keep]`, a boolean mask or indices) keeps the rows in step."""
 
-    proposals: list[Tensor]  # per image (S_i, 4)
-    labels: list[Tensor]  # per image (S_i,) int64, 0 background
-    matched_gt_index: list[Tensor]  # per image (S_i,) index into the image's gt boxes
-    regression_targets: list[Tensor]  # per image (S_i, 4) encoded matched gt boxes
+    proposals: Tensor  # (S, 4) xyxy in the resized frame
+    labels: Tensor  # (S,) int64: 0 background, -1 ignored (never sampled), else the class
+    matched_gt_index: Tensor  # (S,) index into the image's gt boxes (0 for background)
+    matched_boxes: Tensor  # (S, 4) those gt boxes (zeros in an image without objects)
+
+    def __getitem__(self, keep: Tensor) -> ImageRoIs:
+        return ImageRoIs(
+            self.proposals[keep], self.labels[keep], self.matched_gt_index[keep],
+            self.matched_boxes[keep],
+        )  # fmt: skip
 
 
 class RoIHeads(nn.Module):
@@ -122,7 +129,7 @@ class RoIHeads(nn.Module):
             self._forward_mask(features, detections, image_sizes)
         return detections, losses
 
-    def sample_rois(self, proposals: list[Tensor], targets: list[dict]) -> SampledRoIs:
+    def sample_rois(self, proposals: list[Tensor], targets: list[dict]) -> list[ImageRoIs]:
         """Add gt boxes to the proposals, label them by IoU, sample a balanced batch."""
         labelled = [
             self._label_rois(
@@ -130,74 +137,63 @@ class RoIHeads(nn.Module):
             )  # fmt: skip
             for image_proposals, target in zip(proposals, targets, strict=True)
         ]  # the gt boxes are RoIs too (they give the first positives of training)
-        positive, negative = self.sampler([labels for _, labels, _, _ in labelled])
-        rois = SampledRoIs([], [], [], [])
-        for (candidates, labels, gt_index, gt_boxes), pos, neg in zip(
-            labelled, positive, negative, strict=True
-        ):
-            keep = torch.where(pos | neg)[0]
-            rois.proposals.append(candidates[keep])
-            rois.labels.append(labels[keep])
-            rois.matched_gt_index.append(gt_index[keep])
-            matched_boxes = gt_boxes[gt_index[keep]]
-            rois.regression_targets.append(self.box_coder.encode(matched_boxes, candidates[keep]))
-        return rois
+        positive, negative = self.sampler([rois.labels for rois in labelled])
+        sampled = zip(labelled, positive, negative, strict=True)
+        return [rois[pos | neg] for rois, pos, neg in sampled]
 
-    def _label_rois(self, rois: Tensor, target: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Per RoI: class label (0 background, -1 ignored) and gt index (clamped >= 0).
+    def _label_rois(self, rois: Tensor, target: dict) -> ImageRoIs:
+        """Per RoI: class label (0 background, -1 ignored) and matched gt box.
 
-        Returns (rois, labels, gt_index, gt_boxes); an image without objects gets one dummy
-        zero gt box so that every RoI has a (never used) regression target.
+        An image without objects gets one dummy zero gt box, so that every RoI has a
+        (never used) regression target.
         """
         gt_boxes, gt_labels = target["boxes"].to(rois), target["labels"]
         if gt_boxes.numel() == 0:
             zeros = torch.zeros(rois.shape[0], dtype=torch.int64, device=rois.device)
-            return rois, zeros, zeros.clone(), gt_boxes.new_zeros((1, 4))
+            return ImageRoIs(rois, zeros, zeros.clone(), gt_boxes.new_zeros((1, 4))[zeros])
         matched = self.matcher(box_iou(gt_boxes, rois))
         gt_index = matched.clamp(min=0)
         labels = gt_labels[gt_index].to(torch.int64)
         labels[matched == Matcher.BACKGROUND] = 0
         labels[matched == Matcher.IGNORED] = -1
-        return rois, labels, gt_index, gt_boxes
+        return ImageRoIs(rois, labels, gt_index, gt_boxes[gt_index])
 
     def _box_outputs(self, features, proposals, image_sizes) -> tuple[Tensor, Tensor]:
         pooled = self.box_roi_pool(features, proposals, image_sizes)  # (K, C, S, S)
         class_logits, box_deltas = self.box_predictor(self.box_head(pooled))
         return full_precision(class_logits), full_precision(box_deltas)  # float32 from here
 
-    def _box_losses(self, features, rois: SampledRoIs, image_sizes) -> dict[str, Tensor]:
-        class_logits, box_deltas = self._box_outputs(features, rois.proposals, image_sizes)
-        labels = torch.cat(rois.labels)
-        regression_targets = torch.cat(rois.regression_targets)
+    def _box_losses(self, features, rois: list[ImageRoIs], image_sizes) -> dict[str, Tensor]:
+        proposals = [image_rois.proposals for image_rois in rois]
+        class_logits, box_deltas = self._box_outputs(features, proposals, image_sizes)
+        labels = torch.cat([image_rois.labels for image_rois in rois])
+        regression_targets = torch.cat([
+            self.box_coder.encode(image_rois.matched_boxes, image_rois.proposals)
+            for image_rois in rois
+        ])  # fmt: skip
         return fast_rcnn_loss(
             class_logits, box_deltas, labels, regression_targets, beta=self.box_loss_beta
         )
 
     def _mask_losses(
-        self, features, rois: SampledRoIs, targets: list[dict], image_sizes
+        self, features, rois: list[ImageRoIs], targets: list[dict], image_sizes
     ) -> dict[str, Tensor]:
         """Mask loss on the positive training RoIs only (Mask R-CNN §3)."""
-        positive_rois, positive_labels, positive_gt_index = [], [], []
-        for proposals, labels, gt_index in zip(
-            rois.proposals, rois.labels, rois.matched_gt_index, strict=True
-        ):
-            positive = torch.where(labels > 0)[0]
-            positive_rois.append(proposals[positive])
-            positive_labels.append(labels[positive])
-            positive_gt_index.append(gt_index[positive])
-        mask_logits = self._mask_logits(features, positive_rois, image_sizes)
+        positives = [image_rois[image_rois.labels > 0] for image_rois in rois]
+        boxes = [positive.proposals for positive in positives]
+        mask_logits = self._mask_logits(features, boxes, image_sizes)
         size = mask_logits.shape[-1]
         mask_target = torch.cat([
-            mask_targets(target["masks"], boxes, gt_index, size, aligned=self.mask_target_aligned)
-            for target, boxes, gt_index in zip(
-                targets, positive_rois, positive_gt_index, strict=True
-            )
+            mask_targets(target["masks"], positive.proposals, positive.matched_gt_index, size,
+                         aligned=self.mask_target_aligned)
+            for target, positive in zip(targets, positives, strict=True)
         ])  # fmt: skip
-        return {"loss_mask": mask_loss(mask_logits, torch.cat(positive_labels), mask_target)}
+        labels = torch.cat([positive.labels for positive in positives])
+        return {"loss_mask": mask_loss(mask_logits, labels, mask_target)}
 
     def _mask_logits(self, features, boxes: list[Tensor], image_sizes) -> Tensor:
-        pooled = self.mask_roi_pool(features, boxes, image_sizes)  # (K, C, 14, 14)
-        logits = self.mask_predictor(self.mask_head(pooled))  # (K, num_classes, 28, 28)
+        pooled = self.mask_roi_pool(features, boxes, image_sizes)  # (K, C, M, M)
+        logits = self.mask_predictor(self.mask_head(pooled))  # (K, num_classes, 2M, 2M)
         return full_precision(logits)  # float32 from here: the loss, the pasting
 
     def _forward_box(self, features, proposals: list[Tensor], image_sizes) -> list[dict]:
@@ -230,11 +226,12 @@ class RoIHeads(nn.Module):
         return class_logits.softmax(dim=-1), box_deltas
 
     def _forward_mask(self, features, detections: list[dict], image_sizes) -> None:
-        """Eval mode: a 28x28 mask probability map per detection, in its box (in place)."""
+        """Eval mode: a (1, 2M, 2M) mask probability map per detection, in its box (in
+        place); M x M is `mask_roi_pool`'s output (`mask_roi_size`; the paper's 14 x 14)."""
         boxes = [d["boxes"] for d in detections]
         mask_logits = self._mask_logits(features, boxes, image_sizes)
         labels = torch.cat([d["labels"] for d in detections])
-        probabilities = mask_probabilities(mask_logits, labels)  # (N, 1, 28, 28)
+        probabilities = mask_probabilities(mask_logits, labels)  # (N, 1, 2M, 2M)
         for detection, masks in zip(
             detections,
             probabilities.split([image_boxes.shape[0] for image_boxes in boxes]),

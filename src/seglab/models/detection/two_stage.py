@@ -28,7 +28,8 @@ class TwoStageDetector(nn.Module):
 
     Args:
         transform: resize + normalise + batch, and the way back to the original frame.
-        backbone: (B, 3, H, W) -> ordered dict of feature maps (e.g. FPN levels p2..p6).
+        backbone: (B, C, H, W), C the model's `in_channels` (3, or 1 for grey images) ->
+            ordered dict of feature maps (FPN levels p2..p5 and `pool`, or one map).
         proposal_generator: (batch, features, targets) -> (proposals per image (P_i, 4)
             in the resized frame, losses): the RPN, or selective search.
         roi_heads: per-RoI classification and box refinement (and masks for Mask R-CNN).
