@@ -70,6 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seglab.engine.device import resolve_device
+    from seglab.engine.logging import METRICS_NAME
+    from seglab.engine.run_dir import run_evaluation
     from seglab.evaluation import evaluate_files, evaluate_model
     from seglab.files import atomic_write_json, check_output_file
     from seglab.ops.precision import announced_autocast
@@ -83,11 +85,17 @@ def run(args: argparse.Namespace) -> int:
         if path:
             check_output_file(path, option)
     curves: dict[str, Any] = {}  # COCO iou type -> precision-recall curves
-    reused = None if files or not args.reuse else run_evaluation(args)
+    reused = None
+    if args.reuse and not files:
+        reused = run_evaluation(args.model, args.data, args.split, args.precision)
     if files:
         metrics = evaluate_files(args.gt, args.pred, args.iou_type, curves)
     elif reused is not None:
-        metrics = reused
+        print(f"reused the run's evaluation of this model at step {reused['step']} "
+              f"({Path(args.model).parent / METRICS_NAME}): the same weights and val split, "
+              "not scored again")  # fmt: skip
+        metrics = {key: value for key, value in reused.items()
+                   if key not in ("step", "split", "primary")}  # fmt: skip
     else:
         with announced_autocast(args.precision, device, say=_stderr):
             metrics = evaluate_model(args.model, args.data, args.split, args.batch_size, device,
@@ -109,38 +117,6 @@ def run(args: argparse.Namespace) -> int:
         plot_confusion_matrix(metrics["confusion_matrix"], list(metrics["per_class_recall"]), plot)
         print(f"wrote {plot}")
     return 0
-
-
-def run_evaluation(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The metrics of the run's own last evaluation when it scored exactly what was asked:
-    RUN/model.safetensors (written with the run's checkpoint) at the checkpoint's step, on
-    the val split of the data it was trained on, at the same precision; else None."""
-    import json
-
-    from seglab.engine.checkpoint import checkpoint_step
-    from seglab.models.zoo import read_card
-
-    model = Path(args.model)
-    run_dir, log = model.parent, model.parent / "metrics.jsonl"
-    if model.name != "model.safetensors" or args.split != "val" or not log.is_file():
-        return None
-    card = read_card(model)
-    trained_on, train = card.data.get("root"), (card.config or {}).get("train", {})
-    if args.data is not None and (
-        trained_on is None or Path(args.data).resolve() != Path(trained_on).resolve()
-    ):
-        return None
-    precision = train.get("precision") or {"none": "fp32"}.get(train.get("amp"), train.get("amp"))
-    if (precision or "fp32") != args.precision:  # `amp`: the older name of train.precision
-        return None
-    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
-    evaluations = [record for record in records if record.get("split") == "val"]
-    if not evaluations or evaluations[-1]["step"] != checkpoint_step(run_dir):
-        return None
-    last = evaluations[-1]
-    print(f"reused the run's evaluation of this model at step {last['step']} ({log}): the same "
-          "weights and val split, not scored again")  # fmt: skip
-    return {key: value for key, value in last.items() if key not in ("step", "split", "primary")}
 
 
 def _check_arguments(args: argparse.Namespace, files: bool) -> None:

@@ -18,10 +18,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from seglab.engine.checkpoint import CHECKPOINT_NAME
+from seglab.engine.checkpoint import CHECKPOINT_NAME, checkpoint_step
 from seglab.engine.config import (
     PATH_KEYS,
     Config,
@@ -29,8 +30,10 @@ from seglab.engine.config import (
     renamed_train_keys,
     save_config,
 )
+from seglab.engine.logging import METRICS_NAME, MetricsLog
 from seglab.errors import UserError
 from seglab.files import check_output_folder
+from seglab.models.zoo import read_card
 
 CONFIG_NAME = "config.yaml"
 LOCK_NAME = ".lock"
@@ -184,3 +187,30 @@ def _flatten(mapping: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def run_evaluation(
+    model_path: str | Path, data_dir: str | None, split: str, precision: str
+) -> dict[str, Any] | None:
+    """The record of the run's own last evaluation (`metrics.jsonl`: metrics, `step`,
+    `split`, `primary`) when it scored exactly what is asked: RUN/model.safetensors (written
+    with the run's checkpoint) at the checkpoint's step, on the val split of the data it was
+    trained on (`data_dir` None or that folder), at the same `precision`; else None."""
+    model = Path(model_path)
+    run_dir = model.parent
+    log = MetricsLog(run_dir / METRICS_NAME)
+    if model.name != "model.safetensors" or split != "val" or not log.path.is_file():
+        return None
+    card = read_card(model)
+    trained_on, train = card.data.get("root"), (card.config or {}).get("train", {})
+    if data_dir is not None and (
+        trained_on is None or Path(data_dir).resolve() != Path(trained_on).resolve()
+    ):
+        return None
+    saved = train.get("precision") or {"none": "fp32"}.get(train.get("amp"), train.get("amp"))
+    if (saved or "fp32") != precision:  # `amp`: the older name of train.precision
+        return None
+    evaluations = [record for record in log.read() if record.get("split") == "val"]
+    if not evaluations or evaluations[-1]["step"] != checkpoint_step(run_dir):
+        return None
+    return evaluations[-1]

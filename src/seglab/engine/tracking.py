@@ -21,6 +21,7 @@ from torch import nn
 
 from seglab.errors import UserError
 from seglab.inference.visualize import draw_detections, draw_semantic
+from seglab.ops.windows import center_crop
 
 TENSORBOARD_DIR = "tensorboard"
 OVERLAYS = 3  # validation images drawn at each evaluation
@@ -87,15 +88,9 @@ def _draw(model: nn.Module, image: torch.Tensor, output: dict[str, torch.Tensor]
     if model.task == "semantic":
         logits = output["logits"]
         class_map = logits.argmax(0)  # (K, h, w) -> (h, w); a valid U-Net's h, w are smaller
-        return draw_semantic(_centre(image.cpu(), class_map.shape), class_map, names)
+        # a valid U-Net's output frame is the image's centre
+        return draw_semantic(center_crop(image.cpu(), class_map.shape), class_map, names)
     return None
-
-
-def _centre(image: torch.Tensor, size_hw) -> torch.Tensor:
-    """The central `size_hw` window of a (C, H, W) image (a valid U-Net's output frame)."""
-    top = (image.shape[-2] - size_hw[0]) // 2
-    left = (image.shape[-1] - size_hw[1]) // 2
-    return image[:, top : top + size_hw[0], left : left + size_hw[1]]
 
 
 def _scalars(metrics: dict[str, Any], prefix: str = ""):
