@@ -296,8 +296,10 @@ def test_a_run_folder_is_locked_while_a_process_trains_into_it(shapes_root, tmp_
     (SIGKILL: no clean-up ran), its lock file names a dead process and does not block."""
     run = tmp_path / "run"
     far = "100000"
-    settings = {**SETTINGS, "train.max_steps": far, "train.checkpoint_every": far,
-                "train.eval_every": far, "train.log_every": "1"}  # fmt: skip
+    # far budgets: the recipe's 2 minutes could end the first run before the kill under load
+    settings = {**SETTINGS, "train.max_steps": far, "train.max_minutes": far,
+                "train.checkpoint_every": far, "train.eval_every": far,
+                "train.log_every": "1"}  # fmt: skip
     overrides = [arg for item in settings.items() for arg in ("--set", "=".join(item))]
     command = [sys.executable, "-m", "seglab", "train", "cnn_shapes", "--out", str(run),
                "--set", f"data.root={shapes_root}", *overrides, "--quiet"]  # fmt: skip
@@ -313,7 +315,8 @@ def test_a_run_folder_is_locked_while_a_process_trains_into_it(shapes_root, tmp_
         assert first.poll() is None  # still training: the second did not stop it
     finally:
         os.killpg(first.pid, signal.SIGKILL)
-        first.communicate(timeout=60)
+        first_stderr = first.communicate(timeout=60)[1]
+    assert first.returncode == -signal.SIGKILL, first_stderr  # killed, not ended by itself
     assert second.returncode == 2
     assert second.stderr.splitlines() == [
         f"seglab train: error: {run}: another process (pid {first.pid}) is training into this "

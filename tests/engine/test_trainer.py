@@ -165,7 +165,17 @@ def test_a_signal_saves_the_step_then_stops_and_the_run_resumes_exactly(
         assert torch.equal(straight[name], resumed[name]), name
 
 
-def test_a_second_signal_stops_at_once(shapes_root, tmp_path, monkeypatch):
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT as in a terminal: Python's KeyboardInterrupt. A job a shell starts in the
+    background (CI's, for one) inherits SIGINT ignored, and a second Ctrl-C would then be
+    ignored too, as it would be for that job."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_signal_stops_at_once(shapes_root, tmp_path, monkeypatch, terminal_sigint):
     signal_during_training_step(monkeypatch, 2, signal.SIGINT, times=2)
     with pytest.raises(KeyboardInterrupt) as stopped:
         train(make_config(shapes_root, checkpoint_every=100), tmp_path / "run", progress=False)
