@@ -190,13 +190,14 @@ def export_onnx(
 class ExportGraph(nn.Module, abc.ABC):
     """What one kind of model exports as (chosen once, by `export_graph`): the graph's
     `forward`, its inputs (names, the example it is traced with, which axes are dynamic, in
-    words) and the metadata written beside the model card.
+    words), the size of the check images and the file's metadata (the model card, and for
+    U-Net what tiling needs).
 
     The default: one input, `images` (B, C, H, W) float in [0, 1], taken as it is.
     """
 
     input_names: tuple[str, ...] = ("images",)
-    detects = False  # whose check compares boxes, scores (and masks), found or not
+    detects = False  # a detector's check compares only the boxes it finds
 
     def __init__(self, model: nn.Module):
         super().__init__()
