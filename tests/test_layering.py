@@ -36,12 +36,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 SEPARATE: tuple[tuple[str, str], ...] = (
     ("seglab.models", "seglab.data"),  # models know nothing about files or configs
 )
-# Import cycles waiting for one import to move, each the set of its modules. The one here:
-# seglab/bench/lineage.py (the lead's) imports data_proposals from builders, which re-exports
-# it from specs until then; the test fails once the cycle is gone, to remove it here too.
-PENDING_CYCLES: tuple[frozenset[str], ...] = (
-    frozenset({"seglab.models.detection.builders", "seglab.models.specs"}),
-)
 MODULE_NAME = re.compile(r"seglab(\.\w+)+")
 
 
@@ -182,9 +176,7 @@ def test_models_never_import_data():
 
 def test_no_modules_import_each_other():
     cycles = import_cycles()
-    assert [sorted(cycle) for cycle in cycles if cycle not in PENDING_CYCLES] == []
-    gone = [sorted(cycle) for cycle in PENDING_CYCLES if cycle not in cycles]
-    assert gone == [], "these cycles are gone: remove them from PENDING_CYCLES"
+    assert [sorted(cycle) for cycle in cycles] == []
 
 
 def test_every_layer_entry_is_a_module_of_the_package():

@@ -54,8 +54,7 @@ from seglab.engine.config import Config, load_config
 from seglab.engine.logging import METRICS_NAME, MetricsLog
 from seglab.engine.trainer import train
 from seglab.errors import SeglabWarning, UserError
-from seglab.models.detection.builders import data_proposals
-from seglab.models.zoo import load_model
+from seglab.models.zoo import data_proposals, load_model
 from seglab.ops.precision import autocast
 
 # model -> its shipped shapes recipe (configs/), in the order of the lineage.

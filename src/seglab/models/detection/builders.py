@@ -36,11 +36,6 @@ from seglab.models.detection.rpn import RegionProposalNetwork, RPNHead
 from seglab.models.detection.selective_search import SelectiveSearchProposals
 from seglab.models.detection.transform import DetectionTransform
 from seglab.models.necks.fpn import FPN
-
-# `data_proposals` lives with the model names (`seglab.models.specs`); seglab/bench/lineage.py
-# still imports it from here. Until it imports it from `seglab.models.zoo`, this re-export
-# is the one import cycle tests/test_layering.py allows (PENDING_CYCLES).
-from seglab.models.specs import data_proposals  # noqa: F401
 from seglab.ops.anchors import AnchorGenerator
 from seglab.ops.roi_align import MultiScaleRoIAlign
 from seglab.ops.roi_pool import MultiScaleRoIPool
