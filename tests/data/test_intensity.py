@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from seglab.data import DataConfig, build_training_datasets
-from seglab.data.images import load_image, stored_pixels
 from seglab.data.config import check_intensity
+from seglab.data.images import load_image, stored_pixels
 from seglab.data.intensity import PIXELS_PER_IMAGE, measure_intensity_range
 from seglab.errors import UserError
 
