@@ -44,7 +44,10 @@ def cli(*argv) -> int:
 def test_fits_the_svms_on_the_models_own_data_and_writes_the_model(shapes, tmp_path, capsys):
     model_path = saved_rcnn(tmp_path / "m.safetensors", shapes, second_stage="svm")
     assert cli(model_path, "--out", tmp_path / "svm.safetensors", "--max-images", 3) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # a step of minutes on real data says what it does, and counts the images it reads
+    assert "\nrcnn-svm: fc7 and pool5 of every region of 3 images" in err  # after the search
+    assert "features: 3/3 image (100%)" in err
     assert "fitted on 3 images" in out and "circle:" in out and "hard negatives cached" in out
     fitted = seglab.load_model(tmp_path / "svm.safetensors").eval()
     assert fitted.roi_heads.box_svm.fitted

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from seglab.evaluation.saved import model_data_config
     from seglab.models.detection.rcnn_svm import fit_rcnn_svms
     from seglab.models.zoo import data_proposals, load_model, save_model
+    from seglab.progress import progress, status
 
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images {args.max_images}: must be >= 1")
@@ -55,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
                             proposals=data_proposals(card.arch, card.arch_args))  # fmt: skip
     count = min(len(dataset), args.max_images or len(dataset))
     started = time.perf_counter()
-    summary = fit_rcnn_svms(model, (dataset[index] for index in range(count)))
+    status(f"rcnn-svm: fc7 and pool5 of every region of {count} images, then per-class SVMs "
+           "(hard-negative mining) and ridge box regressors: minutes")  # fmt: skip
+    samples = progress((dataset[index] for index in range(count)), desc="features",
+                       total=count, unit="image")  # fmt: skip
+    summary = fit_rcnn_svms(model, samples)
     save_model(model, args.out)
     print(f"fitted on {summary['images']} images, {summary['regions']} regions, "
           f"{summary['regression_pairs']} regression pairs in "
