@@ -107,6 +107,9 @@ def test_a_resume_with_another_number_of_processes_says_so():
                     "uninterrupted run")  # fmt: skip
 
 
+# ~50 s (two processes trained, killed, resumed); the default run has the two-process
+# training and tests/engine resumes each rank's own random state one process at a time
+@pytest.mark.slow
 def test_two_processes_resume_exactly(classify_root, two_process_run, tmp_path):
     folder, _ = two_process_run
     config = write_config(tmp_path / "per_process.yaml", classify_root, batch_size=2)

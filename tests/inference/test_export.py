@@ -58,6 +58,10 @@ def mask_rcnn_onnx(tmp_path_factory):
     return model, path, export_onnx(model, path)
 
 
+# The Mask R-CNN export traces for 40-110 s (torch.export of FPN, RPN, RoIAlign, mask paste):
+# `make test-all` runs these two; the default run checks the same exporter, onnxruntime
+# check and dynamic sizes on the R-CNN, U-Net and classifier graphs.
+@pytest.mark.slow
 def test_mask_rcnn_export_is_checked_on_two_sizes(mask_rcnn_onnx):
     _, path, report = mask_rcnn_onnx
     assert path.is_file() and report.path == path
@@ -68,6 +72,7 @@ def test_mask_rcnn_export_is_checked_on_two_sizes(mask_rcnn_onnx):
     assert report.outputs == "boxes, labels, scores, masks"
 
 
+@pytest.mark.slow  # as above
 def test_mask_rcnn_onnx_runs_any_size_and_images_without_detections(mask_rcnn_onnx):
     model, path, _ = mask_rcnn_onnx
     exported = OnnxModel(path)
@@ -81,7 +86,13 @@ def test_mask_rcnn_onnx_runs_any_size_and_images_without_detections(mask_rcnn_on
     assert nothing["masks"].shape == (0, 1, 80, 112)
 
 
-@pytest.mark.parametrize("padding,sizes", [("same", [(50, 70)]), ("valid", [(100, 124)])])
+@pytest.mark.parametrize(
+    "padding,sizes",
+    [  # same padding is the valid case's graph without the crops (20 s each): test-all
+        pytest.param("same", [(50, 70)], marks=pytest.mark.slow),
+        ("valid", [(100, 124)]),
+    ],
+)
 def test_unet_exports_with_dynamic_sides(tmp_path, padding, sizes):
     torch.manual_seed(0)
     model = seglab.build_model("unet", num_classes=3, base_channels=4, depth=2, padding=padding)
