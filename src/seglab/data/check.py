@@ -18,9 +18,9 @@ from seglab.data import LAYOUT_TASKS, DataConfig, build_dataset, classes_problem
 from seglab.data.findings import Findings
 from seglab.data.images import describe_mode, read_header
 from seglab.data.intensity import measure_intensity_range
+from seglab.data.parallel import map_files
 from seglab.data.splits import data_name, split_exists, split_place
 from seglab.errors import UserError
-from seglab.progress import progress
 
 SPLITS = ("train", "val", "test")
 UNREADABLE = "unreadable"  # the mode row of the items whose pixels fail to decode
@@ -147,27 +147,43 @@ def _note_missing(report: DataReport, split: str) -> None:
 
 
 def _decode_every_item(datasets: dict, report: DataReport) -> None:
-    """Load every item once (as a training step would), gathering sizes, modes, problems."""
-    total = sum(len(dataset) for dataset in datasets.values())
+    """Load every item once (as a training step would), over the usable cores, gathering
+    sizes, modes, problems."""
     by_name = {split.name: split for split in report.splits}
-    with progress(desc="check", total=total, unit="image") as bar:
-        for split, dataset in datasets.items():
-            split_report = by_name[split]
-            split_report.class_counts = list(dataset.class_counts)
-            for index in range(len(dataset)):
-                _decode_item(dataset, index, split_report)
-                bar.update(1)
+    items = [(split, index) for split, dataset in datasets.items() for index in range(len(dataset))]
+    global _checked
+    _checked = datasets  # what the forked workers of `map_files` read
+    try:
+        outcomes = map_files(_decode_item, items, desc="check", shown_from=0)
+    finally:
+        _checked = {}
+    for split, dataset in datasets.items():
+        by_name[split].class_counts = list(dataset.class_counts)
+    for (split, _), outcome in zip(items, outcomes, strict=True):
+        split_report = by_name[split]
+        split_report.images += 1
+        if outcome[0] == UNREADABLE:
+            split_report.findings.add(*outcome[1:])
+            split_report.modes[UNREADABLE] += 1
+        else:
+            split_report.sizes[outcome[1]] += 1
+            split_report.modes[describe_mode(outcome[0])] += 1
     if "train" in datasets:
         report.class_names = list(datasets["train"].class_names)
     elif datasets:
         report.class_names = list(next(iter(datasets.values())).class_names)
 
 
-def _decode_item(dataset, index: int, split_report: SplitReport) -> None:
-    """Decode item `index`; a file whose header read but whose pixels do not is the same
-    fault, with the same name, as one whose header does not read."""
+_checked: dict = {}  # split -> dataset, during `_decode_every_item`
+
+
+def _decode_item(item: tuple[str, int]) -> tuple:
+    """Decode item `index` of `split`: `(mode, (height, width))`, or `(UNREADABLE, kind,
+    place, message)`. A file whose header read but whose pixels do not is the same fault,
+    with the same name, as one whose header does not read."""
+    split, index = item
+    dataset = _checked[split]
     path = dataset.image_path(index)
-    split_report.images += 1
     try:
         mode = read_header(path)[0]
         image, _ = dataset.load(index)
@@ -175,13 +191,9 @@ def _decode_item(dataset, index: int, split_report: SplitReport) -> None:
         mask_paths = getattr(dataset, "mask_paths", None)
         mask = None if mask_paths is None else str(mask_paths[index])
         if mask is not None and mask in str(error):
-            split_report.findings.add("unreadable mask", mask, str(error))
-        else:
-            split_report.findings.add("unreadable image", str(path), str(error))
-        split_report.modes[UNREADABLE] += 1
-        return
-    split_report.sizes[tuple(image.shape[-2:])] += 1
-    split_report.modes[describe_mode(mode)] += 1
+            return UNREADABLE, "unreadable mask", mask, str(error)
+        return UNREADABLE, "unreadable image", str(path), str(error)
+    return mode, tuple(image.shape[-2:])
 
 
 def mixed_images_note(report: DataReport, datasets: dict) -> str | None:

@@ -13,6 +13,7 @@ background line (`_part_touching`).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,10 @@ from torchvision import tv_tensors
 
 from seglab.data.cache import DecodedDataset
 from seglab.data.coco_annotations import clean_annotations
+from seglab.data.coco_arrays import ImageTable
 from seglab.data.findings import Findings
-from seglab.data.images import channels_for_modes, load_image, read_header
+from seglab.data.images import channels_for_modes, header_or_problem, load_image
+from seglab.data.parallel import map_files
 from seglab.errors import UserError, read_json
 from seglab.structures.boxes import xywh_to_xyxy
 from seglab.structures.masks import IGNORE_INDEX, segmentation_to_mask
@@ -44,11 +47,22 @@ def _load_json(path: Path) -> dict:
     return coco
 
 
+def _header(image_dir: Path, file_name: str) -> tuple[str, tuple[int, int]] | str | None:
+    """`read_header` of the image, its problem line, or None when the file is missing."""
+    path = image_dir / file_name
+    return header_or_problem(path) if path.is_file() else None
+
+
+def _same_size(info: dict, size_hw: tuple[int, int]) -> bool:
+    """Whether the image's size is the one its JSON entry gives (any, when none)."""
+    return (info.get("height", size_hw[0]), info.get("width", size_hw[1])) == tuple(size_hw)
+
+
 def _size_problem(path: Path, info: dict, size_hw: tuple[int, int]) -> str | None:
     """The message when the image's size is not the one its JSON entry gives."""
-    expected = (info.get("height", size_hw[0]), info.get("width", size_hw[1]))
-    if expected == tuple(size_hw):
+    if _same_size(info, size_hw):
         return None
+    expected = (info.get("height", size_hw[0]), info.get("width", size_hw[1]))
     return (
         f"{path}: image is {size_hw[1]}x{size_hw[0]} (after EXIF orientation) but the JSON "
         f"says {expected[1]}x{expected[0]}; fix the JSON or the image"
@@ -64,8 +78,10 @@ class CocoDataset(DecodedDataset):
         task: `detection`, `instance` or `semantic`.
         class_names: names of labels 1..K (background excluded).
         category_ids: COCO category id of each label 1..K.
-        coco_gt: the annotation dict as read (original category ids), for COCO evaluation.
-        images: the JSON's image entries whose file was found and readable.
+        coco_gt: the annotation dict as read (original category ids), for COCO evaluation;
+            without `keep_coco_gt` it is read again from the file on first use.
+        images: the JSON's image entries (`id`, `file_name`, `height`, `width`) whose file
+            was found and readable (`seglab.data.coco_arrays.ImageTable`).
         class_counts: objects (not crowd) of each label 1..K kept for training.
         in_channels: the channels images are loaded with (`channels`, else 1 when every
             image is grayscale, else 3).
@@ -82,68 +98,85 @@ class CocoDataset(DecodedDataset):
         transforms=None,
         channels: int | None = None,
         findings: Findings | None = None,
+        keep_coco_gt: bool = True,
     ):
         self.split, self.task, self.transforms = split, task, transforms
         self.json_path, self.image_dir = Path(json_path), Path(image_dir)
         self.findings = Findings() if findings is None else findings
-        self.coco_gt = _load_json(self.json_path)
+        coco = _load_json(self.json_path)
         if not self.image_dir.is_dir():
             raise UserError(f"{self.image_dir}: image folder of {self.json_path} not found")
-        categories = sorted(self.coco_gt.get("categories", []), key=lambda c: c["id"])
+        categories = sorted(coco.get("categories", []), key=lambda c: c["id"])
         self.category_ids = [c["id"] for c in categories]
         self.class_names = [str(c.get("name", c["id"])) for c in categories]
         self._label_of = {cid: k for k, cid in enumerate(self.category_ids, 1)}
-        if not self.coco_gt["images"]:
+        if not coco["images"]:
             raise UserError(f"{self.json_path}: the dataset has no images")
-        modes, sizes = self._scan_images()
+        readable, modes, sizes = self._scan_images(coco["images"])
+        self.images = ImageTable(readable)
         self._annotations = clean_annotations(
             self.json_path,
-            self.coco_gt.get("annotations", []),
+            coco.get("annotations", []),
             sizes,
-            {info["id"] for info in self.coco_gt["images"]},
+            {info["id"] for info in coco["images"]},
             self._label_of,
             task=task,
             findings=self.findings,
         )
+        slot_of = {image_id: slot for slot, image_id in enumerate(sizes)}
+        self._slots = np.array([slot_of[info["id"]] for info in readable], dtype=np.int64)
         self.class_counts = self._count_classes()
         self.in_channels = channels or channels_for_modes(modes)
+        # the parsed file is most of the memory at COCO's scale: kept only when asked
+        self._coco_gt = coco if keep_coco_gt else None
         if findings is None:
             self.findings.conclude(str(self.json_path))
 
-    def _scan_images(self) -> tuple[list[str], dict]:
-        """Check every image's header (exists, decodable, size as in the JSON); keep the
-        images that pass in `self.images` and return their modes and sizes by id."""
-        self.images, modes, sizes = [], [], {}
-        for info in self.coco_gt["images"]:
-            path = self.image_dir / info["file_name"]
-            if not path.is_file():
-                self.findings.add(
-                    "missing image file",
-                    str(path),
-                    f"{self.json_path}: image {info['id']} refers to missing file {path}",
-                )
-                continue
-            try:
-                mode, size = read_header(path)
-            except UserError as error:
-                self.findings.add("unreadable image", str(path), str(error))
-                continue
-            if problem := _size_problem(path, info, size):
-                self.findings.add("image size differs from the JSON", str(path), problem)
-                continue
-            self.images.append(info)
-            modes.append(mode)
-            sizes[info["id"]] = size
-        return modes, sizes
+    @property
+    def coco_gt(self) -> dict:
+        if self._coco_gt is None:
+            self._coco_gt = _load_json(self.json_path)
+        return self._coco_gt
+
+    def _scan_images(self, entries: list[dict]) -> tuple[list[dict], list[str], dict]:
+        """Check every image's header (exists, decodable, size as in the JSON), over the
+        usable cores; return the entries that pass, their modes, and their sizes by id."""
+        headers = map_files(
+            functools.partial(_header, self.image_dir),
+            [info["file_name"] for info in entries],
+            desc=f"{self.split} images",
+        )
+        readable, modes, sizes = [], [], {}
+        for info, header in zip(entries, headers, strict=True):
+            if isinstance(header, tuple) and _same_size(info, header[1]):
+                readable.append(info)
+                modes.append(header[0])
+                sizes[info["id"]] = header[1]
+            else:
+                self._image_finding(info, header)
+        return readable, modes, sizes
+
+    def _image_finding(self, info: dict, header: tuple | str | None) -> None:
+        """Add the problem of an image whose header is None (missing file), a problem
+        line (unreadable) or a size other than the JSON's."""
+        path = self.image_dir / info["file_name"]
+        if header is None:
+            self.findings.add(
+                "missing image file",
+                str(path),
+                f"{self.json_path}: image {info['id']} refers to missing file {path}",
+            )
+        elif isinstance(header, str):
+            self.findings.add("unreadable image", str(path), header)
+        else:
+            problem = _size_problem(path, info, header[1])
+            self.findings.add("image size differs from the JSON", str(path), problem)
 
     def _count_classes(self) -> list[int]:
         """Objects (not crowd) of each label 1..K kept for training."""
-        counts = [0] * len(self.class_names)
-        for kept in self._annotations.values():
-            for annotation in kept:
-                if not annotation.get("iscrowd", 0):
-                    counts[self._label_of[annotation["category_id"]] - 1] += 1
-        return counts
+        kept = self._annotations
+        counts = np.bincount(kept.labels[~kept.crowd], minlength=len(self.class_names) + 1)
+        return counts[1:].tolist()
 
     def image_path(self, index: int) -> Path:
         return self.image_dir / self.images[index]["file_name"]
@@ -157,43 +190,41 @@ class CocoDataset(DecodedDataset):
         height, width = image.shape[-2:]
         if problem := _size_problem(path, info, (height, width)):  # changed since it was built
             raise UserError(problem)
-        annotations = self._annotations[info["id"]]
+        rows = self._annotations.rows_of(self._slots[index])  # (N,) this image's annotations
         if self.task == "semantic":
-            target = self._semantic_target(annotations, height, width)
+            target = self._semantic_target(rows, height, width)
         else:
-            target = self._instance_target(annotations, height, width)
+            target = self._instance_target(rows, height, width)
         target["image_id"] = info["id"]
         return image, target
 
-    def _instance_target(self, annotations: list[dict], height: int, width: int) -> dict:
-        kept = [a for a in annotations if not a.get("iscrowd", 0)]
-        xywh = torch.tensor([a["bbox"] for a in kept], dtype=torch.float32).reshape(-1, 4)
+    def _instance_target(self, rows: np.ndarray, height: int, width: int) -> dict:
+        kept_rows = rows[~self._annotations.crowd[rows]]
+        xywh = torch.from_numpy(self._annotations.boxes[kept_rows]).to(torch.float32)
         boxes = xywh_to_xyxy(xywh)  # (N, 4): COCO's [x, y, w, h] -> [x0, y0, x1, y1]
-        masks = np.zeros((len(kept), height, width), dtype=np.uint8)
-        for index, annotation in enumerate(kept):
-            masks[index] = self._mask(annotation, height, width)
+        masks = np.zeros((len(kept_rows), height, width), dtype=np.uint8)
+        for index, row in enumerate(kept_rows):
+            masks[index] = self._mask(row, height, width)
         return {
             "boxes": tv_tensors.BoundingBoxes(
                 boxes, format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=(height, width)
             ),
-            "labels": torch.tensor(
-                [self._label_of[a["category_id"]] for a in kept], dtype=torch.int64
-            ),
+            "labels": torch.from_numpy(self._annotations.labels[kept_rows]),
             "masks": tv_tensors.Mask(torch.from_numpy(masks)),
         }
 
-    def _semantic_target(self, annotations: list[dict], height: int, width: int) -> dict:
+    def _semantic_target(self, rows: np.ndarray, height: int, width: int) -> dict:
         class_map = np.zeros((height, width), dtype=np.int64)
         instance_ids = np.zeros((height, width), dtype=np.int32)
         crowd = np.zeros((height, width), dtype=bool)
         instance = 0
-        for annotation in annotations:
-            mask = self._mask(annotation, height, width).astype(bool)
-            if annotation.get("iscrowd", 0):
+        for row in rows:
+            mask = self._mask(row, height, width).astype(bool)
+            if self._annotations.crowd[row]:
                 crowd |= mask
                 continue
             instance += 1
-            class_map[mask] = self._label_of[annotation["category_id"]]
+            class_map[mask] = self._annotations.labels[row]
             instance_ids[mask] = instance
         _part_touching(class_map, instance_ids)
         class_map[crowd & (class_map == 0)] = IGNORE_INDEX
@@ -202,18 +233,19 @@ class CocoDataset(DecodedDataset):
             "instance_ids": tv_tensors.Mask(torch.from_numpy(instance_ids)),
         }
 
-    def _mask(self, annotation: dict, height: int, width: int) -> np.ndarray:
-        """The annotation's mask; a detection-only annotation (no segmentation) fills its box."""
-        segmentation = annotation.get("segmentation")
+    def _mask(self, row: int, height: int, width: int) -> np.ndarray:
+        """Annotation `row`'s mask, rasterised now (polygons are kept as coordinates); a
+        detection-only annotation (no segmentation) fills its box."""
+        segmentation = self._annotations.segmentation(row)
         if segmentation:
             try:
                 return segmentation_to_mask(segmentation, height, width)
             except (TypeError, ValueError, KeyError, AttributeError) as error:
                 raise UserError(
-                    f"{self.json_path} annotation {annotation.get('id')} has a malformed "
-                    f"segmentation ({error!r}); fix or remove it"
+                    f"{self.json_path} annotation {self._annotations.annotation(row)['id']} "
+                    f"has a malformed segmentation ({error!r}); fix or remove it"
                 ) from None
-        x, y, w, h = annotation["bbox"]
+        x, y, w, h = self._annotations.boxes[row].tolist()
         mask = np.zeros((height, width), dtype=np.uint8)
         mask[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = 1
         return mask

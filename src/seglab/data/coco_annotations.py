@@ -6,7 +6,8 @@ line per split), never silent:
 
 - a box with zero or negative width or height is dropped (torchvision and detectron2 drop
   degenerate boxes too);
-- a box partly outside its image is clipped to it; one entirely outside is dropped;
+- a box partly outside its image is clipped to it; one entirely outside is dropped; one
+  inside is kept as the file gives it;
 - a polygon with fewer than 3 points, or an odd number of coordinates, is dropped; an
   annotation left without a polygon is dropped by mask-using tasks (as detectron2 does,
   "instances without valid segmentation") and kept as a box for detection.
@@ -18,8 +19,12 @@ stop training. `coco_gt` (for COCO evaluation) keeps the annotations as read.
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
+
+from seglab.data.coco_arrays import KeptAnnotations, KeptRows, pack_annotations
 from seglab.data.findings import Findings
 
 _CLIPPED, _DROPPED = "clipped", "dropped"
@@ -35,30 +40,98 @@ def clean_annotations(
     *,
     task: str,
     findings: Findings,
-) -> dict[int, list[dict]]:
-    """Annotations to train on, by image id (every id of `image_sizes`, possibly empty).
+) -> KeptAnnotations:
+    """Annotations to train on, by image id (every id of `image_sizes`, possibly none),
+    in the flat arrays of `seglab.data.coco_arrays` (the dicts are not copied).
+
+    The annotations that need no repair are recognised together (`_plain_rows`); every
+    other one is checked on its own, in the file's order, so the findings are those of
+    checking each annotation in turn.
 
     Args:
         image_sizes: image id -> (height, width) of each readable image.
         known_image_ids: every image id of the JSON (readable or not).
         label_of: COCO category id -> label 1..K.
     """
-    by_image: dict[int, list[dict]] = {image_id: [] for image_id in image_sizes}
-    for annotation in annotations:
+    slot_of = {image_id: slot for slot, image_id in enumerate(image_sizes)}
+    rows = _plain_rows(annotations, slot_of, list(image_sizes.values()), label_of)
+    known = (known_image_ids, image_sizes, label_of)
+    for row in np.flatnonzero(~rows.plain).tolist():  # file order: findings as found
+        annotation = annotations[row]
         annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
         where = f"{json_path} annotation {annotation_id}"
-        fields = _fields(json_path, annotation, known_image_ids, label_of, findings, where)
-        if fields is None or fields[0] not in image_sizes:  # unreadable images are findings
-            continue
-        image_id, box = fields
-        height, width = image_sizes[image_id]
-        box = _clip_box(box, height, width, findings, where)
-        segmentation = _clean_segmentation(
-            annotation.get("segmentation"), height, width, task=task, findings=findings, where=where
-        )
-        if box is not None and segmentation is not None:
-            by_image[image_id].append({**annotation, "bbox": box, "segmentation": segmentation})
-    return by_image
+        kept = _clean_one(json_path, annotation, known, task=task, findings=findings, where=where)
+        if kept is not None:
+            image_id, rows.boxes[row], rows.segmentations[row] = kept
+            rows.slots[row] = slot_of[image_id]
+            rows.labels[row] = label_of[annotation["category_id"]]
+            rows.kept[row] = True
+    category_ids = sorted(label_of, key=label_of.get)
+    return pack_annotations(annotations, rows, list(image_sizes), category_ids)
+
+
+def _clean_one(json_path, annotation, known: tuple, *, task, findings, where):
+    """(image id, [x, y, w, h], segmentation) of one annotation as kept, or None when it
+    is not (each problem a finding). `known`: (every image id of the JSON, readable image
+    id -> (height, width), category id -> label)."""
+    known_image_ids, image_sizes, label_of = known
+    fields = _fields(json_path, annotation, known_image_ids, label_of, findings, where)
+    if fields is None or fields[0] not in image_sizes:  # unreadable images are findings
+        return None
+    image_id, box = fields
+    height, width = image_sizes[image_id]
+    box = _clip_box(box, height, width, findings, where)
+    segmentation = _clean_segmentation(
+        annotation.get("segmentation"), height, width, task=task, findings=findings, where=where
+    )
+    if box is None or segmentation is None:
+        return None
+    return image_id, box, segmentation
+
+
+def _plain_rows(annotations: list, slot_of: dict, sizes: list, label_of: dict) -> KeptRows:
+    """The rows (annotations) that need no repair, recognised together: a dict with a bbox
+    of 4 numbers inside its readable image, with a positive width and height, a known
+    category, and no segmentation or polygons of an even number (>= 6) of coordinates."""
+    count = len(annotations)
+    try:
+        slots = np.fromiter((slot_of.get(a["image_id"], -1) for a in annotations), np.int64, count)
+        labels = np.fromiter((label_of.get(a["category_id"], 0) for a in annotations), np.int64,
+                             count)  # fmt: skip
+        boxes = np.array([a["bbox"] for a in annotations], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):  # some annotation is malformed: all checked alone
+        return KeptRows.empty(count)
+    if boxes.shape != (count, 4) or not sizes:
+        return KeptRows.empty(count)
+    image_hw = np.array(sizes, dtype=np.float64).reshape(-1, 2)[np.maximum(slots, 0)]
+    x, y, w, h = boxes.T
+    with np.errstate(invalid="ignore"):  # NaN compares False: not plain
+        inside = (w > 0) & (h > 0) & (x >= 0) & (y >= 0)
+        inside &= (x + w <= image_hw[:, 1]) & (y + h <= image_hw[:, 0])
+    segmentations = [a.get("segmentation") for a in annotations]
+    plain = inside & (slots >= 0) & (labels > 0) & _plain_segmentations(segmentations)
+    segmentations = [s if s else [] for s in segmentations]
+    return KeptRows(plain, plain.copy(), slots, labels, boxes, segmentations)
+
+
+def _plain_segmentations(segmentations: list) -> np.ndarray:
+    """(N,) bool: no segmentation, or a list of lists of an even number (>= 6) of values."""
+    count = len(segmentations)
+    empty = np.fromiter((not s for s in segmentations), bool, count)
+    lists = np.fromiter((type(s) is list for s in segmentations), bool, count)
+    rows = np.flatnonzero(lists & ~empty).tolist()
+    polygons = list(chain.from_iterable(segmentations[row] for row in rows))
+    if not all(type(polygon) is list for polygon in polygons):  # rare: found row by row
+        rows = [row for row in rows if all(type(p) is list for p in segmentations[row])]
+        polygons = list(chain.from_iterable(segmentations[row] for row in rows))
+    lengths = np.fromiter(map(len, polygons), np.int64, len(polygons))
+    counts = np.fromiter((len(segmentations[row]) for row in rows), np.int64, len(rows))
+    bad = (lengths < 6) | (lengths % 2 == 1)
+    plain = empty.copy()
+    if rows:
+        bad_rows = np.add.reduceat(bad, np.cumsum(counts) - counts) > 0  # any per row
+        plain[np.array(rows)[~bad_rows]] = True
+    return plain
 
 
 def _fields(json_path, annotation, known_image_ids, label_of, findings, where):
@@ -100,8 +173,9 @@ def _clip_box(box, height, width, findings, where) -> list[float] | None:
     if x1 <= x0 or y1 <= y0:
         findings.add("box entirely outside its image", where, "", action=_DROPPED)
         return None
-    if (x0, y0, x1, y1) != (x, y, x + w, y + h):
-        findings.add("box partly outside its image", where, "", action=_CLIPPED)
+    if (x0, y0, x1, y1) == (x, y, x + w, y + h):
+        return [x, y, w, h]  # as the file gives it: (x + w) - x may differ from w in the last bit
+    findings.add("box partly outside its image", where, "", action=_CLIPPED)
     return [x0, y0, x1 - x0, y1 - y0]
 
 

@@ -78,7 +78,9 @@ def build_dataset(
     common = {"transforms": transforms, "channels": cfg.channels, "findings": findings}
     if cfg.layout == "coco":
         files = coco_split(cfg, split)
-        dataset = CocoDataset(files.json_path, files.image_dir, split, task=task, **common)
+        dataset = CocoDataset(
+            files.json_path, files.image_dir, split, task=task, keep_coco_gt=not train, **common
+        )
     elif cfg.layout == "masks":
         dataset = MaskFolderDataset(root, split, mask_values=cfg.mask_values, **common)
     else:

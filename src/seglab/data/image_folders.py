@@ -7,13 +7,16 @@ classifier has no background).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from seglab.data.cache import DecodedDataset
 from seglab.data.findings import Findings
-from seglab.data.images import channels_for_modes, list_images, load_image, read_header
+from seglab.data.images import channels_for_modes, header_or_problem, list_images, load_image
+from seglab.data.parallel import map_files
 from seglab.errors import UserError
 
 _SPLITS = ("train", "val", "test")
@@ -67,32 +70,39 @@ class ImageFolderDataset(DecodedDataset):
         if not found:
             raise UserError(f"{split_dir}: no images found in class folders (empty dataset)")
         modes = self._scan(found)
-        self.class_counts = [
-            sum(label == k for _, label in self.samples) for k in range(len(self.class_names))
-        ]
+        counts = np.bincount(self._labels, minlength=len(self.class_names))
+        self.class_counts = counts.tolist()
         self.in_channels = channels or channels_for_modes(modes)
         if findings is None:
             self.findings.conclude(str(split_dir))
 
     def _scan(self, found: list[tuple[Path, int]]) -> list[str]:
-        """Keep in `samples` the images whose header reads; return their modes."""
-        self.samples, modes = [], []
-        for path, label in found:
-            try:
-                modes.append(read_header(path)[0])
-            except UserError as error:
-                self.findings.add("unreadable image", str(path), str(error))
+        """Keep the images whose header reads (read over the usable cores); return their
+        modes. The kept paths are one array of strings, not 100k `Path` objects."""
+        headers = map_files(header_or_problem, [path for path, _ in found], desc="images")
+        kept, modes = [], []
+        for (path, label), header in zip(found, headers, strict=True):
+            if isinstance(header, str):
+                self.findings.add("unreadable image", str(path), header)
                 continue
-            self.samples.append((path, label))
+            kept.append((os.fsencode(path), label))
+            modes.append(header[0])
+        self._paths = np.array([path for path, _ in kept], dtype=bytes)
+        self._labels = np.array([label for _, label in kept], dtype=np.int64)
         return modes
 
+    @property
+    def samples(self) -> list[tuple[Path, int]]:
+        """`(image path, label)` of each image, as torchvision's `ImageFolder` has them."""
+        return [(self.image_path(index), int(self._labels[index])) for index in range(len(self))]
+
     def image_path(self, index: int) -> Path:
-        return self.samples[index][0]
+        return Path(os.fsdecode(self._paths[index]))
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._labels)
 
     def load(self, index: int):
-        path, label = self.samples[index]
-        image = load_image(path, self.in_channels, self.intensity)
-        return image, {"labels": torch.tensor(label, dtype=torch.int64), "image_id": index}
+        image = load_image(self.image_path(index), self.in_channels, self.intensity)
+        label = torch.tensor(self._labels[index], dtype=torch.int64)  # () a scalar
+        return image, {"labels": label, "image_id": index}

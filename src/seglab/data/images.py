@@ -27,6 +27,7 @@ not its colour), `I;16*`, `I`, or an RGB image whose three channels are equal ev
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -56,7 +57,13 @@ _TRANSPOSES = {  # EXIF orientation -> the transpose that shows the image uprigh
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside `folder` (by suffix), sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    with os.scandir(folder) as entries:  # the entries' types come with the listing: no stat
+        names = [
+            entry.name
+            for entry in entries
+            if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file()
+        ]
+    return [folder / name for name in sorted(names)]
 
 
 def _unreadable(path: Path, error: Exception, what: str = "image") -> UserError:
@@ -73,6 +80,15 @@ def read_header(path: Path) -> tuple[str, tuple[int, int]]:
             return image.mode, (height, width)
     except (PIL.UnidentifiedImageError, OSError, SyntaxError) as error:
         raise _unreadable(path, error) from None
+
+
+def header_or_problem(path: Path) -> tuple[str, tuple[int, int]] | str:
+    """`read_header(path)`, or the one-line problem when it cannot be read (for
+    `seglab.data.parallel.map_files`, where one bad file must not stop the others)."""
+    try:
+        return read_header(path)
+    except UserError as error:
+        return str(error)
 
 
 def is_grayscale(mode: str) -> bool:

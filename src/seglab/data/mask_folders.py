@@ -25,7 +25,13 @@ from seglab.data.images import (
     load_index_mask,
     read_header,
 )
-from seglab.data.mask_values import resolve_mask_classes, stored_values, unknown_values_message
+from seglab.data.mask_values import (
+    remember_values,
+    resolve_mask_classes,
+    stored_values,
+    unknown_values_message,
+)
+from seglab.data.parallel import map_files
 from seglab.errors import UserError, read_json
 
 _SPLITS = ("train", "val", "test")
@@ -45,17 +51,57 @@ def _read_class_file(root: Path) -> tuple[list[str] | None, Path | None]:
     return None, None
 
 
+def _values_or_none(path: Path) -> tuple[int, ...] | None:
+    try:
+        return stored_values(path)
+    except UserError:
+        return None
+
+
 def _values_of_other_splits(root: Path, split: str) -> set[int]:
     """Stored values of the readable masks of the other splits (their problems are theirs)."""
-    values: set[int] = set()
+    paths = []
     for other in sorted({*_SPLITS, split} - {split}):
         mask_dir = root / other / "masks"
-        for path in sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []:
-            try:
-                values.update(stored_values(path))
-            except UserError:
-                continue
+        paths += sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
+    values: set[int] = set()
+    found_values = map_files(_values_or_none, paths, desc="other splits' masks", unit="mask")
+    for path, found in zip(paths, found_values, strict=True):
+        if found is not None:
+            remember_values(path, found)
+            values.update(found)
     return values
+
+
+def _check_pair(pair: tuple[Path, Path]) -> tuple:
+    """`(True, image mode, stored mask values)` for a usable pair, else `(False, kind,
+    place, message)`: the problem, for the dataset's findings."""
+    image_path, mask_path = pair
+    if not mask_path.is_file():
+        return (
+            False,
+            "missing mask",
+            str(mask_path),
+            f"{mask_path}: mask not found for image {image_path}",
+        )
+    try:
+        mode, image_size = read_header(image_path)
+    except UserError as error:
+        return False, "unreadable image", str(image_path), str(error)
+    try:
+        mask_size, mask_values = read_header(mask_path)[1], stored_values(mask_path)
+    except UserError as error:
+        return False, "unreadable mask", str(mask_path), str(error)
+    if image_size != mask_size:
+        return (
+            False,
+            "mask size differs from its image",
+            str(mask_path),
+            f"{mask_path}: mask is {mask_size[1]}x{mask_size[0]} but its "
+            f"image {image_path.name} is {image_size[1]}x{image_size[0]} "
+            "(after EXIF orientation); they must match",
+        )
+    return True, mode, mask_values
 
 
 class MaskFolderDataset(DecodedDataset):
@@ -105,48 +151,21 @@ class MaskFolderDataset(DecodedDataset):
             self.findings.conclude(str(mask_dir))
 
     def _pair(self, images: list[Path], mask_dir: Path) -> tuple[list[str], list[tuple]]:
-        """Keep the images whose mask exists, reads and has their size; return the image
-        modes and the stored values of each kept mask."""
+        """Keep the images whose mask exists, reads and has their size (checked over the
+        usable cores); return the image modes and the stored values of each kept mask."""
+        pairs = [(image_path, mask_dir / f"{image_path.stem}.png") for image_path in images]
+        checked = map_files(_check_pair, pairs, desc=f"{mask_dir.parent.name} pairs", unit="pair")
         self.image_paths, self.mask_paths, modes, values = [], [], [], []
-        for image_path in images:
-            mask_path = mask_dir / f"{image_path.stem}.png"
-            checked = self._check_pair(image_path, mask_path)
-            if checked is not None:
-                self.image_paths.append(image_path)
-                self.mask_paths.append(mask_path)
-                modes.append(checked[0])
-                values.append(checked[1])
+        for (image_path, mask_path), result in zip(pairs, checked, strict=True):
+            if not result[0]:
+                self.findings.add(*result[1:])
+                continue
+            remember_values(mask_path, result[2])
+            self.image_paths.append(image_path)
+            self.mask_paths.append(mask_path)
+            modes.append(result[1])
+            values.append(result[2])
         return modes, values
-
-    def _check_pair(self, image_path: Path, mask_path: Path) -> tuple[str, tuple] | None:
-        """(image mode, stored mask values), or None with the problem added to findings."""
-        if not mask_path.is_file():
-            self.findings.add(
-                "missing mask",
-                str(mask_path),
-                f"{mask_path}: mask not found for image {image_path}",
-            )
-            return None
-        try:
-            mode, image_size = read_header(image_path)
-        except UserError as error:
-            self.findings.add("unreadable image", str(image_path), str(error))
-            return None
-        try:
-            mask_size, mask_values = read_header(mask_path)[1], stored_values(mask_path)
-        except UserError as error:
-            self.findings.add("unreadable mask", str(mask_path), str(error))
-            return None
-        if image_size != mask_size:
-            self.findings.add(
-                "mask size differs from its image",
-                str(mask_path),
-                f"{mask_path}: mask is {mask_size[1]}x{mask_size[0]} but its "
-                f"image {image_path.name} is {image_size[1]}x{image_size[0]} "
-                "(after EXIF orientation); they must match",
-            )
-            return None
-        return mode, mask_values
 
     def _count_classes(self, own_values: list[tuple]) -> list[int]:
         """Images holding each class. A mask with values that are no class is a finding,

@@ -15,7 +15,6 @@ One rule for the whole dataset (every split), from the values of all its masks:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,15 +64,28 @@ def unknown_values_message(classes: MaskClasses, path: Path, values) -> str:
     return f"{path}: mask values {shown} are not classes: {classes.unknown_reason}"
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _stored_values(path: str, mtime_ns: int, size: int) -> tuple[int, ...]:
-    return tuple(int(v) for v in np.unique(load_index_mask(Path(path))))
+_KNOWN_MAX = 1 << 17  # masks whose values are remembered (about 100 bytes each)
+_known: dict[tuple[str, int, int], tuple[int, ...]] = {}  # (path, mtime_ns, size) -> values
+
+
+def _version(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path), stat.st_mtime_ns, stat.st_size
 
 
 def stored_values(path: Path) -> tuple[int, ...]:
     """The distinct values of the mask at `path`, read once per version of the file."""
-    stat = path.stat()
-    return _stored_values(str(path), stat.st_mtime_ns, stat.st_size)
+    version = _version(path)
+    if version not in _known:
+        remember_values(path, tuple(int(v) for v in np.unique(load_index_mask(path))), version)
+    return _known[version]
+
+
+def remember_values(path: Path, values: tuple[int, ...], version=None) -> None:
+    """Record the values of `path` read elsewhere (by a worker process of a pool)."""
+    if len(_known) >= _KNOWN_MAX:
+        del _known[next(iter(_known))]  # the oldest
+    _known[version or _version(path)] = values
 
 
 def resolve_mask_classes(

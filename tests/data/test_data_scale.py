@@ -1,0 +1,119 @@
+"""Data at scale: COCO annotations in flat arrays are pycocotools' annotations exactly,
+the training split does not keep the parsed file, the pool gives what a loop gives, and
+benchmarks/data_scale.py writes its data and its table (at a tiny size)."""
+
+import contextlib
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from seglab.data import DataConfig, build_dataset
+from seglab.data import parallel as parallel_module
+from seglab.data.check import check_data
+from seglab.data.images import header_or_problem
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "data_scale.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("data_scale", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def coco_root(bench, tmp_path_factory):
+    """The benchmark's COCO layout at 24 images, plus annotations of every kind: several
+    polygons, integer coordinates, a box-only object, and a crowd RLE."""
+    root = tmp_path_factory.mktemp("scale") / "coco"
+    root.mkdir()
+    bench.write_coco(root, 24)
+    coco = json.loads((root / "train.json").read_text())
+    first = coco["images"][0]
+    extra = [
+        {"segmentation": [[10, 10, 60, 12, 40, 50], [100.5, 100.25, 140, 100, 120, 160.75]],
+         "bbox": [10, 10, 130, 150.75]},
+        {"segmentation": [], "bbox": [200.5, 30.25, 40, 20]},
+    ]  # fmt: skip
+    for index, fields in enumerate(extra):
+        common = {"id": 10**6 + index, "image_id": first["id"], "category_id": 3}
+        coco["annotations"].append({**common, "iscrowd": 0, "area": 1.0, **fields})
+    (root / "train.json").write_text(json.dumps(coco))
+    return root
+
+
+def test_kept_annotations_and_targets_are_pycocotools(bench, coco_root):
+    same = bench.same_annotations(coco_root, "train", limit=100)
+    assert same["equal"], same
+    assert same["images"] == 24 and same["objects"] > 100
+    coco = json.loads((coco_root / "train.json").read_text())
+    kinds = [a["segmentation"] for a in coco["annotations"]]
+    assert any(isinstance(s, dict) for s in kinds) and [] in kinds  # every kind was compared
+
+
+def test_the_training_split_keeps_no_parsed_file(coco_root):
+    """The train dataset drops the parsed JSON (read again when evaluation asks for it);
+    an evaluation split keeps it."""
+    cfg = DataConfig(root=str(coco_root))
+    train = build_dataset(cfg, "train", task="instance", train=True)
+    assert train._coco_gt is None
+    assert train.coco_gt == json.loads((coco_root / "train.json").read_text())
+    assert build_dataset(cfg, "train", task="instance", train=False)._coco_gt is not None
+
+
+def test_the_pool_gives_what_a_loop_gives(coco_root):
+    paths = sorted((coco_root / "train").iterdir())[:6] + [coco_root / "train.json"]
+    serial = parallel_module.map_files(header_or_problem, paths, desc="x", workers=1)
+    pooled = parallel_module.map_files(header_or_problem, paths, desc="x", workers=2)
+    assert pooled == serial
+    assert serial[0][0] == "RGB" and "not a readable image" in serial[-1]
+
+
+def test_data_check_over_a_pool_reports_what_one_process_does(coco_root, monkeypatch):
+    serial = check_data(coco_root)
+    monkeypatch.setattr(parallel_module, "_POOL_FROM", 1)
+    monkeypatch.setattr(parallel_module, "usable_cores", lambda: 2)
+    pooled = check_data(coco_root)
+    for split_serial, split_pooled in zip(serial.splits, pooled.splits, strict=True):
+        assert split_pooled.sizes == split_serial.sizes and split_pooled.modes == split_serial.modes
+        assert split_pooled.class_counts == split_serial.class_counts
+    assert sum(serial.splits[0].modes.values()) == 24
+
+
+def test_a_long_scan_shows_its_progress(coco_root, capsys):
+    paths = sorted((coco_root / "train").iterdir())[:3]
+    parallel_module.map_files(header_or_problem, paths, desc="train images", shown_from=3)
+    assert "train images: 3/3 image (100%)" in capsys.readouterr().err
+    parallel_module.map_files(header_or_problem, paths[:2], desc="train images", shown_from=3)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_benchmark_writes_its_data_and_table(bench, tmp_path, monkeypatch):
+    """The whole script at 16 images, its measurements run in this process (a fresh
+    process each in a real run)."""
+    monkeypatch.setattr(bench, "in_fresh_process", bench._child)
+    argv = ["data_scale.py", "--images", "16", "--load-images", "6", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with contextlib.redirect_stdout(io.StringIO()) as shown:
+        bench.main()
+    results = json.loads((tmp_path / "data_scale.json").read_text())
+    assert set(results["open"]) == set(results["loading"]) == {"coco", "masks", "folders"}
+    for layout, opened in results["open"].items():
+        ours, peer = opened["seglab"], opened["peer"]
+        assert ours["images"] == peer["images"] > 0, layout
+        assert opened["time_ratio"] == pytest.approx(ours["seconds"] / peer["seconds"])
+        loaded = results["loading"][layout]
+        assert loaded["seglab"]["images"] == loaded["peer"]["images"] == 6
+        assert loaded["speed_ratio"] == pytest.approx(
+            loaded["seglab"]["images_per_s"] / loaded["peer"]["images_per_s"]
+        )
+    assert results["same_annotations"]["equal"] and results["same_annotations"]["images"] == 16
+    markdown = (tmp_path / "data_scale.md").read_text()
+    assert markdown.strip() == shown.getvalue().strip()
+    assert markdown.count("| open: seconds |") == 3 and "equal pycocotools': True" in markdown
