@@ -74,7 +74,25 @@ def load_checkpoint(
 
     Process `rank` of `world_size` takes its own generators when the checkpoint was saved
     by as many processes, else those of rank 0 (the resume is then no longer exact)."""
-    checkpoint = read_checkpoint(path)
+    return restore_checkpoint(
+        read_checkpoint(path), path, model=model, optimizer=optimizer, scheduler=scheduler,
+        rank=rank, world_size=world_size,
+    )  # fmt: skip
+
+
+def restore_checkpoint(
+    checkpoint: dict[str, Any],
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rank: int = 0,
+    world_size: int = 1,
+) -> RunState:
+    """`load_checkpoint` of a checkpoint already read (`read_checkpoint(path)`), such as the
+    one rank 0 read and sent to every process (`distributed.from_rank0`); `path` names it
+    in messages."""
     remedy = "start a new RUN (--out) or delete the checkpoint to train this one from scratch"
     load_weights(model, checkpoint["model"], path, remedy=remedy)
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -84,9 +102,9 @@ def load_checkpoint(
     return RunState(**checkpoint["run_state"])
 
 
-def saved_world_size(path: str | Path) -> int:
-    """How many processes trained the run up to its checkpoint (1 before DDP existed)."""
-    return int(read_checkpoint(path)["data_order"].get("world_size", 1))
+def saved_world_size(checkpoint: dict[str, Any]) -> int:
+    """How many processes trained the run up to `checkpoint` (1 before DDP existed)."""
+    return int(checkpoint["data_order"].get("world_size", 1))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 `torchrun --nproc_per_node N -m seglab train CONFIG --out RUN` starts N copies of the
 command; torchrun gives each its `RANK`, `LOCAL_RANK`, `WORLD_SIZE` and the rendezvous
 (`MASTER_ADDR`, `MASTER_PORT`), which `torch.distributed` reads. Several machines: the same
-command on each, with `--nnodes`, `--node_rank` and `--rdzv_endpoint` (README). Nothing
-here is home-made: the gradients are averaged by `DistributedDataParallel`, the processes
-talk through gloo on the CPU and NCCL on GPUs.
+command on each, with `--nnodes` and a rendezvous (`--rdzv_backend c10d --rdzv_endpoint
+HOST:PORT`, docs/cli/train.md). Nothing here is home-made: the gradients are averaged by
+`DistributedDataParallel`, the processes talk through gloo on the CPU and NCCL on GPUs.
 
 What seglab adds is the bookkeeping: `train.batch_size` is per process, so a step takes
 `batch_size x N` images, the batch the data order (`engine/data_order.py`) gives a single
@@ -13,14 +13,24 @@ process with that batch size, split in N consecutive slices (`RankSlice`); so a 
 is a function of (seed, step) whatever N, resumes stay exact, and N processes train as one
 process with the N-fold batch. Only rank 0 writes files; logged losses are the mean over
 processes; each process evaluates a share of the val split and the shares are merged.
+
+Across machines every rank is the global one (`RANK`; `LOCAL_RANK` only picks the GPU):
+the slices depend on the rank and N, not on the machine, and the run folder is written
+by rank 0 alone, so it exists on rank 0's machine. Rank 0 also reads it when the run
+resumes and sends the checkpoint to every process (`from_rank0`): the other machines need
+neither a copy of it nor a shared file system.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -29,6 +39,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
 from seglab.errors import UserError
+
+T = TypeVar("T")
+JOIN_TIMEOUT_S = 300.0  # how long a process waits for the others to start (SEGLAB_JOIN_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -64,8 +77,97 @@ def start(processes: Processes, device: torch.device) -> torch.device:
         device = torch.device("cuda", processes.local_rank)
         torch.cuda.set_device(device)
     if processes.distributed and not dist.is_initialized():
+        wait_for_all(processes, float(os.environ.get("SEGLAB_JOIN_TIMEOUT_S", JOIN_TIMEOUT_S)))
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+def wait_for_all(processes: Processes, timeout_s: float) -> None:
+    """Wait until every process has started training, on torchrun's store (`env://`).
+
+    torchrun's rendezvous ends when every node's launcher has come, not its processes: a
+    process that stops before training (a file missing on its machine, a mistyped
+    command) would leave the others waiting in `init_process_group` for torch's 30
+    minutes. This says, after `timeout_s`, which ranks did not come.
+
+    Raises:
+        UserError: some process did not come within `timeout_s`.
+    """
+    rank, world_size = processes.rank, processes.world_size
+    try:  # without torchrun's store, rank 0 serves one and waits for the others to connect
+        timeout = timedelta(seconds=timeout_s)
+        store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+    except dist.DistError:
+        raise UserError(_not_started(processes, "the other ranks", timeout_s)) from None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's restarts
+    keys = [f"seglab/attempt{attempt}/rank{other}" for other in range(world_size)]
+    store.set(keys[rank], "started")
+    deadline = time.monotonic() + timeout_s
+    while not store.check(keys) and time.monotonic() < deadline:
+        time.sleep(0.1)  # polled: store.wait's timeout logs C++ warnings
+    missing = [str(other) for other, key in enumerate(keys) if not store.check([key])]
+    if missing:
+        raise UserError(_not_started(processes, f"rank(s) {', '.join(missing)}", timeout_s))
+
+
+def _not_started(processes: Processes, who: str, timeout_s: float) -> str:
+    rendezvous = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    return (f"rank {processes.rank} of {processes.world_size}: {who} did not start training "
+            f"within {timeout_s:.0f} s (rendezvous {rendezvous}); the output on their machine "
+            "says why; start the same command on every machine, or wait longer with "
+            "SEGLAB_JOIN_TIMEOUT_S")  # fmt: skip
+
+
+def from_rank0(read: Callable[[], T]) -> T:
+    """`read()` on rank 0 alone, its answer sent to every process (one process: `read()`).
+
+    For what is in the run folder: it is written by rank 0, so it is where rank 0 runs,
+    and the other machines need no copy of it (nor a shared file system) to resume. A
+    UserError of rank 0 is raised on every process, so all of them stop with its line
+    instead of waiting for rank 0.
+    """
+    if not dist.is_initialized():
+        return read()
+    answer: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            answer[0] = (True, read())
+        except UserError as error:
+            answer[0] = (False, str(error))
+    dist.broadcast_object_list(answer, src=0)
+    read_fine, value = answer[0]
+    if not read_fine:
+        raise UserError(value)
+    return value
+
+
+def check_checkpoint_on_rank0(path: Path) -> None:
+    """Refuse to start a run over when rank 0's machine has no checkpoint at `path` but
+    another process's machine has one (`misplaced_checkpoint`)."""
+    line = misplaced_checkpoint(path, gather((socket.gethostname(), path.is_file())))
+    if line is not None:
+        raise UserError(line)
+
+
+def misplaced_checkpoint(path: Path, seen: list[tuple[str, bool]]) -> str | None:
+    """The line that says the run's checkpoint is on another machine than rank 0, or None.
+
+    Without a shared file system, RUN is on the machine where rank 0 ran; torchrun's c10d
+    rendezvous gives rank 0 to the machine whose address (`--local-addr`, by default its
+    host name) sorts first, so machines started in another set can put rank 0 on one
+    without RUN, where the run would start over.
+
+    Args:
+        seen: (host name, whether `path` is a file there) for each process, by rank.
+    """
+    holders = [rank for rank, (_, found) in enumerate(seen) if found]
+    if seen[0][1] or not holders:
+        return None
+    host = seen[holders[0]][0]
+    return (f"{path}: not found where rank 0 runs ({seen[0][0]}), but rank {holders[0]} "
+            f"has it (on {host}): start rank 0 on {host} (the c10d rendezvous gives rank 0 "
+            "to the machine whose --local-addr, by default its host name, sorts first) or "
+            "put RUN on a file system every machine shares")  # fmt: skip
 
 
 def stop() -> None:

@@ -17,12 +17,13 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from seglab.engine.checkpoint import CHECKPOINT_NAME, checkpoint_step
+from seglab.engine.checkpoint import CHECKPOINT_NAME, checkpoint_step, read_checkpoint
 from seglab.engine.config import (
     PATH_KEYS,
     Config,
@@ -150,6 +151,28 @@ def check_resume(run_dir: Path, config: Config) -> None:
             f"resume with `seglab train --out {run_dir}` alone (it reads this config), or "
             f"use a new --out folder"
         )
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a run folder says before training starts (rank 0 reads it for every process).
+
+    Attributes:
+        checkpoint: `RUN/checkpoint.pt` as read (`read_checkpoint`), or None: a new run.
+        budget_changed: the budget differs from `RUN/config.yaml`'s (`budget_changed`).
+    """
+
+    checkpoint: dict[str, Any] | None
+    budget_changed: bool
+
+
+def read_resume(run_dir: Path, config: Config) -> Resume:
+    """Refuse a resume with another config (`check_resume`), then read what the run resumes
+    from: the checkpoint, and whether a budget plan must be made again."""
+    check_resume(run_dir, config)
+    path = run_dir / CHECKPOINT_NAME
+    checkpoint = read_checkpoint(path) if path.is_file() else None
+    return Resume(checkpoint, budget_changed(run_dir, config))
 
 
 def budget_changed(run_dir: Path, config: Config) -> bool:

@@ -38,7 +38,7 @@ from seglab.engine.budget import StepClock, needs_plan, plan_steps
 from seglab.engine.checkpoint import (
     CHECKPOINT_NAME,
     RunState,
-    load_checkpoint,
+    restore_checkpoint,
     rng_states,
     save_checkpoint,
     saved_world_size,
@@ -58,9 +58,8 @@ from seglab.engine.optim import build_optimizer, build_scheduler
 from seglab.engine.resolve import resolve_config
 from seglab.engine.run_dir import (
     CONFIG_NAME,
-    budget_changed,
-    check_resume,
     prepare_run_dir,
+    read_resume,
     run_lock,
 )
 from seglab.engine.tracking import TensorBoardLog
@@ -134,16 +133,19 @@ def _open_session(
     for message in config_warnings(config):
         warnings.warn(message, SeglabWarning, stacklevel=3)
     _set_threads(config.train.workers)
+    processes = distributed.from_environment()  # torchrun's processes, or this one alone
+    # joined before the data is read: a process that stops on its data or config (one
+    # machine's files) ends the others' wait at their next exchange instead of a timeout
+    device = distributed.start(processes, resolve_device(config.train.device))
     train_set, val_set = _datasets(config)
     config = resolve_config(config, train_set)
-    check_resume(run_dir, config)
-    replan = budget_changed(run_dir, config)  # a plan made for another budget is made again
-    if replan:
+    # RUN is where rank 0 runs: rank 0 reads it for all (other machines need no copy of it)
+    distributed.check_checkpoint_on_rank0(run_dir / CHECKPOINT_NAME)
+    resume = distributed.from_rank0(lambda: read_resume(run_dir, config))
+    if resume.budget_changed:  # a plan made for another budget is made again
         config = with_planned_steps(config, None)
     torch.manual_seed(config.seed)
-    processes = distributed.from_environment()  # torchrun's processes, or this one alone
     distributed.check_world_size(processes, config.train.batch_size, len(train_set))
-    device = distributed.start(processes, resolve_device(config.train.device))
     if train_set.scale_plan is not None and processes.main:
         report(train_set.scale_plan.reason)
     if bf16_note(config.train.precision, device) and processes.main:
@@ -151,23 +153,23 @@ def _open_session(
     model = _build_model(config, train_set, device)
     if config.train.sync_batchnorm:
         model = distributed.sync_batchnorm(model, processes, device)
-    if not (run_dir / CHECKPOINT_NAME).is_file():  # a resumed run's weights: its checkpoint's
+    if resume.checkpoint is None:  # a resumed run's weights: its checkpoint's
         _initial_weights(model, config, report)
     optimizer = build_optimizer(model, config.train)
     state = RunState(planned_steps=config.train.planned_steps)
     # the closure reads `state` as it is at each step: the one loaded below on a resume
     scheduler = build_scheduler(optimizer, config.train, lambda: state.planned_steps)
     log = MetricsLog(run_dir / METRICS_NAME)
-    if (run_dir / CHECKPOINT_NAME).is_file():
-        note = distributed.world_size_note(saved_world_size(run_dir / CHECKPOINT_NAME),
+    if resume.checkpoint is not None:
+        note = distributed.world_size_note(saved_world_size(resume.checkpoint),
                                            processes, config.train.batch_size)  # fmt: skip
         if note is not None and processes.main:
             warnings.warn(f"{run_dir}: {note}", SeglabWarning, stacklevel=3)
-        state = load_checkpoint(
-            run_dir / CHECKPOINT_NAME, model=model, optimizer=optimizer, scheduler=scheduler,
-            rank=processes.rank, world_size=processes.world_size,
+        state = restore_checkpoint(
+            resume.checkpoint, run_dir / CHECKPOINT_NAME, model=model, optimizer=optimizer,
+            scheduler=scheduler, rank=processes.rank, world_size=processes.world_size,
         )  # fmt: skip
-        config = _resumed_plan(config, state, replan)
+        config = _resumed_plan(config, state, resume.budget_changed)
         _refresh_lr(scheduler)  # the budget (max_steps, max_minutes) may have changed
         if processes.main:  # said once everything has accepted the resume
             report(f"resuming {run_dir} from {run_dir / CHECKPOINT_NAME} (step {state.step})")
