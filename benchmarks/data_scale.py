@@ -298,6 +298,27 @@ class MaskFolderPeer:
         return self.transforms(*item) if self.transforms else item
 
 
+def _empty_targets(image, target: dict):
+    """torchvision's wrapper leaves boxes, labels and masks out of an image without
+    objects; the transforms (as seglab's targets) have them, empty."""
+    import torch
+    from torchvision import tv_tensors
+
+    if "labels" not in target:
+        height, width = image.shape[-2:]
+        boxes = tv_tensors.BoundingBoxes(
+            torch.zeros(0, 4), format="XYXY", canvas_size=(height, width)
+        )
+        masks = tv_tensors.Mask(torch.zeros(0, height, width, dtype=torch.uint8))
+        target = {
+            **target,
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "boxes": boxes,
+            "masks": masks,
+        }
+    return image, target
+
+
 def open_peer(layout: str, root: Path, transforms=None):
     """pycocotools' COCO (inside torchvision's CocoDetection), the plain mask folder, or
     torchvision's ImageFolder, with `transforms` (v2, after the image is a tensor)."""
@@ -309,7 +330,7 @@ def open_peer(layout: str, root: Path, transforms=None):
     if layout == "folders":
         pipeline = v2.Compose([v2.ToImage(), transforms]) if transforms else None
         return ImageFolder(str(root / "train"), transform=pipeline)
-    pipeline = v2.Compose([v2.ToImage(), transforms]) if transforms else None
+    pipeline = v2.Compose([v2.ToImage(), _empty_targets, transforms]) if transforms else None
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         coco = CocoDetection(str(root / "train"), str(root / "train.json"), transforms=pipeline)
     # masks decoded from the polygons by pycocotools, as seglab's; crowd regions included

@@ -70,6 +70,9 @@ class DecodedDataset(Dataset):
     # image id -> (N, 4) xyxy selective-search proposals, for R-CNN and Fast R-CNN
     # (`build_dataset(..., proposals=...)`); given as `target["proposals"]`
     proposals: dict[int, np.ndarray] | None = None
+    # False where no transform changes the target (a class label): the transforms then see
+    # the image alone, and skip flattening and rebuilding the target for every sample
+    transforms_target: bool = True
 
     def load(self, index: int) -> tuple[Any, dict]:
         raise NotImplementedError
@@ -85,6 +88,8 @@ class DecodedDataset(Dataset):
                 torch.from_numpy(self.proposals[target["image_id"]]),
                 format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=image.shape[-2:],
             )  # fmt: skip
-        if self.transforms is not None:
+        if self.transforms is not None and self.transforms_target:
             image, target = self.transforms(image, target)
+        elif self.transforms is not None:
+            image = self.transforms(image)
         return image, target

@@ -43,6 +43,7 @@ class ImageFolderDataset(DecodedDataset):
     """
 
     task = "classification"
+    transforms_target = False  # a label: no transform changes it
 
     def __init__(
         self,

@@ -77,8 +77,16 @@ def stored_values(path: Path) -> tuple[int, ...]:
     """The distinct values of the mask at `path`, read once per version of the file."""
     version = _version(path)
     if version not in _known:
-        remember_values(path, tuple(int(v) for v in np.unique(load_index_mask(path))), version)
+        remember_values(path, _distinct(load_index_mask(path)), version)
     return _known[version]
+
+
+def _distinct(values: np.ndarray) -> tuple[int, ...]:
+    """The distinct values, ascending, of a mask: counted (one pass) when they are small
+    non-negative integers, as class indices are; `np.unique` (a sort) otherwise."""
+    if values.size and 0 <= values.min() and values.max() < 1 << 16:
+        return tuple(np.flatnonzero(np.bincount(values.ravel())).tolist())
+    return tuple(int(v) for v in np.unique(values))
 
 
 def remember_values(path: Path, values: tuple[int, ...], version=None) -> None:
