@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from seglab.data import DataConfig, build_dataset
+from seglab.data import DataConfig, Findings, build_dataset, coco_annotations
 from seglab.data import parallel as parallel_module
 from seglab.data.check import check_data
+from seglab.data.coco_arrays import KeptRows
 from seglab.data.images import header_or_problem
 
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "data_scale.py"
@@ -55,6 +56,46 @@ def test_kept_annotations_and_targets_are_pycocotools(bench, coco_root):
     coco = json.loads((coco_root / "train.json").read_text())
     kinds = [a["segmentation"] for a in coco["annotations"]]
     assert any(isinstance(s, dict) for s in kinds) and [] in kinds  # every kind was compared
+
+
+def _mixed_annotations() -> list:
+    """Annotations that need no repair among ones that do, of every kind."""
+    square = [[10, 10, 30, 10, 30, 30, 10, 30]]
+    return [
+        {"bbox": [10, 10, 20, 20], "segmentation": square},
+        {"bbox": [0.1, 0.2, 0.3, 0.4], "segmentation": square},  # (x + w) - x != w
+        {"bbox": [630, 10, 20, 20], "segmentation": square},  # clipped
+        {"bbox": [10, 10, 0, 5], "segmentation": square},  # zero width
+        {"bbox": [10, 10, 20, 20], "segmentation": [[1, 2, 3, 4, 5, 6, 7]]},  # odd
+        {"bbox": [10, 10, 20, 20], "segmentation": [[1, 2, 3, 4], *square]},  # short + good
+        {"bbox": [10, 10, 20, 20], "segmentation": []},  # the box is the mask
+        {"bbox": [10, 10, 20, 20], "segmentation": {"size": [480, 640], "counts": [10, 5]}},
+        {"bbox": [10, 10, 20, 20], "segmentation": [["a", 2, 3, 4, 5, 6]]},  # fails on load
+        {"bbox": [10, 10, 20, 20], "segmentation": square, "category_id": 99},  # unknown
+        {"bbox": [10, 10, 20, 20], "segmentation": square, "image_id": 5},  # unreadable
+        {"bbox": [10, 10, 20, 20], "segmentation": square, "iscrowd": 1},
+    ]
+
+
+@pytest.mark.parametrize("task", ["instance", "detection"])
+def test_annotations_recognised_together_are_kept_as_when_checked_alone(task, monkeypatch):
+    """The vectorised common path keeps each annotation as the one-by-one checks do, and
+    the findings are the same, in the same order."""
+    annotations = [{"id": k, "image_id": 1, "category_id": 3, "iscrowd": 0, **a}
+                   for k, a in enumerate(_mixed_annotations())]  # fmt: skip
+    args = (Path("t.json"), annotations, {1: (480, 640)}, {1, 5}, {3: 1, 4: 2})
+
+    def kept(findings):
+        store = coco_annotations.clean_annotations(*args, task=task, findings=findings)
+        return store[1], store.boxes.tolist(), store.coordinates.tolist()
+
+    together, together_findings = kept(fast := Findings()), fast.by_kind
+    monkeypatch.setattr(coco_annotations, "_plain_rows",
+                        lambda annotations, *_: KeptRows.empty(len(annotations)))  # fmt: skip
+    alone, alone_findings = kept(slow := Findings()), slow.by_kind
+    assert together == alone
+    assert together_findings == alone_findings and "unknown" in " ".join(alone_findings)
+    assert together[0][1]["bbox"] == [0.1, 0.2, 0.3, 0.4]  # as in the file
 
 
 def test_the_training_split_keeps_no_parsed_file(coco_root):
