@@ -29,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--image",
         metavar="IMG",
-        help="image to check with (the second is it resized); default: a synthetic image of shapes",
+        help="image to check with (the second is it resized); default: a synthetic image of "
+        "shapes (with --quantize: the first image of the check split)",
     )
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     parser.add_argument(
@@ -38,7 +39,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="write the file even when the detector finds no object in the check images "
         "(nothing compared: the command otherwise exits 1 and asks for --image)",
     )
+    _add_quantize_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    """--quantize int8 and what it calibrates with and is checked against."""
+    group = parser.add_argument_group(
+        "int8", "--quantize int8: onnxruntime's static quantization of the float32 graph "
+        "(checked exactly first), calibrated on training images; the file is written only "
+        "when the model's metric (mask AP, box AP, mIoU, accuracy) on a split loses at most "
+        "--max-drop against the PyTorch model. CNN, U-Net, Faster R-CNN, Mask R-CNN.",
+    )  # fmt: skip
+    group.add_argument("--quantize", choices=["int8"], help="int8: weights and activations")
+    group.add_argument("--calibration-images", type=int, metavar="N",
+                       help="training images that set the int8 ranges (default: 32)")  # fmt: skip
+    group.add_argument("--check-split", metavar="SPLIT",
+                       help="split the metric is checked on (default: val)")  # fmt: skip
+    group.add_argument("--data", metavar="DIR", help="dataset root (default: the data the "
+                       "model was trained with, as its config names it)")  # fmt: skip
+    group.add_argument("--max-drop", type=float, metavar="X",
+                       help="the most the metric may lose (default: 0.01)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".onnx":
         raise UserError(f"{out}: --out must end in .onnx (seglab predict tells the formats "
                         "apart by it)")  # fmt: skip
+    settings = _int8_settings(args)
     _require_export_extra()
     import torch
     from torchvision.transforms.v2 import functional as TF
@@ -66,11 +88,18 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_image(Path(args.image), channels)
         image = TF.to_dtype(loaded, torch.float32, scale=True).as_subclass(torch.Tensor)
     try:
-        report = export_onnx(model, out, image=image, opset=args.opset,
-                             allow_unchecked=args.allow_unchecked)  # fmt: skip
+        if settings is None:
+            report = export_onnx(model, out, image=image, opset=args.opset,
+                                 allow_unchecked=args.allow_unchecked)  # fmt: skip
+        else:
+            from seglab.inference.quantize import export_int8
+
+            report = export_int8(model, out, model_path=args.model, settings=settings,
+                                 image=image, opset=args.opset,
+                                 allow_unchecked=args.allow_unchecked)  # fmt: skip
     except ExportCheckFailed as error:
-        print(f"seglab export: error: onnxruntime disagrees with PyTorch, {out} not written: "
-              f"{error}", file=sys.stderr)  # fmt: skip
+        print(f"seglab export: error: {_failed(settings)}, {out} not written: {error}",
+              file=sys.stderr)  # fmt: skip
         return 1
     except ExportUnchecked as error:
         given = "the image given" if args.image else "the synthetic check image"
@@ -80,6 +109,34 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print("\n".join(report.lines()))
     return 0
+
+
+def _int8_settings(args: argparse.Namespace):
+    """`Int8Settings` from --quantize int8 and its options; None without --quantize (and
+    none of its options)."""
+    from seglab.errors import UserError
+
+    given = {"--calibration-images": args.calibration_images, "--check-split": args.check_split,
+             "--data": args.data, "--max-drop": args.max_drop}  # fmt: skip
+    if args.quantize is None:
+        options = [option for option, value in given.items() if value is not None]
+        if options:
+            raise UserError(f"{', '.join(options)} only apply with --quantize int8")
+        return None
+    if args.calibration_images is not None and args.calibration_images < 1:
+        raise UserError(f"--calibration-images {args.calibration_images}: must be at least 1")
+    if args.max_drop is not None and not args.max_drop >= 0:
+        raise UserError(f"--max-drop {args.max_drop}: must be 0 or more")
+    from seglab.inference.quantize import Int8Settings
+
+    chosen = {"calibration_images": args.calibration_images, "check_split": args.check_split,
+              "data": args.data, "max_drop": args.max_drop}  # fmt: skip
+    return Int8Settings(**{key: value for key, value in chosen.items() if value is not None})
+
+
+def _failed(settings) -> str:
+    """Which check failed (the message of an int8 export's says which of its two)."""
+    return "onnxruntime disagrees with PyTorch" if settings is None else "int8 export check failed"
 
 
 def _require_export_extra() -> None:
