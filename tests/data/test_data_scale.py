@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,18 @@ def test_the_pool_gives_what_a_loop_gives(coco_root):
     pooled = parallel_module.map_files(header_or_problem, paths, desc="x", workers=2)
     assert pooled == serial
     assert serial[0][0] == "RGB" and "not a readable image" in serial[-1]
+
+
+def _slow_first(number: int) -> int:
+    time.sleep(0.3 if number == 0 else 0)
+    return number
+
+
+def test_the_pool_keeps_the_order_of_the_items():
+    """Results come in the items' order, not in the order the workers finish them."""
+    assert parallel_module.map_files(_slow_first, list(range(6)), desc="x", workers=2) == [
+        0, 1, 2, 3, 4, 5,
+    ]  # fmt: skip
 
 
 def test_data_check_over_a_pool_reports_what_one_process_does(coco_root, monkeypatch):
