@@ -113,6 +113,15 @@ def test_not_a_model_file(tmp_path):
         seglab.load_model(tmp_path / "x.safetensors")
     with pytest.raises(UserError, match="model file not found"):
         seglab.load_model(tmp_path / "missing.safetensors")
+    run = tmp_path / "run"  # a run folder given for its model file: named, not errno 19/21
+    run.mkdir()
+    with pytest.raises(
+        UserError, match=r"run: a folder, not a model file; pass the model file in it$"
+    ):
+        seglab.load_model(run)
+    (run / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match=r"in it \(RUN/model.safetensors\)$"):
+        seglab.load_model(run)
 
 
 def test_builder_arguments_are_those_of_each_options_class():
