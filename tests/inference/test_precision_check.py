@@ -39,7 +39,7 @@ def test_bf16_detections_pair_with_fp32_within_bfloat16_rounding(trained_mask_rc
         assert {image[key].dtype for key in ("boxes", "scores", "masks")} == {torch.float32}
     assert all(float(image["scores"][0]) > 0.5 for image in reference)
     result = compare_detections(reference, output, layers_in(model))
-    # the largest gaps, for the record (reported: seglab's README, precision)
+    # the largest gaps, for the record (reported: docs/cli/train.md, precision)
     print(f"bf16 vs fp32: {result['paired']} paired, largest {result['largest']}")
     assert result["within"], result
     # a detection may only go missing where bfloat16's rounding can flip a decision: its
