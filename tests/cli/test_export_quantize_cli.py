@@ -11,14 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.inference.test_quantize import CLASSES, unet_run  # noqa: F401  (the fixture)
+from tests.inference import int8_fixtures
 
 import seglab
 from seglab.cli.main import main
 from seglab.inference import quantize
 
+unet_run = int8_fixtures.unet_run  # the fixture, built once for both modules
+CLASSES = int8_fixtures.CLASSES
 
-def test_int8_export_reports_the_metric_of_each_engine(unet_run, tmp_path, capsys,  # noqa: F811
+
+def test_int8_export_reports_the_metric_of_each_engine(unet_run, tmp_path, capsys,
                                                        monkeypatch):  # fmt: skip
     """The float32 export itself is tests/inference/test_export.py's: here it is the
     fixture's file, copied."""
@@ -40,7 +43,7 @@ def test_int8_export_reports_the_metric_of_each_engine(unet_run, tmp_path, capsy
     assert lines[int8] == ("int8: onnxruntime static quantization, QDQ, int8 weights per "
                            "channel, uint8 activations (MinMax over 8 train images)")  # fmt: skip
     assert lines[int8 + 1] == "  quantized: 11 Conv"
-    assert lines[int8 + 2] == "  float32: 2 ConvTranspose, the rest (no weights)"
+    assert lines[int8 + 2] == "  float32: 2 ConvTranspose and every other node"
     assert lines[int8 + 3] == ("checked on train (8 images): PyTorch float32, ONNX float32, "
                                "ONNX int8")  # fmt: skip
     assert lines[int8 + 4].startswith("  mIoU: ")
@@ -79,7 +82,7 @@ def test_a_format_other_than_onnx_is_refused(tmp_path, capsys):
 def test_r_cnn_is_refused_in_one_line(tmp_path, capsys):
     torch.manual_seed(0)
     model = seglab.build_model("rcnn", num_classes=3, backbone="resnet18", norm="bn",
-                               representation_size=16, warp_size=32)  # fmt: skip
+                               representation_size=16, warp_size=32, context_padding=2)  # fmt: skip
     path = tmp_path / "rcnn.safetensors"
     seglab.save_model(model, path, class_names=CLASSES[:2])
     out = tmp_path / "rcnn.onnx"

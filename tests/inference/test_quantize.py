@@ -11,76 +11,32 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tests.inference import int8_fixtures
 
 import seglab
 from seglab.data import build_dataset
 from seglab.data.config import DataConfig
 from seglab.data.shapes import generate_shapes
+from seglab.evaluation.exported import check_datasets, split_metrics
 from seglab.inference import quantize
-from seglab.inference.export import ExportCheckFailed, export_onnx
+from seglab.inference.export import ExportCheckFailed
 from seglab.inference.onnx_model import OnnxModel
 from seglab.inference.quantize import (
     Int8Settings,
     export_int8,
-    int8_datasets,
     quantize_checked,
 )
-from seglab.models.segmentation.unet import valid_margin
-from seglab.ops.windows import mirror_pad
 
-CLASSES = ["circle", "square", "triangle"]  # seglab.data.shapes
-UNET = {"num_classes": 4, "base_channels": 8, "depth": 2, "padding": "valid"}
-
-
-def train_small_unet(data, steps: int = 120) -> torch.nn.Module:
-    """A small valid-padding U-Net fitted to the 8 training images (seconds), each mirror-
-    padded by the margin the network eats (U-Net paper §2) so that its whole mask is
-    learnt: train mIoU about 0.6 against 0.2 for the background alone, so a wrong int8 model
-    shows in it (the checks here measure on the train split)."""
-    torch.manual_seed(0)
-    model = seglab.build_model("unet", **UNET)
-    config = DataConfig(root=str(data), layout="masks", image_size=64)
-    dataset = build_dataset(config, "train", task="semantic", train=False)
-    images, targets = zip(*(dataset[index] for index in range(len(dataset))), strict=True)
-    margin = valid_margin(UNET["depth"])
-    padded = [mirror_pad(image.as_subclass(torch.Tensor), top=margin, bottom=margin,
-                         left=margin, right=margin) for image in images]  # fmt: skip
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        _, losses = model.forward_with_losses(padded, list(targets))
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-    return model.eval()
-
-
-_BUILT: dict[str, tuple] = {}  # one U-Net and one export for every module that asks
-
-
-@pytest.fixture(scope="session")
-def unet_run(tmp_path_factory):
-    """(model loaded from its file, the file, the data, its float32 export (checked), that
-    export's report): shapes at 64 px, 8 train and 4 val images. Built once per session,
-    also for tests/cli/test_export_quantize_cli.py (the export takes 20-50 s)."""
-    if "unet" not in _BUILT:
-        folder = tmp_path_factory.mktemp("unet_run")
-        data = generate_shapes(folder / "data", task="semantic", train=8, val=4, size=64, seed=0)
-        path = folder / "model.safetensors"
-        config = {"data": {"root": str(data), "layout": "masks", "image_size": 64}}
-        seglab.save_model(train_small_unet(data), path, class_names=CLASSES, config=config)
-        model = seglab.load_model(path).eval()  # with its card: the data it names
-        report = export_onnx(model, folder / "unet.onnx")
-        _BUILT["unet"] = (model, path, data, folder / "unet.onnx", report)
-    return _BUILT["unet"]
+unet_run = int8_fixtures.unet_run  # the fixture, built once for both modules
+CLASSES = int8_fixtures.CLASSES
 
 
 def quantized(unet_run, out, calibration_images: int = 8):
     """The int8 file of the run's float32 export at `out`, checked on the train split."""
     model, path, _, fp32_path, _ = unet_run
     settings = Int8Settings(calibration_images=calibration_images, check_split="train")
-    datasets = int8_datasets(model, settings, path)
-    return quantize_checked(model, fp32_path, out, datasets, settings)
+    datasets = check_datasets(model, path, None, ("train", "train"))
+    return quantize_checked(model, fp32_path, out, datasets, split_metrics, settings)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +69,8 @@ def weight_kinds(path) -> dict[str, set[str]]:
     return kinds
 
 
-def test_int8_file_holds_int8_convolution_weights_and_is_smaller(unet_int8):
+def test_int8_file_holds_int8_convolution_weights_and_is_smaller(unet_run, unet_int8):
+    fp32_path = unet_run[3]
     path, result = unet_int8
     graph = onnx.load(str(path)).graph
     convolutions = [node for node in graph.node if node.op_type == "Conv"]
@@ -127,7 +84,13 @@ def test_int8_file_holds_int8_convolution_weights_and_is_smaller(unet_int8):
     assert len(convolutions) == 2 * 2 * 2 + 2 + 1  # 2 double convs per level, bottom, 1x1
     kinds = weight_kinds(path)
     assert kinds["Conv"] == {"int8"} and kinds["ConvTranspose"] == {"float32"}  # quantize.py
-    assert path.stat().st_size < 0.5 * result.float32_mb * 1e6
+    float32 = initializers(fp32_path)
+    float32_graph = onnx.load(str(fp32_path)).graph
+    float32_bytes = sum(float32[conv.input[1]].nbytes
+                        for conv in float32_graph.node if conv.op_type == "Conv")  # fmt: skip
+    int8_bytes = sum(weights[producers[conv.input[1]].input[0]].nbytes for conv in convolutions)
+    assert 4 * int8_bytes == float32_bytes  # one byte a weight instead of four
+    assert path.stat().st_size < result.float32_mb * 1e6
     assert result.metrics.drop <= 0.01
 
 
@@ -208,7 +171,8 @@ def test_mask_rcnn_quantizes_its_convolutions_and_keeps_its_box_head_float32(tmp
     model = seglab.load_model(path).eval()
     out = tmp_path / "mask_rcnn.int8.onnx"
     # an untrained model's AP says nothing: the check's number is not what is tested here
-    report = export_int8(model, out, model_path=path,
+    datasets = check_datasets(model, path, None, ("train", "val"))
+    report = export_int8(model, out, datasets=datasets, score=split_metrics,
                          settings=Int8Settings(calibration_images=2, max_drop=1.0))  # fmt: skip
     assert set(report.int8.metrics.values["ONNX int8"]) == {"segm.AP", "bbox.AP"}
     weights = weight_kinds(out)
@@ -218,3 +182,9 @@ def test_mask_rcnn_quantizes_its_convolutions_and_keeps_its_box_head_float32(tmp
     image = build_dataset(config, "val", task="instance", train=False)[0][0]
     detections = OnnxModel(out)([image.as_subclass(torch.Tensor)])[0]
     assert list(detections) == ["boxes", "labels", "scores", "masks"]
+
+
+def test_the_check_is_on_the_metric_that_ranks_models():
+    from seglab.evaluation import PRIMARY_METRICS
+
+    assert {task: names[0] for task, names in quantize.REPORTED_METRICS.items()} == PRIMARY_METRICS

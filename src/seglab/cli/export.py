@@ -92,11 +92,7 @@ def run(args: argparse.Namespace) -> int:
             report = export_onnx(model, out, image=image, opset=args.opset,
                                  allow_unchecked=args.allow_unchecked)  # fmt: skip
         else:
-            from seglab.inference.quantize import export_int8
-
-            report = export_int8(model, out, model_path=args.model, settings=settings,
-                                 image=image, opset=args.opset,
-                                 allow_unchecked=args.allow_unchecked)  # fmt: skip
+            report = _export_int8(model, out, args, settings, image)
     except ExportCheckFailed as error:
         print(f"seglab export: error: {_failed(settings)}, {out} not written: {error}",
               file=sys.stderr)  # fmt: skip
@@ -132,6 +128,22 @@ def _int8_settings(args: argparse.Namespace):
     chosen = {"calibration_images": args.calibration_images, "check_split": args.check_split,
               "data": args.data, "max_drop": args.max_drop}  # fmt: skip
     return Int8Settings(**{key: value for key, value in chosen.items() if value is not None})
+
+
+def _export_int8(model, out, args: argparse.Namespace, settings, image):
+    """The int8 export: refused kinds first, then the data read (before the export's
+    minutes), then `export_int8` scored with `seglab eval`'s metrics."""
+    from seglab.errors import UserError
+    from seglab.evaluation.exported import check_datasets, split_metrics
+    from seglab.inference.quantize import export_int8, quantize_refusal
+
+    refusal = quantize_refusal(model.card.arch)
+    if refusal:
+        raise UserError(f"--quantize int8: {refusal}")
+    datasets = check_datasets(model, args.model, settings.data, ("train", settings.check_split))
+    return export_int8(model, out, datasets=datasets, score=split_metrics, settings=settings,
+                       image=image, opset=args.opset,
+                       allow_unchecked=args.allow_unchecked)  # fmt: skip
 
 
 def _failed(settings) -> str:

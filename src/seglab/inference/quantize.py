@@ -36,16 +36,15 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from seglab.errors import UserError
-from seglab.evaluation.evaluator import PRIMARY_METRICS, evaluate, metric_value
 from seglab.files import atomic_write
 from seglab.inference.export import ExportCheckFailed, ExportReport, export_graph, export_onnx
 from seglab.inference.onnx_model import OnnxModel
@@ -62,13 +61,16 @@ QUANTIZED_OPS = ("Conv",)  # where the time of these models is
 # Nodes with weights kept in float32 (see the module's notes): the box head's fully
 # connected layers, the transposed convolutions (Mask R-CNN's mask head, U-Net's up-convs).
 FLOAT32_WEIGHTED_OPS = ("Gemm", "MatMul", "ConvTranspose")
-# The metrics the check reports beside the primary one, by task.
+# The metrics the check reports, by task, the primary one first (the metric that ranks
+# models, `seglab.evaluation.PRIMARY_METRICS`).
 REPORTED_METRICS = {
     "instance": ("segm.AP", "bbox.AP"),
     "detection": ("bbox.AP",),
     "semantic": ("mIoU",),
     "classification": ("accuracy",),
 }
+# (an engine: a PyTorch model or an `OnnxModel`, a dataset) -> `seglab eval`'s metrics
+Scorer = Callable[[Any, Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class Int8Settings:
 
     calibration_images: training images whose activation ranges set the int8 scales.
     check_split: the split the metric is measured on.
-    max_drop: the most the primary metric (PRIMARY_METRICS) may lose against PyTorch.
+    max_drop: the most the primary metric (REPORTED_METRICS) may lose against PyTorch.
     data: the dataset root; None: the data the model's training config names.
     """
 
@@ -161,7 +163,8 @@ def export_int8(
     model: nn.Module,
     path: str | Path,
     *,
-    model_path: str | Path,
+    datasets: tuple,
+    score: Scorer,
     settings: Int8Settings = Int8Settings(),
     image: Tensor | None = None,
     opset: int | None = None,
@@ -173,14 +176,17 @@ def export_int8(
     Args:
         model: a seglab model of a kind `quantize_refusal` accepts.
         path: the int8 .onnx file, written atomically.
-        model_path: the model's file, named in messages about its data.
+        datasets: (the train split, the check split), evaluation transforms
+            (`seglab.evaluation.exported.check_datasets`).
+        score: the metrics of an engine on a dataset
+            (`seglab.evaluation.exported.split_metrics`: `seglab eval`'s).
         settings: calibration and check (`Int8Settings`).
         image: a float (C, H, W) image in [0, 1] for the float32 check; default: the first
             image of the check split.
         opset, allow_unchecked: as `export_onnx`.
 
     Raises:
-        UserError: a refused kind, or data that cannot be read.
+        UserError: a refused kind.
         ExportCheckFailed: the float32 graph disagrees with PyTorch, or int8 loses more
             than `max_drop`; nothing is written.
     """
@@ -188,7 +194,6 @@ def export_int8(
     if refusal:
         raise UserError(f"--quantize int8: {refusal}")
     model = model.cpu().eval()
-    datasets = int8_datasets(model, settings, model_path)
     path = Path(path)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as work:
@@ -200,16 +205,16 @@ def export_int8(
         except ExportCheckFailed as error:
             raise ExportCheckFailed(f"float32 graph: onnxruntime disagrees with PyTorch: "
                                     f"{error}") from None  # fmt: skip
-        int8 = quantize_checked(model, fp32_path, path, datasets, settings)
+        int8 = quantize_checked(model, fp32_path, path, datasets, score, settings)
     float32.path = path
     return Int8Report(float32, time.perf_counter() - start, int8)
 
 
 def quantize_checked(model: nn.Module, fp32_path: Path, path: str | Path, datasets,
-                     settings: Int8Settings) -> Quantized:  # fmt: skip
+                     score: Scorer, settings: Int8Settings) -> Quantized:  # fmt: skip
     """Quantize the float32 export of `model` at `fp32_path`, calibrated on the first of
     `datasets` (train, check split), and write it to `path` when its primary metric on the
-    second loses at most `settings.max_drop` against `model`.
+    second (by `score`) loses at most `settings.max_drop` against `model`.
 
     Raises:
         ExportCheckFailed: int8 loses more than `max_drop`; nothing is written.
@@ -222,7 +227,7 @@ def quantize_checked(model: nn.Module, fp32_path: Path, path: str | Path, datase
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as work:
         int8_path = Path(work) / "int8.onnx"
         quantized, kept = quantize_graph(fp32_path, int8_path, inputs)
-        metrics = check_metrics(model, fp32_path, int8_path, check_set, settings)
+        metrics = check_metrics(model, fp32_path, int8_path, check_set, score, settings)
         if metrics.drop > settings.max_drop:
             before, after = (metrics.values[engine][metrics.primary]
                              for engine in ("PyTorch float32", "ONNX int8"))  # fmt: skip
@@ -234,30 +239,6 @@ def quantize_checked(model: nn.Module, fp32_path: Path, path: str | Path, datase
     calibration = (f"onnxruntime static quantization, QDQ, int8 weights per channel, uint8 "
                    f"activations (MinMax over {len(inputs)} train images)")  # fmt: skip
     return Quantized(calibration, quantized, kept, metrics, fp32_path.stat().st_size / 1e6)
-
-
-def int8_datasets(model: nn.Module, settings: Int8Settings, model_path: str | Path):
-    """The train split (calibration) and the check split, read with the model's data
-    settings (`seglab eval`'s), in evaluation transforms; before the export's minutes."""
-    from seglab.data import build_dataset
-    from seglab.data.splits import data_name
-    from seglab.errors import require_file
-    from seglab.evaluation.saved import model_data_config
-
-    root = require_file(settings.data, "data folder") if settings.data is not None else None
-    datasets = []
-    for split in ("train", settings.check_split):
-        config = model_data_config(model.card.config, root, split, str(model_path))
-        dataset = build_dataset(config, split, task=model.task, train=False)
-        if len(dataset) == 0:
-            raise UserError(f"{data_name(config)}: no images in the {split} split")
-        names = model.card.class_names
-        if names and list(dataset.class_names) != list(names):
-            raise UserError(f"{data_name(config)}: classes {list(dataset.class_names)} "
-                            f"differ from the model's {list(names)}; give --data with its "
-                            "classes")  # fmt: skip
-        datasets.append(dataset)
-    return datasets
 
 
 def calibration_inputs(model: nn.Module, dataset, count: int) -> list[dict[str, np.ndarray]]:
@@ -310,8 +291,8 @@ def quantize_graph(
     _copy_metadata(graph, int8_path)
     counts = Counter(node.op_type for node in graph.graph.node)
     quantized = ", ".join(f"{counts[op]} {op}" for op in QUANTIZED_OPS)
-    kept = [f"{counts[op]} {op}" for op in FLOAT32_WEIGHTED_OPS if counts[op]]
-    return quantized, ", ".join([*kept, "the rest (no weights)"])
+    kept = ", ".join(f"{counts[op]} {op}" for op in FLOAT32_WEIGHTED_OPS if counts[op])
+    return quantized, f"{kept} and every other node" if kept else "every other node"
 
 
 @contextlib.contextmanager
@@ -340,61 +321,25 @@ def _copy_metadata(source, path: Path) -> None:
     onnx.save(quantized, str(path))
 
 
-def check_metrics(model: nn.Module, fp32_path: Path, int8_path: Path, dataset,
+def check_metrics(model: nn.Module, fp32_path: Path, int8_path: Path, dataset, score: Scorer,
                   settings: Int8Settings) -> MetricCheck:  # fmt: skip
-    """The task's metrics on `dataset` of PyTorch float32, ONNX float32 and ONNX int8."""
+    """The task's metrics (REPORTED_METRICS) on `dataset` of PyTorch float32, ONNX float32
+    and ONNX int8."""
     names = REPORTED_METRICS[model.task]
-    engines = {"PyTorch float32": model, "ONNX float32": _Scored(OnnxModel(fp32_path)),
-               "ONNX int8": _Scored(OnnxModel(int8_path))}  # fmt: skip
+    engines = {"PyTorch float32": model, "ONNX float32": OnnxModel(fp32_path),
+               "ONNX int8": OnnxModel(int8_path)}  # fmt: skip
     values = {}
     for engine_name, engine in engines.items():
         status(f"export: {engine_name} on the {settings.check_split} split ({len(dataset)} "
                "images)")  # fmt: skip
-        metrics = split_metrics(engine, dataset)
-        values[engine_name] = {name: metric_value(metrics, name) for name in names}
-    return MetricCheck(settings.check_split, len(dataset), PRIMARY_METRICS[model.task],
-                       values, settings.max_drop)  # fmt: skip
+        metrics = score(engine, dataset)
+        values[engine_name] = {name: _dotted(metrics, name) for name in names}
+    return MetricCheck(settings.check_split, len(dataset), names[0], values, settings.max_drop)
 
 
-def split_metrics(engine, dataset) -> dict[str, Any]:
-    """The task's metrics of a PyTorch model or an ONNX one (`_Scored`) on `dataset`, as
-    `seglab eval` computes them (`seglab.evaluation.evaluate`), without the loss."""
-    with torch.no_grad():
-        metrics = evaluate(engine, dataset, batch_size=1, device="cpu")
-    metrics.pop("loss")
-    return metrics
-
-
-class _Scored:
-    """An `OnnxModel` as `evaluate` runs a model: its outputs, and no losses (a graph for
-    inference has none)."""
-
-    training = False
-
-    def __init__(self, engine: OnnxModel):
-        self.engine = engine
-        self.task = engine.task
-        for name in ("padding", "depth"):  # U-Net: `evaluate` tiles a valid-padding one
-            if hasattr(engine, name):
-                setattr(self, name, getattr(engine, name))
-
-    def __call__(self, images) -> list[dict[str, Tensor]]:
-        return self.engine(images)
-
-    def forward_with_losses(self, images, targets) -> tuple[list[dict[str, Tensor]], dict]:
-        return self.engine(images), {}
-
-    def losses(self, logits: Tensor, targets) -> dict:
-        return {}
-
-    def eval(self) -> _Scored:
-        return self
-
-    def train(self, mode: bool = True) -> _Scored:
-        return self
-
-    def to(self, device) -> _Scored:
-        return self
-
-    def parameters(self):
-        return iter(())
+def _dotted(metrics: dict[str, Any], name: str) -> float:
+    """metrics["segm"]["AP"] for "segm.AP"."""
+    value: Any = metrics
+    for part in name.split("."):
+        value = value[part]
+    return float(value)
