@@ -15,7 +15,8 @@ and measures, each in a fresh process (peak memory is that process's own):
 1. opening the training split: seglab's `build_dataset` (what `seglab train` and
    `seglab data check` do before reading pixels) against pycocotools' `COCO(file)` (what
    torchvision's `CocoDetection` does), a plain image + mask folder listing, and
-   torchvision's `ImageFolder`: seconds and peak memory above the process's memory before.
+   torchvision's `ImageFolder`: seconds, peak memory above the process's memory before,
+   and the memory the opened dataset keeps.
 2. one pass of data loading over the first `--load-images` images of a fixed shuffle:
    the Dataset + DataLoader as training sets them (the Mask R-CNN / U-Net / CNN recipe's
    train transforms, batch size and `--workers`), against the peer with the same
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
 import os
@@ -351,7 +353,9 @@ def measure_open(layout: str, root: Path, who: str) -> dict:
     dataset = open_ours(layout, root) if who == "seglab" else open_peer(layout, root)
     seconds = time.perf_counter() - started
     peak = _mib_of(os.getpid(), "VmHWM") - before
-    return {"seconds": seconds, "peak_mib": peak, "images": len(dataset)}
+    gc.collect()
+    held = _mib_of(os.getpid(), "VmRSS") - before  # what the open dataset keeps
+    return {"seconds": seconds, "peak_mib": peak, "held_mib": held, "images": len(dataset)}
 
 
 def _collate(batch):
@@ -506,6 +510,8 @@ def table(results: dict) -> str:
                      f"{peer['seconds']:.2f} | {opened['time_ratio']:.2f} |")  # fmt: skip
         lines.append(f"| | open: peak MiB | {ours['peak_mib']:.0f} | {peer['peak_mib']:.0f} | "
                      f"{opened['memory_ratio']:.2f} |")  # fmt: skip
+        lines.append(f"| | open: MiB held by the dataset | {ours['held_mib']:.0f} | "
+                     f"{peer['held_mib']:.0f} | |")  # fmt: skip
         loaded = results["loading"][layout]
         ours, peer = loaded["seglab"], loaded["peer"]
         how = f"{ours['images']} images, batch {ours['batch_size']}, {ours['workers']} workers"
