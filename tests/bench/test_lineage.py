@@ -19,6 +19,11 @@ from seglab.engine.logging import METRICS_NAME, MetricsLog
 from seglab.errors import UserError
 from seglab.models.zoo import build_model, data_proposals
 
+# What the detector recipes' `auto` options become on the shapes (seglab.data.box_fingerprint)
+SHAPES_PLAN = {"anchor_sizes": [16, 32, 64, 128, 256], "aspect_ratios": [0.5, 1.0, 2.0],
+               "detections_per_img": 100, "box_batch_size_per_image": 128,
+               "rpn_post_nms_top_n_train": 300, "rpn_post_nms_top_n_test": 300}  # fmt: skip
+
 
 @pytest.fixture
 def recipe():
@@ -70,6 +75,7 @@ def test_every_lineage_model_is_timed_in_every_stage(name):
     """The parts named for the model's stages exist in its recipe's model and run."""
     recipe = load_config(lineage.RECIPES[name], ["data.root=/data"])
     args = {**recipe.model.args, "min_size": 64, "max_size": 64}
+    args |= {key: SHAPES_PLAN[key] for key in args if args[key] == "auto"}
     model = build_model(name, num_classes=4, **args).eval()
     stages = time_stages(model, [torch.rand(3, 64, 80)], lineage.STAGE_PARTS[name])
     assert all(stages[stage] > 0 for stage in STAGES), stages

@@ -32,7 +32,8 @@ def test_train_log_holds_what_was_printed_and_a_resume_appends(classify_root, tm
     logged = (run / "train.log").read_text().splitlines()
     assert sorted(logged) == sorted(printed)
     assert any(line.startswith("seglab train: warning: train.warmup_steps=") for line in logged)
-    assert logged[-1] == f"weights: {run / 'model.safetensors'} (best: {run / 'best.safetensors'})"
+    assert logged[-2] == f"weights: {run / 'model.safetensors'} (best: {run / 'best.safetensors'})"
+    assert logged[-1].startswith("ended: train.max_steps=2 reached")  # what ended the run
 
     resumed = seglab_train("--out", str(run), "--set", "train.max_steps=4")
     assert resumed.returncode == 0, resumed.stderr

@@ -39,12 +39,23 @@ def test_the_model_is_the_base_recipes_with_frozen_norms(name):
     assert not any("frozen_bn" in message for message in config_warnings(given))
 
 
+# What the detector recipes' `auto` options become on the shapes (seglab.data.box_fingerprint)
+SHAPES_PLAN = {"min_size": 192, "max_size": 192, "anchor_sizes": [16, 32, 64, 128, 256],
+               "aspect_ratios": [0.5, 1.0, 2.0], "detections_per_img": 100,
+               "box_batch_size_per_image": 128, "rpn_post_nms_top_n_train": 300,
+               "rpn_post_nms_top_n_test": 300}  # fmt: skip
+
+
+def planned(args: dict) -> dict:
+    return {**args, **{name: SHAPES_PLAN[name] for name in args if args[name] == "auto"}}
+
+
 @pytest.mark.parametrize("name", FINETUNE)
 def test_a_run_of_the_base_recipe_loads_whole(name, tmp_path):
     finetune, base = load_config(name), load_config(name.removesuffix("_finetune"))
-    trained = seglab.build_model(base.model.name, num_classes=4, **base.model.args)
+    trained = seglab.build_model(base.model.name, num_classes=4, **planned(base.model.args))
     seglab.save_model(trained, tmp_path / "base.safetensors")
-    model = seglab.build_model(finetune.model.name, num_classes=4, **finetune.model.args)
+    model = seglab.build_model(finetune.model.name, num_classes=4, **planned(finetune.model.args))
     report = init_from(model, tmp_path / "base.safetensors")
     assert report.kept == list(model.state_dict()) and report.reinitialised == []
     # frozen norms have no place for BatchNorm's batch counters, which are no weights

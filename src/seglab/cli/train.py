@@ -107,10 +107,13 @@ def _train(run_dir: Path, config) -> int:
             f"{run_dir}: already finished (train.max_steps or train.max_minutes reached); "
             f"raise them with --set to train longer"
         )
+    ended = metrics.pop("ended", None)
     print(f"{run_dir}: step {metrics.pop('step')}; {_summary(metrics) or 'no validation'}")
     best = run_dir / "best.safetensors"
     print(f"weights: {run_dir / 'model.safetensors'} " + (f"(best: {best})" if best.is_file()
           else "(no val split: no best.safetensors)"))  # fmt: skip
+    if ended is not None:
+        print(ended)  # the last line: what ended the run (engine/budget.end_reason)
     return 0
 
 

@@ -103,3 +103,23 @@ def needs_plan(cfg: TrainConfig) -> bool:
         cfg.schedule == "cosine_budget" and cfg.max_minutes is not None
         and cfg.planned_steps is None
     )  # fmt: skip
+
+
+def end_reason(cfg: TrainConfig, *, step: int, elapsed_s: float, planned: int | None) -> str:
+    """Which bound ended a run at `step`, `elapsed_s` into it, as the run's last line says:
+    its budget (the minutes, or the steps planned to fill them), or `train.max_steps` (with
+    the minutes it left unused: a cap for fast machines that binds here should be raised).
+    `planned`: the `cosine_budget` plan, None without one."""
+    minutes = cfg.max_minutes
+    if minutes is not None and elapsed_s >= 60 * minutes:
+        return f"ended: budget used ({minutes:g} min, step {step})"
+    if cfg.schedule == "cosine_budget" and planned is not None and step >= planned:
+        if planned < cfg.max_steps:
+            return (f"ended: budget used (the {planned} steps planned for {minutes:g} min, "
+                    f"done in {elapsed_s / 60:.1f})")  # fmt: skip
+    if step >= cfg.max_steps:
+        if minutes is None:
+            return f"ended: train.max_steps={cfg.max_steps} reached"
+        return (f"ended: train.max_steps={cfg.max_steps} reached after {elapsed_s / 60:.1f} of "
+                f"{minutes:g} min; raise it to use the budget")  # fmt: skip
+    return f"ended: step {step}"

@@ -34,7 +34,7 @@ from seglab import data as seglab_data
 from seglab import evaluation
 from seglab.data.splits import data_name
 from seglab.engine import distributed
-from seglab.engine.budget import StepClock, needs_plan, plan_steps
+from seglab.engine.budget import StepClock, end_reason, needs_plan, plan_steps
 from seglab.engine.checkpoint import (
     CHECKPOINT_NAME,
     RunState,
@@ -55,7 +55,7 @@ from seglab.engine.device import resolve_device
 from seglab.engine.interrupt import Interrupted, StopRequest, ignore_interrupts
 from seglab.engine.logging import METRICS_NAME, MetricsLog, write_plots
 from seglab.engine.optim import build_optimizer, build_scheduler
-from seglab.engine.resolve import resolve_config
+from seglab.engine.resolve import recorded_options, resolve_config
 from seglab.engine.run_dir import (
     CONFIG_NAME,
     prepare_run_dir,
@@ -138,7 +138,9 @@ def _open_session(
     # machine's files) ends the others' wait at their next exchange instead of a timeout
     device = distributed.start(processes, resolve_device(config.train.device))
     train_set, val_set = _datasets(config)
-    config = resolve_config(config, train_set)
+    # a resume keeps the model options its run planned (RUN/config.yaml, read by rank 0)
+    config = distributed.from_rank0(lambda: recorded_options(config, run_dir))
+    config = resolve_config(config, train_set, report if processes.main else lambda line: None)
     # RUN is where rank 0 runs: rank 0 reads it for all (other machines need no copy of it)
     distributed.check_checkpoint_on_rank0(run_dir / CHECKPOINT_NAME)
     resume = distributed.from_rank0(lambda: read_resume(run_dir, config))
@@ -487,4 +489,7 @@ def _finish(session: Session) -> dict[str, Any]:
     if session.val_set is not None and state.last_eval_step != state.step:
         _evaluate(session)
         _save(session)
-    return {"step": state.step, **state.last_metrics}
+    cfg = session.config.train
+    planned = cfg.planned_steps or state.planned_steps
+    ended = end_reason(cfg, step=state.step, elapsed_s=state.elapsed_s, planned=planned)
+    return {"step": state.step, **state.last_metrics, "ended": ended}

@@ -28,6 +28,7 @@ from seglab.models.detection.options import (
     MaskRCNNOptions,
     RCNNOptions,
     SelectiveSearchOptions,
+    check_planned,
 )
 from seglab.models.detection.rcnn import RCNN, ImagePixels, WarpedRegionCNN
 from seglab.models.detection.rcnn_svm import SVMSecondStage
@@ -112,7 +113,9 @@ def _options(options_class: type[DetectorOptions], kwargs: dict) -> DetectorOpti
     for old, new in RENAMED_OPTIONS.items():
         if old in kwargs:
             raise UserError(f"model option {old!r} is now called {new!r}; rename it")
-    return options_class(**kwargs)
+    options = options_class(**kwargs)
+    check_planned(options)
+    return options
 
 
 class BackboneFeatures(nn.Module):

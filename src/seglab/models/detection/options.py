@@ -21,6 +21,20 @@ from seglab.models.necks.fpn import FPN_NORMS
 from seglab.ops.selective_search import ProposalSettings
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
+AUTO = "auto"
+# Options a recipe may leave `auto`: `seglab train` plans them from the training boxes
+# (`seglab.data.box_fingerprint`) and records the values in RUN/config.yaml; a detector is
+# built from numbers only (`check_planned`).
+AUTO_OPTIONS = (
+    "min_size",
+    "max_size",
+    "anchor_sizes",
+    "aspect_ratios",
+    "detections_per_img",
+    "box_batch_size_per_image",
+    "rpn_post_nms_top_n_train",
+    "rpn_post_nms_top_n_test",
+)
 BACKBONES = (*RESNET_DEPTHS, *VGG_STAGES)
 ROI_POOLS = ("align", "max")
 
@@ -78,6 +92,7 @@ class DetectorOptions:
     detections_per_img: int = 100
 
     def __post_init__(self):
+        _check_auto(self)
         _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("box_head", self.box_head, ("mlp", "conv"))
         check_norm(self.head_norm, owner="head_norm", allowed=("none", "bn", "gn"))
@@ -111,7 +126,9 @@ class DetectorOptions:
 class FasterRCNNOptions(DetectorOptions):
     """Faster R-CNN: the detector's options and the RPN's (torchvision's defaults)."""
 
-    # None: one size per FPN level (32..512, FPN §4.1); without FPN 128, 256, 512 (§3.1.1)
+    # None: one size per FPN level (32..512, FPN §4.1); without FPN 128, 256, 512 (§3.1.1);
+    # these, detections_per_img, box_batch_size_per_image, min_size, max_size and
+    # rpn_post_nms_top_n_*: `auto` plans them from the training boxes (AUTO_OPTIONS)
     anchor_sizes: tuple[int, ...] | None = None
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     rpn_pre_nms_top_n_train: int = 2000
@@ -231,6 +248,29 @@ class RCNNOptions(SelectiveSearchOptions):
                 f"warp_size {self.warp_size} leaves no room for {self.context_padding} px of "
                 "context on each side; raise warp_size or lower context_padding"
             )
+
+
+def planned_options(options: DetectorOptions) -> list[str]:
+    """The options of `options` still `auto` (left to the training data)."""
+    return [name for name in AUTO_OPTIONS if getattr(options, name, None) == AUTO]
+
+
+def check_planned(options: DetectorOptions) -> None:
+    """A detector is built from numbers: UserError naming the options still `auto`."""
+    if names := planned_options(options):
+        raise UserError(
+            f"{', '.join(names)}: auto is planned from the training data by `seglab train` "
+            f"(recorded in RUN/config.yaml); give numbers to build the model without data"
+        )
+
+
+def _check_auto(options: DetectorOptions) -> None:
+    """A plannable option is `auto` or a value: a misspelt `auto` is named here, at load."""
+    for name in AUTO_OPTIONS:
+        value = getattr(options, name, None)
+        if isinstance(value, str) and value != AUTO:
+            raise UserError(f"{name} {value!r}: give a number (a list for anchor_sizes, "
+                            f"aspect_ratios) or auto (planned from the training data)")  # fmt: skip
 
 
 def _check_choice(name: str, value, choices: tuple) -> None:
