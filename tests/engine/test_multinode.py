@@ -26,7 +26,12 @@ from torch.distributed import TCPStore
 
 from seglab.data.shapes import generate_shapes
 from seglab.engine.checkpoint import checkpoint_step
-from seglab.engine.distributed import Processes, misplaced_checkpoint, wait_for_all
+from seglab.engine.distributed import (
+    Processes,
+    join_timeout_s,
+    misplaced_checkpoint,
+    wait_for_all,
+)
 from seglab.errors import UserError
 
 DRIVER = Path(__file__).with_name("multinode_train.py")
@@ -168,6 +173,15 @@ def test_a_process_that_does_not_start_is_named_after_the_join_timeout(monkeypat
     )
     store.set("seglab/attempt0/rank1", "started")
     wait_for_all(Processes(0, 2), timeout_s=1)  # rank 1 came: no refusal
+
+
+def test_the_join_timeout_is_read_in_seconds(monkeypatch):
+    monkeypatch.setenv("SEGLAB_JOIN_TIMEOUT_S", "20")
+    assert join_timeout_s() == 20.0
+    for wrong in ("ten", "0", "nan"):
+        monkeypatch.setenv("SEGLAB_JOIN_TIMEOUT_S", wrong)
+        with pytest.raises(UserError, match=f"SEGLAB_JOIN_TIMEOUT_S='{wrong}': give a number"):
+            join_timeout_s()
 
 
 def test_a_checkpoint_on_another_machine_than_rank_0_is_refused():

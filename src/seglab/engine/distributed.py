@@ -77,9 +77,21 @@ def start(processes: Processes, device: torch.device) -> torch.device:
         device = torch.device("cuda", processes.local_rank)
         torch.cuda.set_device(device)
     if processes.distributed and not dist.is_initialized():
-        wait_for_all(processes, float(os.environ.get("SEGLAB_JOIN_TIMEOUT_S", JOIN_TIMEOUT_S)))
+        wait_for_all(processes, join_timeout_s())
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+def join_timeout_s() -> float:
+    """`SEGLAB_JOIN_TIMEOUT_S`, or JOIN_TIMEOUT_S; UserError when it is not seconds."""
+    text = os.environ.get("SEGLAB_JOIN_TIMEOUT_S", str(JOIN_TIMEOUT_S))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UserError(f"SEGLAB_JOIN_TIMEOUT_S={text!r}: give a number of seconds, e.g. 600")
+    return seconds
 
 
 def wait_for_all(processes: Processes, timeout_s: float) -> None:
