@@ -98,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     except ExportUnchecked as error:
-        given = "the image given" if args.image else "the synthetic check image"
+        given = "the image given" if args.image else (
+            "the synthetic check image" if settings is None else
+            f"the first image of the {settings.check_split} split")  # fmt: skip
         print(f"seglab export: error: {out} not written: {error}; give an image in which "
               f"the model finds objects with --image IMG (a validation image), instead of "
               f"{given}, or --allow-unchecked to write it unchecked", file=sys.stderr)  # fmt: skip
