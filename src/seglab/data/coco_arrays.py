@@ -14,6 +14,7 @@ masks are pycocotools' own.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class KeptAnnotations(Mapping):
         boxes: (M, 4) float64 `[x, y, w, h]` after clipping to the image.
         labels: (M,) int64, 1..K. crowd: (M,) bool, `iscrowd`.
         kinds: (M,) int8: BOX_ONLY (the box is the mask), POLYGONS, OTHER (an RLE, kept as
-            read in `others`, row -> segmentation).
+            read, as JSON text, in `others`: row -> text).
     `rows_of(slot)` gives an image's rows; `segmentation(row)` the polygons as float64
     arrays. Indexing by image id (the Mapping) builds dicts, for tests and reports only.
     """
@@ -69,7 +70,7 @@ class KeptAnnotations(Mapping):
         or `[]` when its box is its mask."""
         kind = self.kinds[row]
         if kind == OTHER:
-            return self.others[row]
+            return json.loads(self.others[row])
         if kind == BOX_ONLY:
             return []
         first, last = self._polygon_indptr[row], self._polygon_indptr[row + 1]
@@ -146,7 +147,10 @@ def pack_annotations(
     counts = np.zeros(len(kept), dtype=np.int64)
     polygon_rows = np.flatnonzero(kinds == POLYGONS)
     counts[polygon_rows] = [len(segmentations[row]) for row in polygon_rows.tolist()]
-    others = {row: segmentations[row] for row in np.flatnonzero(kinds == OTHER).tolist()}
+    # as JSON text: a dict kept from the parsed file would keep alive the memory around it
+    others = {
+        row: json.dumps(segmentations[row]) for row in np.flatnonzero(kinds == OTHER).tolist()
+    }
     crowd = (bool(annotations[row].get("iscrowd", 0)) for row in kept)
     return KeptAnnotations(
         image_ids=image_ids, category_ids=category_ids,
