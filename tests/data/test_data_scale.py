@@ -3,6 +3,7 @@ the training split does not keep the parsed file, the pool gives what a loop giv
 benchmarks/data_scale.py writes its data and its table (at a tiny size)."""
 
 import contextlib
+import gc
 import importlib.util
 import io
 import json
@@ -107,6 +108,37 @@ def test_the_training_split_keeps_no_parsed_file(coco_root):
     assert train._coco_gt is None
     assert train.coco_gt == json.loads((coco_root / "train.json").read_text())
     assert build_dataset(cfg, "train", task="instance", train=False)._coco_gt is not None
+
+
+def _containers_reachable(root_object) -> int:
+    """The lists and dicts reachable from `root_object` (through the garbage collector's
+    references, which NumPy arrays end: their values are not Python objects)."""
+    seen, stack, count = set(), [root_object], 0
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or isinstance(item, type):
+            continue
+        seen.add(id(item))
+        count += isinstance(item, (list, dict))
+        stack.extend(gc.get_referents(item))
+    return count
+
+
+def test_the_dataset_keeps_no_python_object_per_annotation(bench, coco_root, tmp_path):
+    """Every annotation a crowd RLE (kept as read): the training dataset holds a bounded
+    number of lists and dicts, not some per annotation, which would also keep alive the
+    memory of the parsed file around them."""
+    coco = json.loads((coco_root / "train.json").read_text())
+    sizes = {info["id"]: (info["height"], info["width"]) for info in coco["images"]}
+    for annotation in coco["annotations"]:
+        annotation.update(iscrowd=1, segmentation=bench._rectangle_rle(
+            annotation["bbox"], *sizes[annotation["image_id"]]))  # fmt: skip
+    (tmp_path / "train").symlink_to(coco_root / "train")
+    (tmp_path / "train.json").write_text(json.dumps(coco))
+    dataset = build_dataset(DataConfig(root=str(tmp_path)), "train", task="semantic",
+                            train=True)  # fmt: skip
+    assert len(coco["annotations"]) > 200
+    assert _containers_reachable(dataset) < 100
 
 
 def test_the_pool_gives_what_a_loop_gives(coco_root):
