@@ -77,8 +77,8 @@ def test_int8_file_holds_int8_convolution_weights_and_is_smaller(unet_run, unet_
     weights = initializers(path)
     producers = {output: node for node in graph.node for output in node.output}
     for conv in convolutions:  # its weight: DequantizeLinear of an int8 tensor, per channel
-        dequantize = producers[conv.input[1]]
-        assert dequantize.op_type == "DequantizeLinear"
+        dequantize = producers.get(conv.input[1])  # None: a float32 initializer
+        assert dequantize is not None and dequantize.op_type == "DequantizeLinear"
         quantized, scales = weights[dequantize.input[0]], weights[dequantize.input[1]]
         assert quantized.dtype == np.int8 and scales.shape == (quantized.shape[0],)
     assert len(convolutions) == 2 * 2 * 2 + 2 + 1  # 2 double convs per level, bottom, 1x1
