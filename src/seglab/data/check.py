@@ -151,12 +151,11 @@ def _decode_every_item(datasets: dict, report: DataReport) -> None:
     sizes, modes, problems."""
     by_name = {split.name: split for split in report.splits}
     items = [(split, index) for split, dataset in datasets.items() for index in range(len(dataset))]
-    global _checked
-    _checked = datasets  # what the forked workers of `map_files` read
+    _checked.update(datasets)  # what the forked workers of `map_files` read
     try:
         outcomes = map_files(_decode_item, items, desc="check", shown_from=0)
     finally:
-        _checked = {}
+        _checked.clear()
     for split, dataset in datasets.items():
         by_name[split].class_counts = list(dataset.class_counts)
     for (split, _), outcome in zip(items, outcomes, strict=True):
