@@ -15,7 +15,9 @@ from seglab.data.box_fingerprint import (
 from seglab.errors import UserError
 from seglab.models.detection.options import AUTO_OPTIONS
 
-RECIPE = {"box_positive_fraction": 0.5}  # the shapes recipes' foreground share
+# the Mask R-CNN shapes recipe's foreground share and proposals before NMS
+RECIPE = {"box_positive_fraction": 0.5, "rpn_pre_nms_top_n_train": 600,
+          "rpn_pre_nms_top_n_test": 600}  # fmt: skip
 ALL_AUTO = {name: "auto" for name in PLANNED_OPTIONS}
 
 
@@ -90,10 +92,11 @@ def test_crowded_images_get_more_detections_rois_and_proposals():
     crowded = plan(16, 150).values
     assert crowded["detections_per_img"] == 230  # 1.5 x 150, up to a multiple of 10
     assert crowded["box_batch_size_per_image"] == 256  # 4 x 150 / 0.5: capped at 256
-    assert crowded["rpn_post_nms_top_n_train"] == 512
-    assert crowded["rpn_post_nms_top_n_test"] == 690
+    assert crowded["rpn_post_nms_top_n_train"] == 512  # 2 x the RoIs
+    assert crowded["rpn_post_nms_top_n_test"] == 600  # 4 x 150: all 600 before NMS
     some = plan(16, 20).values  # 4 x 20 / 0.5 = 160 RoIs; 30 detections: COCO's 100
     assert some["box_batch_size_per_image"] == 160 and some["detections_per_img"] == 100
+    assert plan(16, 90).values["rpn_post_nms_top_n_test"] == 400  # 4 x 90, up to 50s
 
 
 def test_long_boxes_get_long_anchors_and_wide_images_a_longer_side():
@@ -105,11 +108,11 @@ def test_long_boxes_get_long_anchors_and_wide_images_a_longer_side():
 
 
 def test_given_options_are_kept_and_the_plan_follows_them():
-    given = {"min_size": 384, "max_size": 384, "detections_per_img": 50}
+    given = {"min_size": 384, "max_size": 384, "rpn_pre_nms_top_n_test": 300}
     planned = plan(16, 3, given=given).values
-    assert set(planned) == set(PLANNED_OPTIONS) - set(given)
+    assert set(planned) == set(PLANNED_OPTIONS) - {"min_size", "max_size"}
     assert planned["anchor_sizes"] == (32, 64, 128, 256, 512)  # 24 px objects at 384 px
-    assert planned["rpn_post_nms_top_n_test"] == 150  # 3 x the given 50
+    assert planned["rpn_post_nms_top_n_test"] == 150  # half the given 300 before NMS
 
 
 def test_one_feature_map_gets_the_sizes_of_the_small_median_and_large_objects():
