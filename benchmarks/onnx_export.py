@@ -26,12 +26,19 @@ import seglab
 from seglab.engine.config import recipes_dir
 from seglab.inference.export import export_onnx, synthetic_image
 
+# The detector recipes' `auto` options as `seglab train` plans them on the shapes
+# (seglab.data.box_fingerprint): a model built without data needs numbers.
+SHAPES_PLAN = {
+    "min_size": 192, "max_size": 192, "anchor_sizes": [16, 32, 64, 128, 256],
+    "aspect_ratios": [0.5, 1.0, 2.0], "detections_per_img": 100, "box_batch_size_per_image": 128,
+    "rpn_post_nms_top_n_train": 300,
+}  # fmt: skip
 RECIPES = {
     "cnn_shapes": {},
     "unet_shapes": {},
     "unet_shapes (valid padding)": {"padding": "valid", "depth": 4},
-    "faster_rcnn_r18_fpn_shapes": {},
-    "mask_rcnn_r18_fpn_shapes": {},
+    "faster_rcnn_r18_fpn_shapes": {**SHAPES_PLAN, "rpn_post_nms_top_n_test": 150},
+    "mask_rcnn_r18_fpn_shapes": {**SHAPES_PLAN, "rpn_post_nms_top_n_test": 300},
     "rcnn_r18_c4_shapes": {},
     "fast_rcnn_r18_c4_shapes": {},
 }
