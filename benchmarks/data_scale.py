@@ -22,7 +22,8 @@ and measures, each in a fresh process (peak memory is that process's own):
    train transforms, batch size and `--workers`), against the peer with the same
    transforms, workers and batches (torchvision's `CocoDetection` wrapped for transforms
    v2, whose masks pycocotools decodes from the polygons, as ours): images per second, and
-   the memory (PSS of the process and its workers) after the first batches and at the end.
+   the memory (PSS of the process and its workers) after the first batches, at the half
+   and at the end.
 3. that seglab's annotations of sampled images are pycocotools' (an exact comparison).
 
 The table is printed (markdown) and written to OUT/data_scale.md and OUT/data_scale.json.
@@ -367,7 +368,8 @@ def _collate(batch):
 def measure_loading(layout: str, root: Path, who: str, images: int, workers: int | None) -> dict:
     """Images per second of a DataLoader pass over `images` items of a fixed shuffle (the
     first two batches, which start the workers, not counted), and the memory of the
-    process and its workers after those batches and at the end."""
+    process and its workers after those batches, at the half and at the end: what grows
+    over the second half grows with the images read."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -385,18 +387,22 @@ def measure_loading(layout: str, root: Path, who: str, images: int, workers: int
     loader = DataLoader(dataset, batch_size=batch_size, sampler=subset, num_workers=workers,
                         collate_fn=_collate)  # fmt: skip
     warm = 2 if len(loader) > 3 else 0  # batches that start the workers, not timed
-    seen, counted_from = 0, 0
-    memory_start, started = memory_of_tree(), time.perf_counter()
+    seen, counted_from, memory = 0, 0, {"start": memory_of_tree()}
+    started = time.perf_counter()
     for batch_index, (batch_images, _) in enumerate(loader):
         seen += len(batch_images)
         if batch_index + 1 == warm:
-            memory_start, started, counted_from = memory_of_tree(), time.perf_counter(), seen
+            memory["start"], started, counted_from = memory_of_tree(), time.perf_counter(), seen
+        if batch_index + 1 == max(len(loader) // 2, warm):
+            memory["half"] = memory_of_tree()
         if batch_index + 1 == len(loader):  # the workers still run: measured with them
-            seconds, memory_end = time.perf_counter() - started, memory_of_tree()
+            seconds, memory["end"] = time.perf_counter() - started, memory_of_tree()
     return {
         "images": len(subset), "images_per_s": (seen - counted_from) / seconds,
-        "workers": workers, "batch_size": batch_size, "memory_start_mib": memory_start,
-        "memory_end_mib": memory_end, "growth_mib": memory_end - memory_start,
+        "workers": workers, "batch_size": batch_size, "memory_start_mib": memory["start"],
+        "memory_half_mib": memory.get("half", memory["start"]), "memory_end_mib": memory["end"],
+        "growth_mib": memory["end"] - memory["start"],
+        "second_half_growth_mib": memory["end"] - memory.get("half", memory["start"]),
     }  # fmt: skip
 
 
@@ -497,6 +503,11 @@ def run(roots: dict[str, Path], load_images: int, workers: int | None) -> dict:
     return results
 
 
+def _memory(loaded: dict) -> str:
+    start, half, end = (loaded[f"memory_{at}_mib"] for at in ("start", "half", "end"))
+    return f"{start:.0f} -> {half:.0f} -> {end:.0f}"
+
+
 def table(results: dict) -> str:
     """The markdown table of `results`."""
     lines = [
@@ -517,10 +528,8 @@ def table(results: dict) -> str:
         how = f"{ours['images']} images, batch {ours['batch_size']}, {ours['workers']} workers"
         lines.append(f"| | loading ({how}): images/s | {ours['images_per_s']:.1f} | "
                      f"{peer['images_per_s']:.1f} | {loaded['speed_ratio']:.2f} |")  # fmt: skip
-        lines.append(f"| | loading: memory growth MiB (start -> end) | {ours['growth_mib']:+.0f} "
-                     f"({ours['memory_start_mib']:.0f} -> {ours['memory_end_mib']:.0f}) | "
-                     f"{peer['growth_mib']:+.0f} ({peer['memory_start_mib']:.0f} -> "
-                     f"{peer['memory_end_mib']:.0f}) | |")  # fmt: skip
+        lines.append(f"| | loading: MiB (start -> half -> end) | {_memory(ours)} | "
+                     f"{_memory(peer)} | |")  # fmt: skip
     same = results["same_annotations"]
     lines.append(f"\nseglab's annotations and targets of {same['images']} {same['split']} images "
                  f"({same['objects']} objects) equal pycocotools': {same['equal']}")  # fmt: skip

@@ -196,6 +196,7 @@ def test_the_benchmark_writes_its_data_and_table(bench, tmp_path, monkeypatch):
         assert opened["time_ratio"] == pytest.approx(ours["seconds"] / peer["seconds"])
         loaded = results["loading"][layout]
         assert loaded["seglab"]["images"] == loaded["peer"]["images"] == 6
+        assert loaded["seglab"]["memory_end_mib"] > 0 and "second_half_growth_mib" in loaded["peer"]
         assert loaded["speed_ratio"] == pytest.approx(
             loaded["seglab"]["images_per_s"] / loaded["peer"]["images_per_s"]
         )
