@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import seglab
@@ -129,3 +130,38 @@ def test_folding_changes_no_parameter_and_gradients_reach_the_conv():
     assert set(after) == set(state) and all(torch.equal(after[k], state[k]) for k in state)
     assert fold_norm_into_conv(conv, norm_layer("gn", 8)) is None
     assert fold_norm_into_conv(conv, norm_layer("bn", 8).train()) is None
+
+
+@pytest.mark.parametrize("norm_name", ["frozen_bn", "bn"])  # bn in eval: its affine trains
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_trained_folded_conv_keeps_no_folded_weight_and_its_gradients_are_unchanged(
+    norm_name, layout
+):
+    """In training a folded convolution's backward multiplies the weight by the norm's scale
+    again instead of keeping `weight * scale` (a copy of the weight) from the forward: the
+    gradients of the input, the weight and the norm's affine terms are those of `F.conv2d`
+    on the folded weight (`fold_norm_into_conv`), bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    conv, _ = conv_norm(16, 24, 3, norm=norm_name, padding=1)
+    conv.stride = (2, 2)
+    norm = _randomised(norm_name, 24).eval()
+    x = torch.randn(2, 16, 15, 12, generator=generator).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+    residual = torch.randn(2, 24, 8, 6, generator=generator)
+    upstream = torch.randn(2, 24, 8, 6, generator=generator)
+    inputs = [x, conv.weight, *norm.parameters()]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        result = conv_norm_act(conv, norm, x, relu=True, residual=residual)
+    gradients = torch.autograd.grad((result * upstream).sum(), inputs)
+    weight, bias = fold_norm_into_conv(conv, norm)  # the previous formulation
+    expected = torch.relu(
+        F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups) + residual
+    )
+    expected_gradients = torch.autograd.grad((expected * upstream).sum(), inputs)
+    assert torch.equal(result, expected)
+    for name, got, want in zip(["x", "weight", "norm weight", "norm bias"], gradients,
+                               expected_gradients, strict=False):  # fmt: skip
+        assert torch.equal(got, want), name
+    copies = [t for t in saved if t.shape == conv.weight.shape and t is not conv.weight]
+    assert not copies  # the conv's own weight is kept, no folded copy of it

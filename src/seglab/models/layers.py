@@ -122,20 +122,33 @@ def fold_norm_into_conv(
     A frozen norm is `y * scale + shift` per output channel, so it moves into the conv:
     `weight * scale` and `bias * scale + shift` (a bias-free conv gets `shift`).
     """
-    if norm is None or isinstance(norm, nn.Identity):
+    affine = _fixed_affine(norm)
+    if affine is None:
+        return None
+    scale, shift = affine
+    if scale is None:
         return conv.weight, conv.bias
+    return conv.weight * scale.reshape(-1, 1, 1, 1), _folded_bias(conv, scale, shift)
+
+
+def _fixed_affine(norm: nn.Module | None) -> tuple[Tensor | None, Tensor | None] | None:
+    """(C,) scale and shift of a norm that is `y * scale + shift` (FrozenBatchNorm2d,
+    BatchNorm2d in eval mode); (None, None) for no norm; None for any other norm."""
+    if norm is None or isinstance(norm, nn.Identity):
+        return None, None
     if isinstance(norm, FrozenBatchNorm2d):
-        scale, shift = norm.scale_and_shift()
-    elif isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None:
+        return norm.scale_and_shift()
+    if isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None:
         scale = (norm.running_var + norm.eps).rsqrt()
         shift = -norm.running_mean * scale
         if norm.weight is not None:
             scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
-    else:
-        return None
-    weight = conv.weight * scale.reshape(-1, 1, 1, 1)  # (C_out,) -> (C_out, 1, 1, 1)
-    bias = shift if conv.bias is None else conv.bias * scale + shift
-    return weight, bias
+        return scale, shift
+    return None
+
+
+def _folded_bias(conv: nn.Conv2d, scale: Tensor, shift: Tensor) -> Tensor:
+    return shift if conv.bias is None else conv.bias * scale + shift
 
 
 def conv_norm_act(
@@ -155,17 +168,66 @@ def conv_norm_act(
 
     Under ONNX export or torch.compile the modules run one by one, as written.
     """
-    folded = None if tracing() else fold_norm_into_conv(conv, norm)
-    if folded is None or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+    affine = None if tracing() else _fixed_affine(norm)
+    if affine is None or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         out = conv(x) if norm is None else norm(conv(x))
+    elif _needs_graph(x, conv, affine[0]):
+        out = _ScaledWeightConv2d.apply(
+            x, conv.weight, affine[0], _folded_bias(conv, *affine),
+            conv.stride, conv.padding, conv.dilation, conv.groups,
+        )  # fmt: skip
     else:
-        weight, bias = folded
+        weight, bias = fold_norm_into_conv(conv, norm)
         if _fusable(x, weight):
             return _onednn_conv(conv, x, weight, bias, relu=relu, residual=residual)
         out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     if residual is not None:  # in the convolution's dtype, as oneDNN's fused sum
         out = out + residual.to(out.dtype)
     return F.relu(out) if relu else out
+
+
+def _needs_graph(x: Tensor, conv: nn.Conv2d, scale: Tensor | None) -> bool:
+    """Whether autograd records a convolution with a norm folded into its weight (outside
+    autocast, which casts the weight itself)."""
+    return (
+        scale is not None
+        and torch.is_grad_enabled()
+        and (x.requires_grad or conv.weight.requires_grad or scale.requires_grad)
+        and autocast_dtype("cpu") is None
+    )
+
+
+class _ScaledWeightConv2d(torch.autograd.Function):
+    """conv2d(x, weight * scale, bias), keeping x, the weight and the (C_out,) scale for the
+    backward, which multiplies the weight by the scale again.
+
+    Autograd would keep the folded weight itself from the forward to the backward: a copy
+    of every trainable convolution's weight (ResNet-50's layer2-4: 85 MiB) that an
+    unfolded convolution does not need (it keeps a reference to its parameter). The
+    gradients are `F.conv2d`'s on `weight * scale`, bit for bit (tests/models/test_layers.py).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, scale, bias, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, weight, scale)
+        ctx.arguments = (stride, padding, dilation, groups)
+        ctx.bias_size = None if bias is None else list(bias.shape)
+        folded = weight * scale.reshape(-1, 1, 1, 1)  # (C_out,) -> (C_out, 1, 1, 1)
+        return F.conv2d(x, folded, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, scale = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.arguments
+        scale = scale.reshape(-1, 1, 1, 1)
+        needs_x, needs_weight, needs_scale, needs_bias = ctx.needs_input_grad[:4]
+        grad_x, grad_folded, grad_bias = torch.ops.aten.convolution_backward(
+            grad, x, weight * scale, ctx.bias_size, stride, padding, dilation, False,
+            [0] * len(padding), groups, [needs_x, needs_weight or needs_scale, needs_bias],
+        )  # fmt: skip
+        grad_weight = grad_folded * scale if needs_weight else None
+        grad_scale = (grad_folded * weight).sum((1, 2, 3)) if needs_scale else None
+        return grad_x, grad_weight, grad_scale, grad_bias, None, None, None, None
 
 
 def channels_last(x: Tensor) -> Tensor:
