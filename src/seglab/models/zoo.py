@@ -86,8 +86,9 @@ def read_card(path: str | Path) -> ModelCard:
     """The card of a model file written by `save_model`."""
     path = require_file(path, "model file")
     if path.is_dir():  # a run folder: name the file in it rather than the OS's error
-        inside = " (RUN/model.safetensors)" if (path / "model.safetensors").is_file() else ""
-        raise UserError(f"{path}: a folder, not a model file; pass the model file in it{inside}")
+        inside = path / "model.safetensors"
+        hint = f": {inside}" if inside.is_file() else ""
+        raise UserError(f"{path}: a folder, not a model file; pass the model file in it{hint}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
