@@ -8,28 +8,17 @@ rewrites them when run without `--check`. Transcripts of training and timings ca
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "doc_outputs", REPO / "scripts" / "doc_outputs.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-doc_outputs = _load_script()
+doc_outputs = load_script(REPO / "scripts" / "doc_outputs.py")
 
 
 def test_every_shown_transcript_is_marked():

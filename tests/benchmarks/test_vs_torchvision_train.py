@@ -2,11 +2,11 @@
 without downloads, its reference schedule, one budgeted training step, and the scoring both
 models go through (a model that returns the ground truth scores AP 1)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from tests.scripts import load_script
 from torch import nn
 
 from seglab.data import DataConfig, build_dataset
@@ -17,10 +17,7 @@ SCRIPT = Path(__file__).parents[2] / "benchmarks" / "vs_torchvision_train.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("vs_torchvision_train", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

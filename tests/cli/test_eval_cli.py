@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,16 +10,13 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 from safetensors.torch import save_file
+from tests.scripts import load_script
 
 import seglab
 from seglab.cli.main import main
 
 # The random COCO ground truth / predictions shared with tests/evaluation/test_coco.py.
-_spec = importlib.util.spec_from_file_location(
-    "synthetic_coco", Path(__file__).parents[1] / "evaluation" / "synthetic_coco.py"
-)
-synthetic_coco = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synthetic_coco)
+synthetic_coco = load_script(Path(__file__).parents[1] / "evaluation" / "synthetic_coco.py")
 
 
 def write_files(tmp_path: Path, seed: int, *, masks: bool) -> tuple[Path, Path]:

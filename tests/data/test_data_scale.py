@@ -4,7 +4,6 @@ benchmarks/data_scale.py writes its data and its table (at a tiny size)."""
 
 import contextlib
 import gc
-import importlib.util
 import io
 import json
 import sys
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.scripts import load_script
 
 from seglab.data import DataConfig, Findings, build_dataset, coco_annotations
 from seglab.data import parallel as parallel_module
@@ -24,10 +24,7 @@ SCRIPT = Path(__file__).parents[2] / "benchmarks" / "data_scale.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("data_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
