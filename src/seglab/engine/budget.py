@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from seglab.engine import convergence
 from seglab.engine.config import TrainConfig
 
 # Of the minutes left at the plan, the share kept back for steps slower than the measured
@@ -105,11 +106,16 @@ def needs_plan(cfg: TrainConfig) -> bool:
     )  # fmt: skip
 
 
-def end_reason(cfg: TrainConfig, *, step: int, elapsed_s: float, planned: int | None) -> str:
+def end_reason(
+    cfg: TrainConfig, *, step: int, elapsed_s: float, planned: int | None,
+    plateau: convergence.Plateau | None = None,
+) -> str:  # fmt: skip
     """Which bound ended a run at `step`, `elapsed_s` into it, as the run's last line says:
-    its budget (the minutes, or the steps planned to fill them), or `train.max_steps` (with
-    the minutes it left unused: a cap for fast machines that binds here should be raised).
-    `planned`: the `cosine_budget` plan, None without one."""
+    its budget (the minutes, or the steps planned to fill them), `train.max_steps` (with
+    the minutes it left unused: a cap for fast machines that binds here should be raised),
+    or convergence before them (`train.patience`, engine/convergence.py). `planned`: the
+    `cosine_budget` plan, None without one; `plateau`: the convergence rule's figures, given
+    when the rule is met."""
     minutes = cfg.max_minutes
     if minutes is not None and elapsed_s >= 60 * minutes:
         return f"ended: budget used ({minutes:g} min, step {step})"
@@ -122,4 +128,20 @@ def end_reason(cfg: TrainConfig, *, step: int, elapsed_s: float, planned: int | 
             return f"ended: train.max_steps={cfg.max_steps} reached"
         return (f"ended: train.max_steps={cfg.max_steps} reached after {elapsed_s / 60:.1f} of "
                 f"{minutes:g} min; raise it to use the budget")  # fmt: skip
+    if plateau is not None:
+        left = _left(cfg, step, elapsed_s, planned)
+        return f"ended: converged ({convergence.describe(cfg, plateau)}; {left})"
     return f"ended: step {step}"
+
+
+def _left(cfg: TrainConfig, step: int, elapsed_s: float, planned: int | None) -> str:
+    """What a converged run left of its bounds: `stopped at step 3000 of the 4400 planned
+    for 5 min, after 2.9`."""
+    minutes = cfg.max_minutes
+    if cfg.schedule == "cosine_budget" and planned is not None and planned < cfg.max_steps:
+        return (f"stopped at step {step} of the {planned} planned for {minutes:g} min, after "
+                f"{elapsed_s / 60:.1f}")  # fmt: skip
+    left = f"stopped at step {step} of train.max_steps={cfg.max_steps}"
+    if minutes is not None:
+        left += f", after {elapsed_s / 60:.1f} of {minutes:g} min"
+    return left

@@ -1,10 +1,11 @@
 """`RUN/checkpoint.pt`: everything a run needs to continue exactly where it stopped.
 
 It holds the model, optimizer and scheduler states, the step, the wall-clock time spent,
-the best metric so far, the last evaluation, the random generators (python, numpy, torch,
-CUDA) and the data order (seed, epoch, position). It is written atomically, so a run killed
-while writing keeps its previous checkpoint, and it is read with `weights_only=True` (no
-pickled code runs when a checkpoint is loaded).
+the best metric so far, the last evaluation, where the convergence rule stands
+(`train.patience`), the random generators (python, numpy, torch, CUDA) and the data order
+(seed, epoch, position). It is written atomically, so a run killed while writing keeps its
+previous checkpoint, and it is read with `weights_only=True` (no pickled code runs when a
+checkpoint is loaded).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class RunState:
     last_metrics: dict = field(default_factory=dict)  # the latest evaluation
     last_eval_step: int = -1
     planned_steps: int | None = None  # cosine_budget's plan, once made (engine/budget.py)
+    # train.patience (engine/convergence.py): the primary metric that later evaluations must
+    # beat by more than train.min_delta, its step, and the evaluations since that did not
+    plateau_best: float | None = None
+    plateau_step: int = -1
+    plateau_evals: int = 0
 
 
 def save_checkpoint(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import re
 import types
@@ -69,6 +70,11 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()  # step schedule: lr *= gamma at each of these steps
     gamma: float = 0.1
     grad_clip: float | None = None  # max global gradient norm
+    # stop early once converged: `patience` evaluations in a row have not raised the primary
+    # validation metric by more than `min_delta` (Keras' EarlyStopping; engine/convergence.py);
+    # null: the run uses its budget (max_minutes, max_steps)
+    patience: int | None = None
+    min_delta: float = 0.0
     # fp32 | bf16: bfloat16 autocast of the forward (fp32 master weights, losses and box /
     # mask decoding; `seglab.ops.precision`); `amp: none|bf16` is its earlier spelling
     precision: str = "fp32"
@@ -458,6 +464,20 @@ def _check_values(config: Config, source: str) -> None:
         raise UserError(f"{source}: train.schedule=cosine_budget needs train.max_minutes")
     if config.train.planned_steps is not None and config.train.planned_steps <= 0:
         raise UserError(f"{source}: train.planned_steps must be positive (or null: planned)")
+    _check_convergence(config.train, source)
+
+
+def _check_convergence(cfg: TrainConfig, source: str) -> None:
+    """`train.patience`: at least one evaluation (null: off); `train.min_delta`: a gain of the
+    metric, finite and not negative (a negative one would count a loss as a gain)."""
+    if cfg.patience is not None and cfg.patience <= 0:
+        problem = (f"train.patience must be positive (the evaluations without a gain before "
+                   f"the run stops) or null, got {cfg.patience}")  # fmt: skip
+        raise ConfigKeyError(source, "train.patience", problem)
+    if not 0 <= cfg.min_delta < math.inf:
+        problem = (f"train.min_delta must be a finite number >= 0 (the least gain of the "
+                   f"metric that counts), got {cfg.min_delta}")  # fmt: skip
+        raise ConfigKeyError(source, "train.min_delta", problem)
 
 
 def _check_data(config: Config, source: str) -> None:
@@ -501,6 +521,12 @@ def config_warnings(config: Config) -> list[str]:
             "model.norm=frozen_bn without model.backbone_weights or train.init: frozen norms "
             "keep the statistics they are given, here none (the identity); give pretrained "
             "weights, or use norm: bn to train from scratch"
+        )
+    if cfg.patience is not None and cfg.eval_every >= cfg.max_steps:
+        messages.append(
+            f"train.patience={cfg.patience} with train.eval_every={cfg.eval_every} >= "
+            f"train.max_steps={cfg.max_steps}: no evaluation before the end, so the run never "
+            "stops as converged; lower train.eval_every"
         )
     late = [milestone for milestone in cfg.milestones if milestone >= cfg.max_steps]
     if cfg.schedule == "step" and late:

@@ -7,9 +7,10 @@ the mean loss, learning rate and images/s to `metrics.jsonl`; every `eval_every`
 evaluates (validation loss and the task's metric, `seglab.evaluation.evaluate`), keeps
 `best.safetensors` and redraws `plots/`; every `checkpoint_every` steps it writes
 `checkpoint.pt` and `model.safetensors`. It stops at `max_steps` or when `max_minutes` of
-wall-clock time are spent (over all sessions of the run), or at the step count that a
-`cosine_budget` schedule planned for its minutes (`seglab.engine.budget`), then evaluates and
-saves. Ctrl-C
+wall-clock time are spent (over all sessions of the run), at the step count that a
+`cosine_budget` schedule planned for its minutes (`seglab.engine.budget`), or at the
+evaluation that finds it converged (`train.patience`, `seglab.engine.convergence`), then
+evaluates and saves. Ctrl-C
 or SIGTERM stops it after the current step with a checkpoint of that step
 (`seglab.engine.interrupt`). Data without a val split trains all the same, with one warning:
 no evaluation, no `best.safetensors`.
@@ -33,7 +34,7 @@ from torch.utils.data import DataLoader
 from seglab import data as seglab_data
 from seglab import evaluation
 from seglab.data.splits import data_name
-from seglab.engine import distributed
+from seglab.engine import convergence, distributed
 from seglab.engine.budget import StepClock, end_reason, needs_plan, plan_steps
 from seglab.engine.checkpoint import (
     CHECKPOINT_NAME,
@@ -50,6 +51,7 @@ from seglab.engine.config import (
     save_config,
     with_planned_steps,
 )
+from seglab.engine.convergence import converged
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
 from seglab.engine.device import resolve_device
 from seglab.engine.interrupt import Interrupted, StopRequest, ignore_interrupts
@@ -206,7 +208,9 @@ def _datasets(config: Config) -> tuple[Any, Any]:
     if len(train_set) == 0:
         raise UserError(f"{data_name(config.data)}: the train split has no images")
     if val_set is None:
-        warnings.warn(_NO_VALIDATION, SeglabWarning, stacklevel=4)
+        unused = "; train.patience is unused: the run uses its budget"
+        message = _NO_VALIDATION + (unused if config.train.patience is not None else "")
+        warnings.warn(message, SeglabWarning, stacklevel=4)
     return train_set, val_set
 
 
@@ -273,7 +277,7 @@ def _last_step(session: Session) -> int:
 def _finished(session: Session) -> bool:
     cfg, state = session.config.train, session.state
     over_budget = cfg.max_minutes is not None and state.elapsed_s >= 60 * cfg.max_minutes
-    return state.step >= _last_step(session) or over_budget
+    return state.step >= _last_step(session) or over_budget or converged(cfg, state)
 
 
 def _loop(session: Session) -> None:
@@ -333,25 +337,36 @@ def _periodic(session: Session, window: _LossWindow, bar: Any) -> None:
     """Logging, evaluation and checkpointing due after the step just taken."""
     cfg, step = session.config.train, session.state.step
     last = _finished(session)
-    if step % cfg.log_every == 0 or last:
-        record = window.flush(step, session.optimizer.param_groups[0]["lr"])
-        record = distributed.reduce_record(record, session.device)  # over the processes
-        record["elapsed_s"] = round(session.state.elapsed_s, 3)
-        if session.processes.main:
-            session.log.append(record)
-        if session.tensorboard is not None:
-            session.tensorboard.train(record)
-        shown = {"loss": f"{record['loss']:.4f}", "img_s": f"{record['images_per_s']:.1f}"}
-        if cfg.max_minutes is not None:  # the time used of the budget (the bar's ETA: steps)
-            shown["budget"] = f"{session.state.elapsed_s / 60:.1f}/{cfg.max_minutes:.3g} min"
-        bar.set_postfix(**shown)
+    logged = step % cfg.log_every == 0 or last
+    if logged:
+        _log_window(session, window, bar)
     if (step % cfg.eval_every == 0 or last) and session.val_set is None:
         if session.processes.main:
             write_plots(session.log.read(), session.run_dir / "plots")
     elif step % cfg.eval_every == 0 or last:
         _evaluate(session)
+    if not last and _finished(session):  # converged at this evaluation: its step is the last
+        last = True
+        if not logged:
+            _log_window(session, window, bar)
     if step % cfg.checkpoint_every == 0 or last:
         _save(session)
+
+
+def _log_window(session: Session, window: _LossWindow, bar: Any) -> None:
+    """The mean losses since the last log line: into metrics.jsonl, TensorBoard and the bar."""
+    cfg, state = session.config.train, session.state
+    record = window.flush(state.step, session.optimizer.param_groups[0]["lr"])
+    record = distributed.reduce_record(record, session.device)  # over the processes
+    record["elapsed_s"] = round(state.elapsed_s, 3)
+    if session.processes.main:
+        session.log.append(record)
+    if session.tensorboard is not None:
+        session.tensorboard.train(record)
+    shown = {"loss": f"{record['loss']:.4f}", "img_s": f"{record['images_per_s']:.1f}"}
+    if cfg.max_minutes is not None:  # the time used of the budget (the bar's ETA: steps)
+        shown["budget"] = f"{state.elapsed_s / 60:.1f}/{cfg.max_minutes:.3g} min"
+    bar.set_postfix(**shown)
 
 
 def _stop(session: Session, signal_number: int) -> None:
@@ -442,6 +457,7 @@ def _evaluate(session: Session) -> dict[str, Any]:
     }
     name, value = evaluation.primary_metric(metrics, session.model.task)
     state.last_metrics, state.last_eval_step = metrics, state.step
+    convergence.observe(state, cfg, value)  # on every process: they all stop at one step
     if not session.processes.main:  # the same metrics on every process; rank 0 writes
         state.best_value = max(value, state.best_value or value)
         return metrics
@@ -491,5 +507,10 @@ def _finish(session: Session) -> dict[str, Any]:
         _save(session)
     cfg = session.config.train
     planned = cfg.planned_steps or state.planned_steps
-    ended = end_reason(cfg, step=state.step, elapsed_s=state.elapsed_s, planned=planned)
+    plateau = None
+    if converged(cfg, state):
+        name, _ = evaluation.primary_metric(state.last_metrics, session.model.task)
+        plateau = convergence.plateau(state, name)
+    ended = end_reason(cfg, step=state.step, elapsed_s=state.elapsed_s, planned=planned,
+                       plateau=plateau)  # fmt: skip
     return {"step": state.step, **state.last_metrics, "ended": ended}
