@@ -178,6 +178,29 @@ def test_a_converged_run_is_finished_and_says_why_again(shapes_root, tmp_path, c
     first = train(config, tmp_path / "run", progress=False)
     assert first["step"] == 4
     assert train(config, tmp_path / "run", progress=False) == first  # not trained again
+    assert main(["train", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == first["ended"]
+    assert f"{tmp_path / 'run'}: already finished (converged; --set train.patience=null, or a " \
+           "larger one, trains it on within its budget)" in printed  # fmt: skip
+
+
+def test_a_converged_run_resumed_without_patience_ends_as_a_run_without_it(shapes_root, tmp_path):
+    """The rule decides only where a run stops, not what its steps do: taken off on resume,
+    the run trains on to max_steps and ends with the weights of a run that never had it."""
+    steps = {"max_steps": 10, "checkpoint_every": 100}
+    converged = train(make_config(shapes_root, patience=1, min_delta=1.0, **steps),
+                      tmp_path / "run", progress=False)  # fmt: skip
+    assert converged["step"] == 4
+    resumed = train(make_config(shapes_root, **steps), tmp_path / "run", progress=False)
+    plain = train(make_config(shapes_root, **steps), tmp_path / "plain", progress=False)
+    assert resumed["step"] == plain["step"] == 10
+    assert resumed["ended"] == plain["ended"] == "ended: train.max_steps=10 reached"
+    first, second = (
+        load_file(str(tmp_path / run / "model.safetensors")) for run in ("run", "plain")
+    )
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
 
 
 SMALL = {"model.widths": "[4]", "model.hidden": "4", "data.image_size": "32",

@@ -102,12 +102,9 @@ def _train(run_dir: Path, config) -> int:
     except KeyboardInterrupt:
         print(f"{run_dir}: {_how_to_resume(run_dir, checkpoint_step(run_dir))}", file=sys.stderr)
         raise
-    if step is not None and metrics["step"] == step:
-        print(
-            f"{run_dir}: already finished (train.max_steps or train.max_minutes reached); "
-            f"raise them with --set to train longer"
-        )
     ended = metrics.pop("ended", None)
+    if step is not None and metrics["step"] == step:
+        print(f"{run_dir}: already finished ({_how_to_train_longer(ended)})")
     print(f"{run_dir}: step {metrics.pop('step')}; {_summary(metrics) or 'no validation'}")
     best = run_dir / "best.safetensors"
     print(f"weights: {run_dir / 'model.safetensors'} " + (f"(best: {best})" if best.is_file()
@@ -115,6 +112,14 @@ def _train(run_dir: Path, config) -> int:
     if ended is not None:
         print(ended)  # the last line: what ended the run (engine/budget.end_reason)
     return 0
+
+
+def _how_to_train_longer(ended: str | None) -> str:
+    """What a finished run resumed again needs: a larger budget, or no convergence stop."""
+    if ended is not None and ended.startswith("ended: converged"):
+        return ("converged; --set train.patience=null, or a larger one, trains it on within "
+                "its budget")  # fmt: skip
+    return "train.max_steps or train.max_minutes reached; raise them with --set to train longer"
 
 
 def _config_source(config: str | None, run_dir: Path) -> str | Path:

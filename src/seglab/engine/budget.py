@@ -12,7 +12,8 @@ steps only: the cosine runs to 0 at the planned step, exactly as `schedule: cosi
 The plan is recorded in `RUN/config.yaml` (`train.planned_steps`) and in the checkpoint; a
 resume continues it, and `--set train.planned_steps=N` (or `--set train.max_steps=N --set
 train.schedule=cosine`) reruns it bit for bit. `max_minutes` stays a hard stop for a machine
-that slows down after the plan.
+that slows down after the plan. A run with `train.patience` may end before its plan, at the
+evaluation that finds it converged (`seglab.engine.convergence`); its last line says which.
 """
 
 from __future__ import annotations

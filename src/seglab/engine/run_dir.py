@@ -49,6 +49,8 @@ CHANGEABLE_ON_RESUME = (
     "train.device",
     "train.tensorboard",
     "train.sync_batchnorm",
+    "train.patience",  # when to stop (engine/convergence.py): the steps taken are the same
+    "train.min_delta",
 )
 BUDGET_KEYS = ("train.max_steps", "train.max_minutes")
 
