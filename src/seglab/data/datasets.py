@@ -40,6 +40,7 @@ def build_dataset(
     train: bool,
     findings: Findings | None = None,
     proposals: ProposalSettings | None = None,
+    every_file: bool | None = None,
 ) -> Dataset:
     """The `split` of the data (`seglab.data.splits` says where it is), with train or eval
     transforms for `task`, read with `cfg.intensity_range` when set.
@@ -49,6 +50,10 @@ def build_dataset(
     have `.coco_gt` and `.category_ids`. Without `findings`, the first problem that stops
     training is raised as a UserError and handled ones are logged as one note line; with
     it, every problem is added there and the items with stopping problems are left out.
+    Mask and image folders are opened from their listings and a seeded sample of their
+    files (`seglab.data.mask_folders`, `seglab.data.image_folders`); with `every_file`
+    (default: when `findings` is given, as `seglab data check` gives it) every file is
+    read up front.
     With `proposals` (R-CNN, Fast R-CNN), each target also has `proposals`: the image's
     selective-search boxes, from the cache beside the data (computed when missing). An
     `image_size: auto` (semantic) is planned here (`plan_image_size`), and the plan is the
@@ -76,15 +81,16 @@ def build_dataset(
         raise UserError(f"{root}: data root not found")
     transforms = build_transforms(cfg, task=task, train=train)
     common = {"transforms": transforms, "channels": cfg.channels, "findings": findings}
+    folders = {"every_file": findings is not None if every_file is None else every_file}
     if cfg.layout == "coco":
         files = coco_split(cfg, split)
         dataset = CocoDataset(
             files.json_path, files.image_dir, split, task=task, keep_coco_gt=not train, **common
         )
     elif cfg.layout == "masks":
-        dataset = MaskFolderDataset(root, split, mask_values=cfg.mask_values, **common)
+        dataset = MaskFolderDataset(root, split, mask_values=cfg.mask_values, **common, **folders)
     else:
-        dataset = ImageFolderDataset(root, split, **common)
+        dataset = ImageFolderDataset(root, split, **common, **folders)
     dataset.intensity = cfg.intensity_range
     dataset.scale_plan = scale_plan
     if cfg.cache_mb:
@@ -104,7 +110,9 @@ def plan_image_size(cfg: DataConfig) -> ScalePlan:
     """`data.image_size: auto`: the working scale planned from a fingerprint of the train
     split's masks (`seglab.data.fingerprint`)."""
     masks = dataclasses.replace(cfg, image_size=1, weight_map=False, elastic=False, cache_mb=0)
-    train_set = build_dataset(masks, "train", task="semantic", train=False, findings=Findings())
+    train_set = build_dataset(
+        masks, "train", task="semantic", train=False, findings=Findings(), every_file=False
+    )  # its problems are the train split's own, said when that is built
     return plan_scale(measure_fingerprint(train_set))
 
 

@@ -119,13 +119,16 @@ def neighbour_gaps(instance_ids: np.ndarray, class_map: np.ndarray) -> np.ndarra
 
 def measure_fingerprint(dataset, max_images: int = MAX_IMAGES) -> Fingerprint:
     """The fingerprint of a semantic dataset (targets with `semantic_mask` and, from COCO
-    data, `instance_ids`), on up to `max_images` images spread evenly over it."""
+    data, `instance_ids`), on up to `max_images` images spread evenly over it (the same
+    ones for the same files: a resume plans the same scale)."""
     if len(dataset) == 0:
         raise UserError("data.image_size auto: the train split has no images to plan from")
     indices = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), max_images)).round())
+    # the masks alone where the dataset can give them (mask folders): no image decoded
+    load_target = getattr(dataset, "load_target", None) or (lambda index: dataset.load(index)[1])
     diameters, gaps, sides = [], [], []
     for index in indices.astype(int):
-        _, target = dataset.load(index)
+        target = load_target(index)
         semantic_mask = target["semantic_mask"].numpy()
         if "instance_ids" in target:
             instance_ids = target["instance_ids"].numpy().astype(np.int64)

@@ -4,28 +4,36 @@
 Class names, for classes 1..K: `ROOT/classes.txt` (one name per line) or `ROOT/classes.json`
 (a JSON list of names), background not listed; without either they are "1".."K". How stored
 values become classes (class indices, 0/255 binary masks, `data.mask_values`) is
-`seglab.data.mask_values`. Building the dataset reads every mask of every split under ROOT
-once (values, and sizes against their images), so a bad mask stops a run before its first
-step.
+`seglab.data.mask_values`.
+
+Opened for training, the dataset lists its two folders and pairs each image with the mask
+of its stem (as the mask-folder Dataset of a segmentation tutorial does; an image without
+its mask is found there), then reads a fixed sample of `SAMPLE` pairs of each split (seeded:
+the same for the same files, on a resume too): their image headers give the channels,
+their masks' values the classes, and a problem among them (a file that does not read, a
+mask of another size than its image, a value that is no class) stops the run before its
+first step. Every other pair is read when a step first loads it, and a problem there is one
+error line naming the file. Built for `seglab data check` (`every_file=True`), every pair is
+read up front, over the usable cores, and every problem gathered; the classes still come
+from the sample, as training takes them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 
 from seglab.data.cache import DecodedDataset
 from seglab.data.findings import Findings
-from seglab.data.images import (
-    channels_for_modes,
-    list_images,
-    load_image,
-    load_index_mask,
-    read_header,
-)
+from seglab.data.images import channels_for_modes, load_image, load_index_mask, read_header
+from seglab.data.listing import FolderFiles, file_names, sample_indices
 from seglab.data.mask_values import (
+    MaskClasses,
     remember_values,
     resolve_mask_classes,
     stored_values,
@@ -35,6 +43,8 @@ from seglab.data.parallel import map_files
 from seglab.errors import UserError, read_json
 
 _SPLITS = ("train", "val", "test")
+SAMPLE = 64  # pairs of each split read when opened for training: channels and classes
+_PNG = frozenset({b".png"})
 
 
 def _read_class_file(root: Path) -> tuple[list[str] | None, Path | None]:
@@ -51,6 +61,18 @@ def _read_class_file(root: Path) -> tuple[list[str] | None, Path | None]:
     return None, None
 
 
+def _pairs(image_dir: Path, mask_dir: Path) -> tuple[FolderFiles, FolderFiles, list[str]]:
+    """The images of a split with a mask of their stem, their masks (one listing of each
+    folder, no file opened), and the names of the images without one."""
+    images = file_names(image_dir)
+    masks = set(file_names(mask_dir, _PNG).tolist())
+    mask_of = [name[: name.rfind(b".")] + b".png" for name in images.tolist()]  # a suffix: a dot
+    paired = np.array([name in masks for name in mask_of], dtype=bool)
+    unpaired = [os.fsdecode(name) for name in images[~paired].tolist()]
+    mask_names = np.array(mask_of, dtype=bytes)[paired] if len(images) else images
+    return FolderFiles(image_dir, images[paired]), FolderFiles(mask_dir, mask_names), unpaired
+
+
 def _values_or_none(path: Path) -> tuple[int, ...] | None:
     try:
         return stored_values(path)
@@ -58,32 +80,19 @@ def _values_or_none(path: Path) -> tuple[int, ...] | None:
         return None
 
 
-def _values_of_other_splits(root: Path, split: str) -> set[int]:
-    """Stored values of the readable masks of the other splits (their problems are theirs)."""
-    paths = []
-    for other in sorted({*_SPLITS, split} - {split}):
-        mask_dir = root / other / "masks"
-        paths += sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
-    values: set[int] = set()
-    found_values = map_files(_values_or_none, paths, desc="other splits' masks", unit="mask")
-    for path, found in zip(paths, found_values, strict=True):
-        if found is not None:
-            remember_values(path, found)
-            values.update(found)
-    return values
+def _size_problem(image_path, mask_path, image_size, mask_size) -> str:
+    """The line for a mask whose (height, width) differs from its image's."""
+    return (
+        f"{mask_path}: mask is {mask_size[1]}x{mask_size[0]} but its image "
+        f"{os.path.basename(image_path)} is {image_size[1]}x{image_size[0]} "
+        "(after EXIF orientation); they must match"
+    )
 
 
 def _check_pair(pair: tuple[Path, Path]) -> tuple:
     """`(True, image mode, stored mask values)` for a usable pair, else `(False, kind,
     place, message)`: the problem, for the dataset's findings."""
     image_path, mask_path = pair
-    if not mask_path.is_file():
-        return (
-            False,
-            "missing mask",
-            str(mask_path),
-            f"{mask_path}: mask not found for image {image_path}",
-        )
     try:
         mode, image_size = read_header(image_path)
     except UserError as error:
@@ -93,15 +102,44 @@ def _check_pair(pair: tuple[Path, Path]) -> tuple:
     except UserError as error:
         return False, "unreadable mask", str(mask_path), str(error)
     if image_size != mask_size:
-        return (
-            False,
-            "mask size differs from its image",
-            str(mask_path),
-            f"{mask_path}: mask is {mask_size[1]}x{mask_size[0]} but its "
-            f"image {image_path.name} is {image_size[1]}x{image_size[0]} "
-            "(after EXIF orientation); they must match",
-        )
+        problem = _size_problem(image_path, mask_path, image_size, mask_size)
+        return False, "mask size differs from its image", str(mask_path), problem
     return True, mode, mask_values
+
+
+def _sampled_values(root: Path, split: str, own_masks: FolderFiles) -> tuple[set[int], str]:
+    """The stored values of the readable masks of each split's sample (`split`'s masks are
+    `own_masks`; a problem of another split's is its own), and how many masks of how many
+    were read, for messages ("" when every mask was)."""
+    values, read, total = set(), 0, 0
+    for name in sorted({*_SPLITS, split}):
+        if name == split:
+            masks = own_masks
+        elif (root / name / "images").is_dir() and (root / name / "masks").is_dir():
+            masks = _pairs(root / name / "images", root / name / "masks")[1]
+        else:
+            continue
+        paths = [masks[index] for index in sample_indices(len(masks), SAMPLE)]
+        found = map_files(_values_or_none, paths, desc=f"{name} masks", unit="mask")
+        for path, mask_values in zip(paths, found, strict=True):
+            if mask_values is not None:
+                remember_values(path, mask_values)
+                values.update(mask_values)
+        read, total = read + len(paths), total + len(masks)
+    return values, "" if read == total else f"{read} masks sampled of {total}"
+
+
+def _with_sample_reason(classes: MaskClasses, root: Path, sampled: str) -> MaskClasses:
+    """The rule with its reason saying that the classes came from a sample of the masks,
+    when they did (the values of a mask not sampled are first seen on loading it)."""
+    if not sampled or classes.rule == "mask_values":
+        return classes
+    reason = (
+        f"{classes.unknown_reason} (the classes were read from {sampled}, a seeded sample; "
+        f"name every class in {root / 'classes.txt'} or data.mask_values, and `seglab data "
+        "check` reads every mask)"
+    )
+    return dataclasses.replace(classes, unknown_reason=reason)
 
 
 class MaskFolderDataset(DecodedDataset):
@@ -109,10 +147,12 @@ class MaskFolderDataset(DecodedDataset):
 
     Attributes:
         class_names: names of classes 1..K (background excluded).
-        class_counts: images of this split holding each class 1..K.
+        class_counts: images holding each class 1..K, among the pairs of this split read
+            (the sample; every pair with `every_file`).
         mask_classes: the stored value -> class rule (`seglab.data.mask_values`).
         in_channels: the channels images are loaded with (`channels`, else 1 when every
-            image is grayscale, else 3).
+            image of the sample is grayscale, else 3).
+        image_paths, mask_paths: the files of each item (sequences of Paths, made when asked).
         findings: the problems found while building (see `seglab.data.findings`).
     """
 
@@ -127,6 +167,7 @@ class MaskFolderDataset(DecodedDataset):
         channels=None,
         mask_values=None,
         findings: Findings | None = None,
+        every_file: bool = False,
     ):
         self.root, self.transforms = Path(root), transforms
         self.findings = Findings() if findings is None else findings
@@ -137,62 +178,74 @@ class MaskFolderDataset(DecodedDataset):
                     f"{folder}: folder not found; the masks layout needs "
                     "<split>/images and <split>/masks"
                 )
-        images = list_images(image_dir)
-        if not images:
+        self.image_paths, self.mask_paths, unpaired = _pairs(image_dir, mask_dir)
+        if not len(self.image_paths) and not unpaired:
             raise UserError(f"{image_dir}: no images found (empty dataset)")
-        modes, own_values = self._pair(images, mask_dir)
-        values = set().union(*own_values, _values_of_other_splits(self.root, split))
+        for name in unpaired:
+            mask_path = mask_dir / f"{os.path.splitext(name)[0]}.png"
+            message = f"{mask_path}: mask not found for image {image_dir / name}"
+            self.findings.add("missing mask", str(mask_path), message)
+        sample = sample_indices(len(self), SAMPLE)
+        modes, own_values = self._check(np.arange(len(self)) if every_file else sample, split)
+        values, sampled = _sampled_values(self.root, split, self.mask_paths)
         names, names_file = _read_class_file(self.root)
-        self.mask_classes = resolve_mask_classes(self.root, values, names, names_file, mask_values)
+        rule = resolve_mask_classes(self.root, values, names, names_file, mask_values)
+        self.mask_classes = _with_sample_reason(rule, self.root, sampled)
         self.class_names = self.mask_classes.class_names
         self.class_counts = self._count_classes(own_values)
+        self._leave_out_refused(own_values)
         self.in_channels = channels or channels_for_modes(modes)
         if findings is None:
             self.findings.conclude(str(mask_dir))
 
-    def _pair(self, images: list[Path], mask_dir: Path) -> tuple[list[str], list[tuple]]:
-        """Keep the images whose mask exists, reads and has their size (checked over the
-        usable cores); return the image modes and the stored values of each kept mask."""
-        pairs = [(image_path, mask_dir / f"{image_path.stem}.png") for image_path in images]
-        checked = map_files(_check_pair, pairs, desc=f"{mask_dir.parent.name} pairs", unit="pair")
-        self.image_paths, self.mask_paths, modes, values = [], [], [], []
-        for (image_path, mask_path), result in zip(pairs, checked, strict=True):
+    def _check(self, indices: np.ndarray, split: str) -> tuple[list[str], dict[int, tuple]]:
+        """Read the pairs `indices` (over the usable cores when many): headers, sizes and
+        mask values. Return the image modes and, by index, the stored values of each pair
+        read: None for a pair with a problem (a finding)."""
+        pairs = [(self.image_paths[index], self.mask_paths[index]) for index in indices]
+        results = map_files(_check_pair, pairs, desc=f"{split} pairs", unit="pair")
+        modes, values = [], {}
+        for index, (_, mask_path), result in zip(indices.tolist(), pairs, results, strict=True):
+            values[index] = result[2] if result[0] else None
             if not result[0]:
                 self.findings.add(*result[1:])
                 continue
-            remember_values(mask_path, result[2])
-            self.image_paths.append(image_path)
-            self.mask_paths.append(mask_path)
+            remember_values(mask_path, result[2])  # read by a worker of the pool
             modes.append(result[1])
-            values.append(result[2])
         return modes, values
 
-    def _count_classes(self, own_values: list[tuple]) -> list[int]:
-        """Images holding each class. A mask with values that are no class is a finding,
-        and its pair is left out."""
+    def _count_classes(self, own_values: dict[int, tuple | None]) -> list[int]:
+        """Images holding each class, among the pairs read. A mask with values that are no
+        class is a finding (its values become None: the pair is left out)."""
         counts = [0] * len(self.class_names)
-        rule, kept = self.mask_classes, []
-        for index, (mask_path, values) in enumerate(zip(self.mask_paths, own_values, strict=True)):
-            if unknown := rule.unknown(values):
-                self.findings.add(
-                    "mask value that is no class",
-                    str(mask_path),
-                    unknown_values_message(rule, mask_path, unknown),
-                )
+        rule = self.mask_classes
+        for index, values in own_values.items():
+            if values is None:
                 continue
-            kept.append(index)
+            if unknown := rule.unknown(values):
+                mask_path = self.mask_paths[index]
+                message = unknown_values_message(rule, mask_path, unknown)
+                self.findings.add("mask value that is no class", str(mask_path), message)
+                own_values[index] = None
+                continue
             for label in rule.classes_in(values):
                 counts[label - 1] += 1
-            if rule.rule == "binary":
-                self.findings.add(
-                    "binary masks (only 0 and 255)",
-                    str(mask_path),
-                    "",
-                    action="read with 255 = class 1",
-                )
-        self.image_paths = [self.image_paths[i] for i in kept]
-        self.mask_paths = [self.mask_paths[i] for i in kept]
         return counts
+
+    def _leave_out_refused(self, own_values: dict[int, tuple | None]) -> None:
+        """Leave out the pairs read with a problem; note the binary rule for the others."""
+        refused = [index for index, values in own_values.items() if values is None]
+        if refused:
+            kept = np.ones(len(self), dtype=bool)
+            kept[refused] = False
+            self.image_paths = self.image_paths.kept(kept)
+            self.mask_paths = self.mask_paths.kept(kept)
+        if self.mask_classes.rule == "binary":  # the rule reads every mask, read yet or not
+            for index in range(len(self)):
+                place = self.mask_paths.path_text(index)
+                self.findings.add(
+                    "binary masks (only 0 and 255)", place, "", action="read with 255 = class 1"
+                )
 
     def image_path(self, index: int) -> Path:
         return self.image_paths[index]
@@ -201,10 +254,18 @@ class MaskFolderDataset(DecodedDataset):
         return len(self.image_paths)
 
     def load(self, index: int):
-        image = load_image(self.image_paths[index], self.in_channels, self.intensity)
-        mask_path = self.mask_paths[index]
+        image_path = self.image_paths.path_text(index)  # str: no Path made per item
+        image = load_image(image_path, self.in_channels, self.intensity)
+        target = self.load_target(index)
+        image_size, mask_size = tuple(image.shape[-2:]), tuple(target["semantic_mask"].shape)
+        if image_size != mask_size:
+            mask_path = self.mask_paths.path_text(index)
+            raise UserError(_size_problem(image_path, mask_path, image_size, mask_size))
+        return image, target
+
+    def load_target(self, index: int) -> dict:
+        """The target of item `index` alone (its mask; no image decoded): for the
+        fingerprint of `data.image_size: auto`."""
+        mask_path = self.mask_paths.path_text(index)
         class_map = self.mask_classes.to_classes(mask_path, load_index_mask(mask_path))
-        return image, {
-            "semantic_mask": tv_tensors.Mask(torch.from_numpy(class_map)),
-            "image_id": index,
-        }
+        return {"semantic_mask": tv_tensors.Mask(torch.from_numpy(class_map)), "image_id": index}
