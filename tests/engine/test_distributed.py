@@ -37,9 +37,11 @@ def write_config(path: Path, root: Path, batch_size: int) -> Path:
         "seed": 3,
         "model": {"name": "cnn", "widths": [4, 8], "hidden": 8, "dropout": 0.0, "norm": "none"},
         "data": {"root": str(root), "layout": "folders", "image_size": 32},
-        "train": {"batch_size": batch_size, "lr": 0.05, "optimizer": "sgd", "max_steps": 4,
-                  "eval_every": 4, "checkpoint_every": 2, "log_every": 2, "workers": 0,
-                  "device": "cpu", "warmup_steps": 0, "schedule": "step"},  # constant lr
+        "train": {"batch_size": batch_size, "lr": 0.05, "optimizer": "sgd", "max_steps": 6,
+                  "eval_every": 2, "checkpoint_every": 2, "log_every": 2, "workers": 0,
+                  "device": "cpu", "warmup_steps": 0, "schedule": "step",  # constant lr
+                  # converged at step 4 (no gain can pass 1): every process stops there
+                  "patience": 1, "min_delta": 1.0},
     }))  # fmt: skip
     return path
 
@@ -58,7 +60,7 @@ def torchrun(out: Path, *train_arguments: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def two_process_run(classify_root, tmp_path_factory):
-    """4 steps of 2 processes x 2 images, and the folder of their weights."""
+    """4 steps of 2 processes x 2 images (converged there), and the folder of their weights."""
     folder = tmp_path_factory.mktemp("ddp")
     config = write_config(folder / "per_process.yaml", classify_root, batch_size=2)
     done = torchrun(folder / "weights", str(config), "--out", str(folder / "run"))
@@ -88,8 +90,11 @@ def test_two_processes_train_as_one_process_with_the_doubled_batch(
     for name, weight in one.items():
         torch.testing.assert_close(two[name], weight, atol=1e-5, rtol=1e-5)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (4, "train"), (4, "val")]
+    assert [(r["step"], r["split"]) for r in records] == [
+        (2, "train"), (2, "val"), (4, "train"), (4, "val")
+    ]  # fmt: skip
     assert done.stdout.count("weights: ") == 1  # rank 0 alone prints and writes
+    assert done.stdout.splitlines()[-1].startswith("ended: converged (")
 
 
 def test_each_process_takes_its_slice_of_the_global_batch():

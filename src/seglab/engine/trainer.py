@@ -51,7 +51,6 @@ from seglab.engine.config import (
     save_config,
     with_planned_steps,
 )
-from seglab.engine.convergence import converged
 from seglab.engine.data_order import ResumableBatchSampler, SeededItems, preserved_rng
 from seglab.engine.device import resolve_device
 from seglab.engine.interrupt import Interrupted, StopRequest, ignore_interrupts
@@ -277,7 +276,7 @@ def _last_step(session: Session) -> int:
 def _finished(session: Session) -> bool:
     cfg, state = session.config.train, session.state
     over_budget = cfg.max_minutes is not None and state.elapsed_s >= 60 * cfg.max_minutes
-    return state.step >= _last_step(session) or over_budget or converged(cfg, state)
+    return state.step >= _last_step(session) or over_budget or convergence.converged(cfg, state)
 
 
 def _loop(session: Session) -> None:
@@ -508,7 +507,7 @@ def _finish(session: Session) -> dict[str, Any]:
     cfg = session.config.train
     planned = cfg.planned_steps or state.planned_steps
     plateau = None
-    if converged(cfg, state):
+    if convergence.converged(cfg, state):
         name, _ = evaluation.primary_metric(state.last_metrics, session.model.task)
         plateau = convergence.plateau(state, name)
     ended = end_reason(cfg, step=state.step, elapsed_s=state.elapsed_s, planned=planned,
