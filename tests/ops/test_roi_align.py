@@ -248,30 +248,3 @@ def test_a_list_of_boxes_per_image_as_torchvision_takes_it():
 def test_regions_of_another_shape_say_what_is_needed(rois, message):
     with pytest.raises(ValueError, match=message):
         roi_align(torch.zeros(1, 1, 8, 8), rois, 2)
-
-
-@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
-@pytest.mark.filterwarnings("ignore:Sparse invariant checks")
-def test_sparse_product_is_torch_mm_bit_for_bit_in_both_directions():
-    """The sparse RoIAlign's product writes each result straight into its output instead of
-    `torch.mm`'s addmm onto zeros: the values and the gradient are `torch.mm`'s exactly,
-    the gradient to the features, not to the (constant) matrix."""
-    from seglab.ops.roi_align import _SparseProduct
-
-    generator = torch.Generator().manual_seed(0)
-    rows, columns, channels, taps = 300, 200, 16, 4
-    matrix = torch.sparse_csr_tensor(
-        torch.arange(0, rows * taps + 1, taps),
-        torch.randint(0, columns, (rows * taps,), generator=generator),
-        torch.rand(rows * taps, generator=generator),
-        size=(rows, columns),
-        check_invariants=False,  # repeated columns in a row, as RoIAlign's taps give
-    )
-    dense = torch.randn(columns, channels, generator=generator, requires_grad=True)
-    upstream = torch.randn(rows, channels, generator=generator)
-    result = _SparseProduct.apply(matrix, dense)
-    (gradient,) = torch.autograd.grad((result * upstream).sum(), dense)
-    expected = matrix @ dense
-    (expected_gradient,) = torch.autograd.grad((expected * upstream).sum(), dense)
-    assert torch.equal(result, expected)
-    assert torch.equal(gradient, expected_gradient)

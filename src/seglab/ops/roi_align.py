@@ -11,7 +11,9 @@ Three forms of one computation, tested against each other for values and gradien
   bilinear neighbours each), so RoIAlign over K regions is one sparse (K out_h out_w) x
   (N H W) matrix times the features laid out (N H W, C), and its backward is the transposed
   product. Sparse BLAS runs both on every thread, where torchvision's CPU kernel runs its
-  backward's scatter on one; the regions of all FPN levels go into one matrix.
+  backward's scatter on one; the regions of all FPN levels go into one matrix
+  (`ops/roi_align_sparse.py`, which also pools several sets of regions, and the box head's
+  fc6, as one autograd node: `pool_jointly`, what a training step's RoI heads use).
 - `roi_align`: `roi_align_sparse` where it applies (CPU, float, fixed sampling ratio, not
   under a tracer), else torchvision's kernel (GPU, ONNX export, the adaptive grid).
 All follow the kernel's rules: sample points outside [-1, size] contribute zero, points in
@@ -22,15 +24,22 @@ least 1 x 1 feature cell.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torchvision
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from seglab.ops.precision import full_precision_dtype
-from seglab.ops.roi_levels import MultiLevelRoIPooler, as_rois
+from seglab.ops.roi_align_sparse import (
+    BLOCK_VALUES,
+    SparsePooling,
+    bilinear_taps,
+    pool_pyramid,
+    sample_points,
+    sparse_pooling,
+    stack_levels,
+)
+from seglab.ops.roi_levels import MultiLevelRoIPooler, as_rois, boxes_to_rois, infer_scale
 from seglab.ops.tracing import tracing
 
 
@@ -89,7 +98,8 @@ def roi_align_sparse(
     sampling_ratio: int,
     aligned: bool,
 ) -> Tensor:
-    """RoIAlign of regions from one or more feature levels as one sparse matrix product.
+    """RoIAlign of regions from one or more feature levels as one sparse matrix product
+    (`ops/roi_align_sparse.py`).
 
     Args:
         levels: L feature maps (N, C, H_l, W_l); channels-last ones are read without a copy.
@@ -104,81 +114,22 @@ def roi_align_sparse(
         and sums are float32, as in torchvision's kernel under autocast). Gradients flow
         to the levels.
     """
-    out_h, out_w = _pair(output_size)
-    grid = sampling_ratio
-    count, channels = rois.shape[0], levels[0].shape[1]
-    if count == 0:
-        return levels[0].new_zeros((0, channels, out_h, out_w))
-    shapes = torch.tensor([level.shape[-2:] for level in levels])  # (L, 2)
-    cells = shapes[:, 0] * shapes[:, 1] * levels[0].shape[0]  # (L,) cells per level
-    first_cell = torch.cumsum(cells, 0) - cells  # (L,) where each level starts in the stack
-    height, width = shapes[level_of_roi].unbind(1)  # (K,) each
-    dtype = full_precision_dtype(levels[0].dtype)
-    scale = torch.tensor(scales, dtype=dtype)[level_of_roi]  # (K,)
-
-    rois = rois.detach().to(dtype)
-    offset = 0.5 if aligned else 0.0
-    x0, y0, x1, y1 = (rois[:, 1:] * scale[:, None] - offset).unbind(1)  # feature-map frame
-    roi_w, roi_h = x1 - x0, y1 - y0
-    if not aligned:
-        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    # (K, out * g) sample positions per axis -> their two neighbours and weights, (K, out * g)
-    ys = _sample_points(y0, roi_h / out_h, out_h, grid)
-    xs = _sample_points(x0, roi_w / out_w, out_w, grid)
-    y_low, y_high, wy_low, wy_high = _bilinear_taps(ys, height[:, None])
-    x_low, x_high, wx_low, wx_high = _bilinear_taps(xs, width[:, None])
-    rows = torch.stack((y_low, y_high), -1).view(count, out_h, 1, grid, 2, 1, 1)
-    columns = torch.stack((x_low, x_high), -1).view(count, 1, out_w, 1, 1, grid, 2)
-    weight_y = torch.stack((wy_low, wy_high), -1).view(count, out_h, 1, grid, 2, 1, 1)
-    weight_x = torch.stack((wx_low, wx_high), -1).view(count, 1, out_w, 1, 1, grid, 2)
-    # (K, out_h, out_w, g, 2, g, 2): the cell each tap reads in the stacked levels, its weight
-    start = first_cell[level_of_roi] + rois[:, 0].long() * height * width  # (K,) image start
-    cell = start.view(-1, 1, 1, 1, 1, 1, 1) + rows * width.view(-1, 1, 1, 1, 1, 1, 1) + columns
-    weight = weight_y * weight_x / (grid * grid)
-    taps = 4 * grid * grid
-    with warnings.catch_warnings():  # torch calls its CSR tensors beta
-        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-        matrix = torch.sparse_csr_tensor(
-            torch.arange(0, count * out_h * out_w * taps + 1, taps),  # `taps` per row
-            cell.reshape(-1),  # repeats (taps reading one cell) add up in the product
-            weight.reshape(-1),
-            size=(count * out_h * out_w, int(cells.sum())),
-            check_invariants=False,
-        )
-    flat = [level.permute(0, 2, 3, 1).reshape(-1, channels).to(dtype) for level in levels]
-    stacked = flat[0] if len(flat) == 1 else torch.cat(flat)  # (sum N H W, C)
-    with torch.autocast("cpu", enabled=False):  # autocast would make the sparse product bf16
-        pooled = _SparseProduct.apply(matrix, stacked)  # (K out_h out_w, C)
-    return pooled.view(count, out_h, out_w, channels).permute(0, 3, 1, 2)
+    stacked = stack_levels(levels, full_precision_dtype(levels[0].dtype))
+    pooling = _sparse_pooling(levels, stacked, rois, level_of_roi, scales, output_size,
+                              sampling_ratio, aligned)  # fmt: skip
+    return pool_pyramid(stacked, [pooling])[0]
 
 
-class _SparseProduct(torch.autograd.Function):
-    """`matrix @ dense` for a constant CSR matrix, and its backward `matrix^T @ grad`, each
-    product written straight into its result.
-
-    `torch.mm` of a CSR matrix is `addmm` onto a matrix of zeros the size of the result, and
-    its backward multiplies by the matrix's transpose (CSC) the same way: each product held
-    twice its result's memory (49 MiB more for a box head's 1024 RoIs of 7 x 7 x 256, 42.5
-    MiB more for the gradient of a 2 x 512 px pyramid). The values are `torch.mm`'s, bit
-    for bit (tests/ops/test_roi_align.py).
-    """
-
-    @staticmethod
-    def forward(ctx, matrix: Tensor, dense: Tensor) -> Tensor:
-        ctx.save_for_backward(matrix)
-        return _product(matrix, dense)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
-        (matrix,) = ctx.saved_tensors
-        return None, _product(matrix.t().to_sparse_csr(), grad.contiguous())
-
-
-def _product(matrix: Tensor, dense: Tensor) -> Tensor:
-    """(R, S) CSR @ (S, C) -> (R, C), the result the only dense allocation (beta=0: the
-    uninitialised `out` is not read)."""
-    out = dense.new_empty((matrix.shape[0], dense.shape[1]))
-    return torch.addmm(out, matrix, dense, beta=0, out=out)
+def _sparse_pooling(
+    levels, stacked, rois, level_of_roi, scales, output_size, sampling_ratio, aligned,
+    block_regions=None,
+) -> SparsePooling:  # fmt: skip
+    """`sparse_pooling` of `levels` (M^T built where the stacked levels need a gradient)."""
+    return sparse_pooling(
+        [(level.shape[0], level.shape[2], level.shape[3]) for level in levels], rois,
+        level_of_roi, scales, output_size, sampling_ratio, aligned, dtype=stacked.dtype,
+        backward=stacked.requires_grad and torch.is_grad_enabled(), block_regions=block_regions,
+    )  # fmt: skip
 
 
 def roi_align_reference(
@@ -223,8 +174,8 @@ def _align_one_roi(
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
     grid_h = sampling_ratio if sampling_ratio > 0 else int(torch.ceil(roi_h / out_h))
     grid_w = sampling_ratio if sampling_ratio > 0 else int(torch.ceil(roi_w / out_w))
-    sample_ys = _sample_points(y0, roi_h / out_h, out_h, grid_h)  # (out_h * grid_h,)
-    sample_xs = _sample_points(x0, roi_w / out_w, out_w, grid_w)  # (out_w * grid_w,)
+    sample_ys = sample_points(y0, roi_h / out_h, out_h, grid_h)  # (out_h * grid_h,)
+    sample_xs = sample_points(x0, roi_w / out_w, out_w, grid_w)  # (out_w * grid_w,)
 
     # Bilinear interpolation is separable: sample rows, then columns.
     weights_y = _interpolation_matrix(sample_ys, feature.shape[1])  # (S_y, H)
@@ -235,17 +186,6 @@ def _align_one_roi(
     return samples.sum(dim=(2, 4)) / max(grid_h * grid_w, 1)
 
 
-def _sample_points(start: Tensor, bin_size: Tensor, bins: int, per_bin: int) -> Tensor:
-    """Regularly spaced sample centres: `per_bin` of them inside each of `bins` bins, for each
-    (...) start and bin size -> (..., bins * per_bin), bin-major; computed in the kernel's
-    order of operations (the same rounding)."""
-    bin_index = torch.arange(bins, device=start.device)[:, None]  # (bins, 1)
-    sample_index = torch.arange(per_bin, device=start.device)[None, :] + 0.5  # (1, per_bin)
-    start, bin_size = start[..., None, None], bin_size[..., None, None]  # (..., 1, 1)
-    points = start + bin_index * bin_size + sample_index.to(start.dtype) * bin_size / per_bin
-    return points.flatten(-2)
-
-
 def _interpolation_matrix(coords: Tensor, size: int) -> Tensor:
     """Linear-interpolation weights of 1-D sample coordinates over `size` cells.
 
@@ -254,32 +194,13 @@ def _interpolation_matrix(coords: Tensor, size: int) -> Tensor:
         size: number of cells along the axis.
 
     Returns:
-        (S, size): row s holds the two weights of sample s (`_bilinear_taps`).
+        (S, size): row s holds the two weights of sample s (`bilinear_taps`).
     """
-    low, high, low_weight, high_weight = _bilinear_taps(coords, size)
+    low, high, low_weight, high_weight = bilinear_taps(coords, size)
     matrix = coords.new_zeros((len(coords), size))
     matrix.scatter_add_(1, low[:, None], low_weight[:, None])
     matrix.scatter_add_(1, high[:, None], high_weight[:, None])
     return matrix
-
-
-def _bilinear_taps(coords: Tensor, size: int | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The two cells each sample coordinate reads, and their weights (the kernel's rules: both
-    weights zero outside [-1, size], samples in [-1, 0] and past the last cell clamped to the
-    border cell). `size` is an int or a tensor broadcasting against `coords`.
-
-    Returns:
-        low, high (int64 cell indices) and low_weight, high_weight, each shaped as `coords`.
-    """
-    inside = (coords >= -1.0) & (coords <= size)
-    coords = torch.where(inside, coords, 0.0).clamp(min=0)
-    low = coords.floor().long()
-    at_last_cell = low >= size - 1
-    low = torch.where(at_last_cell, size - 1, low)
-    high = torch.where(at_last_cell, size - 1, low + 1)
-    coords = torch.where(at_last_cell, low.to(coords.dtype), coords)
-    fraction = coords - low
-    return low, high, (1.0 - fraction) * inside, fraction * inside
 
 
 class MultiScaleRoIAlign(MultiLevelRoIPooler):
@@ -323,3 +244,50 @@ class MultiScaleRoIAlign(MultiLevelRoIPooler):
             f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
             f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
         )
+
+
+def pool_jointly(
+    poolers: list[nn.Module],
+    features: dict[str, Tensor],
+    proposals: list[list[Tensor]],
+    image_sizes: list[tuple[int, int]],
+    *,
+    linear: nn.Linear | None = None,
+) -> list[Tensor] | None:
+    """Several `MultiScaleRoIAlign`s of the same levels (a training step's box and mask
+    RoIs) as one autograd node: one stacked pyramid, one buffer for its gradient, and
+    `linear` applied to the first pooling inside the node (`roi_align_sparse.pool_pyramid`).
+
+    Args:
+        poolers: the modules; proposals: for each, per image (K_i, 4) xyxy boxes.
+        features, image_sizes: as `MultiLevelRoIPooler.forward`.
+        linear: a layer taking the first pooling's (K, C out_h out_w) flattened features.
+
+    Returns:
+        Each pooler's `pooler(features, proposals[i], image_sizes)`, the first one through
+        `linear(pooled.flatten(1))` if given; None where a pooler is no `MultiScaleRoIAlign`
+        on the sparse path or reads other levels than the first.
+    """
+    first = poolers[0]
+    levels = [features[name] for name in first.featmap_names]
+    joinable = all(
+        isinstance(pooler, MultiScaleRoIAlign)
+        and pooler.featmap_names == first.featmap_names
+        and sparse_applies(levels[0], pooler.sampling_ratio)
+        for pooler in poolers
+    )
+    if not joinable:
+        return None
+    scales = [infer_scale(level, image_sizes) for level in levels]
+    stacked = stack_levels(levels, full_precision_dtype(levels[0].dtype))
+    poolings = []
+    for index, (pooler, boxes) in enumerate(zip(poolers, proposals, strict=True)):
+        rois = boxes_to_rois(boxes)  # (K, 5)
+        level_of_roi = pooler._assign_levels(rois[:, 1:], scales)
+        values_per_region = stacked.shape[1] * pooler.output_size[0] * pooler.output_size[1]
+        block = BLOCK_VALUES // values_per_region if index == 0 and linear is not None else None
+        poolings.append(_sparse_pooling(
+            levels, stacked, rois, level_of_roi, scales, pooler.output_size,
+            pooler.sampling_ratio, pooler.aligned, block,
+        ))  # fmt: skip
+    return pool_pyramid(stacked, poolings, linear)

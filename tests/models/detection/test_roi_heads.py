@@ -58,12 +58,18 @@ def test_image_without_objects_gives_background_rois_only():
     assert len(rois[0].labels) == 32 and torch.all(rois[0].labels == 0)
 
 
-def test_mask_loss_sees_the_positive_rois_only():
+def test_mask_loss_sees_the_positive_rois_only(monkeypatch):
+    from seglab.models.detection import roi_heads
+
     model = tiny_detector("mask_rcnn").train()
-    pooled_boxes = []
-    model.roi_heads.mask_roi_pool.register_forward_hook(
-        lambda module, inputs, output: pooled_boxes.append(inputs[1])
-    )
+    pooled_boxes = []  # the mask pooler's boxes: the second of those pooled in one node
+    joint = roi_heads.pool_jointly
+
+    def spy(poolers, features, proposals, *args, **kwargs):
+        pooled_boxes.append(proposals[1])
+        return joint(poolers, features, proposals, *args, **kwargs)
+
+    monkeypatch.setattr(roi_heads, "pool_jointly", spy)
     sampled = []
     sample = model.roi_heads.sample_rois
     model.roi_heads.sample_rois = lambda *args: sampled.append(sample(*args)) or sampled[-1]
@@ -74,3 +80,43 @@ def test_mask_loss_sees_the_positive_rois_only():
     for boxes, image_rois in zip(boxes_per_image, sampled[0], strict=True):
         assert int((image_rois.labels == 0).sum()) > 0  # there were negatives to leave out
         assert torch.equal(boxes, image_rois.proposals[image_rois.labels > 0])
+
+
+def test_training_pools_box_and_mask_rois_in_one_node_as_the_separate_modules(monkeypatch):
+    """A training step pools the box and mask RoIs and applies fc6 in one autograd node
+    (`ops.roi_align.pool_jointly`, the step's peak memory): the losses and the heads'
+    gradients are the separate modules' bit for bit; the gradients below the pooling (FPN,
+    backbone) differ only by the pyramid gradient's order of summation (box and mask
+    terms added in one buffer, box terms in blocks of regions), carried through the
+    backward: compared to 1e-4 of each tensor's largest gradient."""
+    from seglab.models.detection import roi_heads
+
+    image, target = square_image()
+    taken = []
+    joint = roi_heads.pool_jointly
+
+    def spy(*args, **kwargs):
+        taken.append(joint(*args, **kwargs))
+        return taken[-1]
+
+    results = []
+    for pool in (spy, lambda *args, **kwargs: None):
+        monkeypatch.setattr(roi_heads, "pool_jointly", pool)
+        model = tiny_detector("mask_rcnn").train()
+        torch.manual_seed(1)
+        _, losses = model.forward_with_losses([image, image], [target, target])
+        sum(losses.values()).backward()
+        gradients = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+        results.append((losses, gradients))
+    assert len(taken) == 1 and taken[0] is not None and len(taken[0]) == 2
+    (losses, gradients), (expected_losses, expected_gradients) = results
+    assert all(torch.equal(losses[name], expected_losses[name]) for name in expected_losses)
+    assert gradients.keys() == expected_gradients.keys()
+    for name, gradient in gradients.items():
+        expected = expected_gradients[name]
+        if name.startswith("roi_heads."):
+            assert torch.equal(gradient, expected), name
+        else:
+            scale = float(expected.abs().max())
+            torch.testing.assert_close(gradient, expected, rtol=0, atol=1e-4 * scale + 1e-30)
+    assert losses["loss_mask"] > 0

@@ -48,12 +48,23 @@ class TwoMLPHead(nn.Module):
 
     def forward(self, pooled: Tensor) -> Tensor:
         hidden = pooled.flatten(start_dim=1)  # (K, C, S, S) -> (K, C*S*S)
-        if self.training or self.svd_ranks is None:
-            return F.relu(self.fc7(F.relu(self.fc6(hidden))))  # (K, R)
+        if self.dense_fc6 is not None:
+            return self.after_fc6(self.fc6(hidden))  # (K, R)
         for first, second, bias in self._truncated_layers():
             # x W^T ~ (x (Sigma_t V_t^T)^T) U_t^T: two thin layers, no non-linearity between
             hidden = F.relu(F.linear(F.linear(hidden, first), second, bias))
         return hidden
+
+    @property
+    def dense_fc6(self) -> nn.Linear | None:
+        """fc6 where the forward applies it as it is (training, or no truncated SVD): a pooler
+        may then apply it itself (`ops.roi_align.pool_jointly`) and hand `after_fc6` its
+        output."""
+        return self.fc6 if self.training or self.svd_ranks is None else None
+
+    def after_fc6(self, fc6_output: Tensor) -> Tensor:
+        """(K, R) fc6's output, before its ReLU -> (K, R) fc7's, after its ReLU."""
+        return F.relu(self.fc7(F.relu(fc6_output)))
 
     def _truncated_layers(self) -> list[tuple[Tensor, Tensor, Tensor]]:
         """(Sigma_t V_t^T, U_t, bias) of fc6 and fc7, recomputed when their weights change."""

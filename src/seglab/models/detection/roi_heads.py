@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from seglab.models.detection.box_head import fast_rcnn_loss, postprocess_boxes
 from seglab.models.detection.mask_head import mask_loss, mask_probabilities, mask_targets
 from seglab.ops.matcher import Matcher
-from seglab.ops.precision import full_precision
+from seglab.ops.precision import autocast_dtype, full_precision
+from seglab.ops.roi_align import pool_jointly
 from seglab.ops.sampler import BalancedPositiveNegativeSampler
 from seglab.structures.boxes import BoxCoder, box_iou
 
@@ -119,9 +120,13 @@ class RoIHeads(nn.Module):
         losses: dict[str, Tensor] = {}
         if targets is not None:
             rois = self.sample_rois(proposals, targets)
-            losses.update(self._box_losses(features, rois, image_sizes))
+            positives = [image_rois[image_rois.labels > 0] for image_rois in rois]
+            box_features, mask_pooled = self._pool_for_losses(
+                features, rois, positives, image_sizes
+            )  # fmt: skip
+            losses.update(self._box_losses(box_features, rois))
             if self.has_mask:
-                losses.update(self._mask_losses(features, rois, targets, image_sizes))
+                losses.update(self._mask_losses(mask_pooled, positives, targets))
         if self.training:
             return [{} for _ in proposals], losses
         detections = self._forward_box(features, proposals, image_sizes)
@@ -158,14 +163,37 @@ class RoIHeads(nn.Module):
         labels[matched == Matcher.IGNORED] = -1
         return ImageRoIs(rois, labels, gt_index, gt_boxes[gt_index])
 
-    def _box_outputs(self, features, proposals, image_sizes) -> tuple[Tensor, Tensor]:
-        pooled = self.box_roi_pool(features, proposals, image_sizes)  # (K, C, S, S)
-        class_logits, box_deltas = self.box_predictor(self.box_head(pooled))
-        return full_precision(class_logits), full_precision(box_deltas)  # float32 from here
+    def _pool_for_losses(
+        self, features, rois: list[ImageRoIs], positives: list[ImageRoIs], image_sizes
+    ) -> tuple[Tensor, Tensor | None]:
+        """The box head's output (K, R) for the training RoIs and, with a mask branch, the
+        positive RoIs' pooled features (P, C, M, M) (Mask R-CNN §3: the mask loss is on the
+        positives only).
 
-    def _box_losses(self, features, rois: list[ImageRoIs], image_sizes) -> dict[str, Tensor]:
-        proposals = [image_rois.proposals for image_rois in rois]
-        class_logits, box_deltas = self._box_outputs(features, proposals, image_sizes)
+        Where both poolers are sparse RoIAligns of the same levels, one autograd node pools
+        both and applies the box head's fc6 (`ops.roi_align.pool_jointly`): the pyramid's
+        gradient in one buffer, and neither fc6's input nor its gradient held with it (the
+        training step's peak memory, docs/benchmarks.md "Training memory"). Under autocast
+        fc6 runs in its own node, in autocast's dtype.
+        """
+        poolers, boxes = [self.box_roi_pool], [[image_rois.proposals for image_rois in rois]]
+        if self.has_mask:
+            poolers.append(self.mask_roi_pool)
+            boxes.append([positive.proposals for positive in positives])
+        fc6 = getattr(self.box_head, "dense_fc6", None) if autocast_dtype("cpu") is None else None
+        pooled = pool_jointly(poolers, features, boxes, image_sizes, linear=fc6)
+        if pooled is None:
+            pooled = [
+                pool(features, b, image_sizes) for pool, b in zip(poolers, boxes, strict=True)
+            ]
+            fc6 = None
+        box_features = (
+            self.box_head(pooled[0]) if fc6 is None else self.box_head.after_fc6(pooled[0])
+        )
+        return box_features, (pooled[1] if self.has_mask else None)
+
+    def _box_losses(self, box_features: Tensor, rois: list[ImageRoIs]) -> dict[str, Tensor]:
+        class_logits, box_deltas = map(full_precision, self.box_predictor(box_features))
         labels = torch.cat([image_rois.labels for image_rois in rois])
         regression_targets = torch.cat([
             self.box_coder.encode(image_rois.matched_boxes, image_rois.proposals)
@@ -176,12 +204,10 @@ class RoIHeads(nn.Module):
         )
 
     def _mask_losses(
-        self, features, rois: list[ImageRoIs], targets: list[dict], image_sizes
+        self, pooled: Tensor, positives: list[ImageRoIs], targets: list[dict]
     ) -> dict[str, Tensor]:
-        """Mask loss on the positive training RoIs only (Mask R-CNN §3)."""
-        positives = [image_rois[image_rois.labels > 0] for image_rois in rois]
-        boxes = [positive.proposals for positive in positives]
-        mask_logits = self._mask_logits(features, boxes, image_sizes)
+        """Mask loss on the positive training RoIs (their pooled features (P, C, M, M))."""
+        mask_logits = self._pooled_mask_logits(pooled)
         size = mask_logits.shape[-1]
         mask_target = torch.cat([
             mask_targets(target["masks"], positive.proposals, positive.matched_gt_index, size,
@@ -191,8 +217,7 @@ class RoIHeads(nn.Module):
         labels = torch.cat([positive.labels for positive in positives])
         return {"loss_mask": mask_loss(mask_logits, labels, mask_target)}
 
-    def _mask_logits(self, features, boxes: list[Tensor], image_sizes) -> Tensor:
-        pooled = self.mask_roi_pool(features, boxes, image_sizes)  # (K, C, M, M)
+    def _pooled_mask_logits(self, pooled: Tensor) -> Tensor:
         logits = self.mask_predictor(self.mask_head(pooled))  # (K, num_classes, 2M, 2M)
         return full_precision(logits)  # float32 from here: the loss, the pasting
 
@@ -229,7 +254,8 @@ class RoIHeads(nn.Module):
         """Eval mode: a (1, 2M, 2M) mask probability map per detection, in its box (in
         place); M x M is `mask_roi_pool`'s output (`mask_roi_size`; the paper's 14 x 14)."""
         boxes = [d["boxes"] for d in detections]
-        mask_logits = self._mask_logits(features, boxes, image_sizes)
+        pooled = self.mask_roi_pool(features, boxes, image_sizes)  # (N, C, M, M)
+        mask_logits = self._pooled_mask_logits(pooled)
         labels = torch.cat([d["labels"] for d in detections])
         probabilities = mask_probabilities(mask_logits, labels)  # (N, 1, 2M, 2M)
         for detection, masks in zip(
