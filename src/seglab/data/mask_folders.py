@@ -129,15 +129,16 @@ def _sampled_values(root: Path, split: str, own_masks: FolderFiles) -> tuple[set
     return values, "" if read == total else f"{read} masks sampled of {total}"
 
 
-def _with_sample_reason(classes: MaskClasses, root: Path, sampled: str) -> MaskClasses:
-    """The rule with its reason saying that the classes came from a sample of the masks,
-    when they did (the values of a mask not sampled are first seen on loading it)."""
-    if not sampled or classes.rule == "mask_values":
+def _with_sample_reason(classes: MaskClasses, names: list[str] | None, sampled: str) -> MaskClasses:
+    """The rule, with its reason saying that the classes came from a sample of the masks
+    when they did (neither a classes file nor `data.mask_values` gave them): a value that
+    only masks outside the sample hold is first seen when a step loads one of them."""
+    from_values = classes.rule == "binary" or (classes.rule == "index" and names is None)
+    if not sampled or not from_values:
         return classes
     reason = (
-        f"{classes.unknown_reason} (the classes were read from {sampled}, a seeded sample; "
-        f"name every class in {root / 'classes.txt'} or data.mask_values, and `seglab data "
-        "check` reads every mask)"
+        f"{classes.unknown_reason}; the classes were read from {sampled} (a seeded sample), "
+        "and `seglab data check` reads every mask"
     )
     return dataclasses.replace(classes, unknown_reason=reason)
 
@@ -190,7 +191,7 @@ class MaskFolderDataset(DecodedDataset):
         values, sampled = _sampled_values(self.root, split, self.mask_paths)
         names, names_file = _read_class_file(self.root)
         rule = resolve_mask_classes(self.root, values, names, names_file, mask_values)
-        self.mask_classes = _with_sample_reason(rule, self.root, sampled)
+        self.mask_classes = _with_sample_reason(rule, names, sampled)
         self.class_names = self.mask_classes.class_names
         self.class_counts = self._count_classes(own_values)
         self._leave_out_refused(own_values)
