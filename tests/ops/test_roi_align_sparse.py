@@ -74,7 +74,7 @@ def test_one_block_is_torch_mm_bit_for_bit_values_and_gradient():
     upstream = torch.randn(
         len(rois) * 49, stacked.shape[1], generator=torch.Generator().manual_seed(2)
     )
-    (result,) = pool_pyramid(stacked, [pooling])
+    (result,) = pool_pyramid(levels, [pooling])
     result = result.permute(0, 2, 3, 1).reshape(-1, stacked.shape[1])
     (gradient,) = torch.autograd.grad((result * upstream).sum(), levels)
     expected = torch_mm_reference(pooling, stacked)
@@ -88,40 +88,39 @@ def test_blocks_of_regions_give_the_one_block_gradient_to_summation_order():
     """M^T in blocks of 3 regions: each feature cell adds the same terms, in block order."""
     levels = list(pyramid().values())[:1]
     rois = boxes_to_rois(proposals(40, seed=1))
-    stacked = stack_levels(levels, torch.float32)
-    upstream = torch.randn(len(rois), stacked.shape[1], 7, 7)
+    upstream = torch.randn(len(rois), levels[0].shape[1], 7, 7)
     gradients = []
     for block in (None, 3):
-        (result,) = pool_pyramid(stacked, [one_level_pooling(levels, rois, block_regions=block)])
+        (result,) = pool_pyramid(levels, [one_level_pooling(levels, rois, block_regions=block)])
         gradients.append(torch.autograd.grad((result * upstream).sum(), levels)[0])
     assert len(one_level_pooling(levels, rois, block_regions=3).transposed) == 27  # 80 / 3
     # |difference| <= (terms - 1) EPS sum|terms|: bilinear weights are in [0, 1], so the
     # terms' absolute sum is at most the absolute upstream summed over the taps reading a cell
     (absolute,) = torch.autograd.grad(
-        (pool_pyramid(stacked, [one_level_pooling(levels, rois)])[0] * upstream.abs()).sum(),
+        (pool_pyramid(levels, [one_level_pooling(levels, rois)])[0] * upstream.abs()).sum(),
         levels,
     )  # fmt: skip
-    terms = torch.diff(one_level_pooling(levels, rois).transposed[0].crow_indices()).max()
+    terms = torch.diff(one_level_pooling(levels, rois).transposed[0][0].crow_indices()).max()
     assert torch.all((gradients[0] - gradients[1]).abs() <= terms * EPS * absolute + 1e-30)
     assert not torch.equal(gradients[0], torch.zeros_like(gradients[0]))
 
 
 def test_the_backward_keeps_an_int32_transpose_only_and_converts_nothing():
-    """The node keeps M^T (int32 indices, what MKL takes) and not M; its backward runs no
-    sparse conversion (torch.mm converted M's transpose to CSR there: 15.7 MiB at a Mask
-    R-CNN step's peak)."""
+    """The node keeps M^T (int32 indices, what MKL takes) and not M, and releases it with its
+    backward; the backward runs no sparse conversion (torch.mm converted M's transpose to
+    CSR there: 15.7 MiB at a Mask R-CNN step's peak)."""
     levels = list(pyramid().values())[:1]
     rois = boxes_to_rois(proposals(10, seed=3))
-    stacked = stack_levels(levels, torch.float32)
-    (result,) = pool_pyramid(stacked, [one_level_pooling(levels, rois)])
+    (result,) = pool_pyramid(levels, [one_level_pooling(levels, rois)])
     node = result.grad_fn.next_functions[0][0].next_functions[0][0]  # permute <- view <- ours
     assert [pooling.matrix for pooling in node.poolings] == [None]
-    (transposed,) = node.poolings[0].transposed
+    ((transposed,),) = node.poolings[0].transposed  # one block, one level
     assert transposed.crow_indices().dtype == transposed.col_indices().dtype == torch.int32
     with torch.profiler.profile() as profile:
         result.sum().backward()
     operators = {event.name for event in profile.events()}
     assert not {"aten::_to_sparse_csr", "aten::to_sparse_csr", "aten::sort"} & operators
+    assert node.poolings is None  # M^T released with the backward, not with the graph
 
 
 def separate_and_joint(linear: nn.Linear, features, box_boxes, mask_boxes):
@@ -152,7 +151,7 @@ def test_joint_poolings_and_fc6_equal_the_separate_modules():
     gradients = []
     for values in (separate, joint):
         loss = sum((value * up).sum() for value, up in zip(values, upstream, strict=True))
-        gradients.append(torch.autograd.grad(loss, parameters))
+        gradients.append(torch.autograd.grad(loss, parameters, materialize_grads=True))
     for ours, theirs in zip(joint, separate, strict=True):
         assert torch.equal(ours, theirs)
     assert torch.equal(gradients[1][-2], gradients[0][-2])  # fc6's weight
@@ -167,7 +166,7 @@ def test_joint_poolings_and_fc6_equal_the_separate_modules():
     loss = sum(
         (value * up.abs()).sum() for value, up in zip(absolute_values, upstream, strict=True)
     )
-    bounds = torch.autograd.grad(loss, list(features.values()))
+    bounds = torch.autograd.grad(loss, list(features.values()), materialize_grads=True)
     for ours, theirs, bound in zip(gradients[1], gradients[0], bounds, strict=False):
         assert torch.all((ours - theirs).abs() <= (16 * 2 + 24) * EPS * bound + 1e-30)
     assert all(gradient.abs().sum() > 0 for gradient in gradients[0][:3])  # levels with RoIs
@@ -182,9 +181,13 @@ def test_the_mask_pooling_adds_to_the_pyramids_gradient():
     mask_pool = MultiScaleRoIAlign(NAMES, 14, sampling_ratio=2, aligned=False)
     boxes = [proposals(20, seed=6), proposals(4, seed=7)]
     box, mask = pool_jointly([box_pool, mask_pool], features, boxes, IMAGE_SIZES)
-    with_mask = torch.autograd.grad((box.sum() + mask.sum()), list(features.values()))
+    with_mask = torch.autograd.grad(
+        (box.sum() + mask.sum()), list(features.values()), materialize_grads=True
+    )
     box, mask = pool_jointly([box_pool, mask_pool], features, boxes, IMAGE_SIZES)
-    box_only = torch.autograd.grad(box.sum() + 0 * mask.sum(), list(features.values()))
+    box_only = torch.autograd.grad(
+        box.sum() + 0 * mask.sum(), list(features.values()), materialize_grads=True
+    )
     expected = mask_pool(features, boxes[1], IMAGE_SIZES).sum()
     (mask_gradient,) = torch.autograd.grad(expected, [features["0"]])
     torch.testing.assert_close(with_mask[0] - box_only[0], mask_gradient, atol=1e-5, rtol=0)
@@ -245,3 +248,23 @@ def test_the_backward_releases_fc6s_input_before_the_pyramids_gradient():
 
     peak = backward_peak_bytes(forward)
     assert weight_gradient <= peak < weight_gradient + pyramid_gradient
+
+
+def test_each_level_gets_a_gradient_of_its_own():
+    """Each level's gradient is a buffer of its own (the engine adds the level's other
+    gradients into it and releases it level by level), not a view of one buffer for all
+    levels, which stays until the last level's gradient is consumed."""
+    features = pyramid(channels=4)
+    box_pool = MultiScaleRoIAlign(NAMES, 7, sampling_ratio=2, aligned=False)
+    mask_pool = MultiScaleRoIAlign(NAMES, 14, sampling_ratio=2, aligned=False)
+    boxes = [proposals(30, seed=10), proposals(6, seed=11)]
+    box, mask = pool_jointly([box_pool, mask_pool], features, boxes, IMAGE_SIZES)
+    received = {}
+    for name, level in features.items():
+        level.register_hook(lambda grad, name=name: received.setdefault(name, grad))
+    (box.sum() + mask.sum()).backward()
+    received = {name: grad for name, grad in received.items() if grad is not None}
+    assert len(received) >= 3  # (a level that no region reads gets no gradient)
+    for name, grad in received.items():
+        assert grad.untyped_storage().nbytes() == features[name].numel() * 4
+        assert grad.is_contiguous(memory_format=torch.channels_last)

@@ -37,7 +37,6 @@ from seglab.ops.roi_align_sparse import (
     pool_pyramid,
     sample_points,
     sparse_pooling,
-    stack_levels,
 )
 from seglab.ops.roi_levels import MultiLevelRoIPooler, as_rois, boxes_to_rois, infer_scale
 from seglab.ops.tracing import tracing
@@ -114,21 +113,21 @@ def roi_align_sparse(
         and sums are float32, as in torchvision's kernel under autocast). Gradients flow
         to the levels.
     """
-    stacked = stack_levels(levels, full_precision_dtype(levels[0].dtype))
-    pooling = _sparse_pooling(levels, stacked, rois, level_of_roi, scales, output_size,
-                              sampling_ratio, aligned)  # fmt: skip
-    return pool_pyramid(stacked, [pooling])[0]
+    pooling = _sparse_pooling(levels, rois, level_of_roi, scales, output_size, sampling_ratio,
+                              aligned)  # fmt: skip
+    return pool_pyramid(levels, [pooling])[0]
 
 
 def _sparse_pooling(
-    levels, stacked, rois, level_of_roi, scales, output_size, sampling_ratio, aligned,
-    block_regions=None,
-) -> SparsePooling:  # fmt: skip
-    """`sparse_pooling` of `levels` (M^T built where the stacked levels need a gradient)."""
+    levels, rois, level_of_roi, scales, output_size, sampling_ratio, aligned, block_regions=None
+) -> SparsePooling:
+    """`sparse_pooling` of `levels` (M^T built where the levels need a gradient)."""
+    backward = torch.is_grad_enabled() and any(level.requires_grad for level in levels)
     return sparse_pooling(
         [(level.shape[0], level.shape[2], level.shape[3]) for level in levels], rois,
-        level_of_roi, scales, output_size, sampling_ratio, aligned, dtype=stacked.dtype,
-        backward=stacked.requires_grad and torch.is_grad_enabled(), block_regions=block_regions,
+        level_of_roi, scales, output_size, sampling_ratio, aligned,
+        dtype=full_precision_dtype(levels[0].dtype), backward=backward,
+        block_regions=block_regions,
     )  # fmt: skip
 
 
@@ -255,7 +254,7 @@ def pool_jointly(
     linear: nn.Linear | None = None,
 ) -> list[Tensor] | None:
     """Several `MultiScaleRoIAlign`s of the same levels (a training step's box and mask
-    RoIs) as one autograd node: one stacked pyramid, one buffer for its gradient, and
+    RoIs) as one autograd node: one stacked pyramid, one buffer per level for its gradient, and
     `linear` applied to the first pooling inside the node (`roi_align_sparse.pool_pyramid`).
 
     Args:
@@ -279,15 +278,14 @@ def pool_jointly(
     if not joinable:
         return None
     scales = [infer_scale(level, image_sizes) for level in levels]
-    stacked = stack_levels(levels, full_precision_dtype(levels[0].dtype))
     poolings = []
     for index, (pooler, boxes) in enumerate(zip(poolers, proposals, strict=True)):
         rois = boxes_to_rois(boxes)  # (K, 5)
         level_of_roi = pooler._assign_levels(rois[:, 1:], scales)
-        values_per_region = stacked.shape[1] * pooler.output_size[0] * pooler.output_size[1]
+        values_per_region = levels[0].shape[1] * pooler.output_size[0] * pooler.output_size[1]
         block = BLOCK_VALUES // values_per_region if index == 0 and linear is not None else None
         poolings.append(_sparse_pooling(
-            levels, stacked, rois, level_of_roi, scales, pooler.output_size,
+            levels, rois, level_of_roi, scales, pooler.output_size,
             pooler.sampling_ratio, pooler.aligned, block,
         ))  # fmt: skip
-    return pool_pyramid(stacked, poolings, linear)
+    return pool_pyramid(levels, poolings, linear)

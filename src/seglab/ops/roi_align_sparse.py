@@ -14,7 +14,8 @@ What a training step keeps and allocates (docs/benchmarks.md, "Training memory")
   M's transpose (CSC) to CSR at the step's peak. Its rows list their entries in M's order
   (a stable sort by feature cell), so the products add in the transpose conversion's order;
 - `pool_pyramid` pools several sets of regions (a training step's box and mask RoIs) from
-  one stacked pyramid, and their gradients go into one (sum N H W, C) buffer;
+  one stacked pyramid, and their gradients go into one buffer per level (each released as
+  soon as the level's other gradients are added to it, not with the last level's);
 - with `linear`, the first pooling feeds a linear layer inside the node (the box head's
   fc6): the backward releases fc6's input once fc6's weight gradient is made, and goes from
   fc6's output gradient to the pyramid in blocks of regions, never holding the pooled
@@ -32,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from seglab.ops.precision import full_precision_dtype
+
 # M^T's blocks for a pooling followed by a linear layer: blocks of regions whose pooled
 # gradient has at most this many values (4 MiB in float32; held twice, as fc6's product and
 # laid out as M's rows; the box head's 1024 RoIs of 256 x 7 x 7 make 13 blocks).
@@ -43,13 +46,13 @@ class SparsePooling:
     """One RoIAlign of `count` regions as a sparse matrix over the stacked levels.
 
     `matrix` is M, (count out_h out_w, cells) in CSR form, its rows region-major then bin
-    row then bin column. `transposed` holds M^T in CSR blocks, block b covering M's rows
-    `[b * block_rows, (b + 1) * block_rows)` as a (cells, rows in block) matrix; empty where
-    no gradient is needed.
+    row then bin column. `transposed` holds M^T in CSR blocks: `transposed[b][l]` is the
+    (cells of level l, rows in block b) part (None without entries), block b covering M's
+    rows `[b * block_rows, (b + 1) * block_rows)`; empty where no gradient is needed.
     """
 
     matrix: Tensor | None
-    transposed: list[Tensor]
+    transposed: list[list[Tensor | None]]
     block_rows: int
     count: int
     out_h: int
@@ -101,8 +104,11 @@ def sparse_pooling(
     )
     regions = count if block_regions is None else max(1, block_regions)
     block_rows = max(1, regions * out_h * out_w)
-    transposed = _transposed_blocks(cells, weight, taps, block_rows, columns, index)
-    return SparsePooling(matrix, transposed if backward else [], block_rows, count, out_h, out_w)
+    level_cells = [n * h * w for n, h, w in level_shapes]
+    transposed = (
+        _transposed_blocks(cells, weight, taps, block_rows, level_cells, index) if backward else []
+    )
+    return SparsePooling(matrix, transposed, block_rows, count, out_h, out_w)
 
 
 def _taps(level_shapes, rois, level_of_roi, scales, out_h, out_w, grid, aligned, dtype):
@@ -138,14 +144,20 @@ def _taps(level_shapes, rois, level_of_roi, scales, out_h, out_w, grid, aligned,
 
 
 def _transposed_blocks(
-    cells: Tensor, weight: Tensor, taps: int, block_rows: int, columns: int, index: torch.dtype
-) -> list[Tensor]:
-    """M^T in CSR form, one (columns, rows of the block) matrix per block of M's rows.
+    cells: Tensor,
+    weight: Tensor,
+    taps: int,
+    block_rows: int,
+    level_cells: list[int],
+    index: torch.dtype,
+) -> list[list[Tensor | None]]:
+    """M^T in CSR form, per block of M's rows and per level: (cells of the level, rows of
+    the block) matrices, so that each level gets a gradient of its own.
 
     A stable sort of M's entries by (block, cell) lists each row of a block's M^T in M's
     order (row, then tap), as converting M's transpose (CSC) to CSR does.
     """
-    rows = cells.numel() // taps
+    rows, columns = cells.numel() // taps, sum(level_cells)
     if rows == 0:
         return []
     row = torch.arange(cells.numel()) // taps  # (nnz,) M's row of each entry
@@ -154,16 +166,31 @@ def _transposed_blocks(
     key = block * columns + cells  # (nnz,)
     order = torch.argsort(key, stable=True)
     per_cell = torch.bincount(key, minlength=blocks * columns).view(blocks, columns)
-    crow = F.pad(per_cell.cumsum(1), (1, 0)).to(index)  # (blocks, columns + 1)
+    crow = F.pad(per_cell.reshape(-1).cumsum(0), (1, 0))  # (blocks columns + 1,) all blocks
     local_row = (row[order] - block[order] * block_rows).to(index)
     values = weight[order]
-    ends = torch.cumsum(per_cell.sum(1), 0).tolist()
-    starts = [0, *ends[:-1]]
+    level_starts = [sum(level_cells[:level]) for level in range(len(level_cells) + 1)]
     return [
-        _csr(crow[b], local_row[start:end], values[start:end],
-             (columns, min(block_rows, rows - b * block_rows)))
-        for b, (start, end) in enumerate(zip(starts, ends, strict=True))
+        [
+            _csr_rows(crow, local_row, values, b * columns + start, b * columns + end,
+                      min(block_rows, rows - b * block_rows), index)
+            for start, end in zip(level_starts[:-1], level_starts[1:], strict=True)
+        ]
+        for b in range(blocks)
     ]  # fmt: skip
+
+
+def _csr_rows(crow, columns, values, first, last, width, index) -> Tensor | None:
+    """Rows `first:last` of a CSR matrix given by int64 `crow` (its entries' columns and
+    values), as a (last - first, width) CSR matrix with `index` indices; None if they hold
+    no entry (a level no region of the block reads gets no gradient from it)."""
+    begin, end = int(crow[first]), int(crow[last])
+    if begin == end:
+        return None
+    return _csr(
+        (crow[first : last + 1] - begin).to(index), columns[begin:end], values[begin:end],
+        (last - first, width),
+    )  # fmt: skip
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
@@ -181,13 +208,13 @@ def stack_levels(levels: list[Tensor], dtype: torch.dtype) -> Tensor:
 
 
 def pool_pyramid(
-    stacked: Tensor, poolings: list[SparsePooling], linear: nn.Linear | None = None
+    levels: list[Tensor], poolings: list[SparsePooling], linear: nn.Linear | None = None
 ) -> list[Tensor]:
-    """Each pooling's RoIAlign of the stacked levels, as one autograd node.
+    """Each pooling's RoIAlign of the levels, as one autograd node.
 
     Args:
-        stacked: (sum N H W, C) from `stack_levels`.
-        poolings: from `sparse_pooling`, over the same stacked levels.
+        levels: L feature maps (N, C, H_l, W_l), any dtype (the products run in float32).
+        poolings: from `sparse_pooling` over these levels.
         linear: applied to the first pooling's (K, C out_h out_w) features inside the node.
 
     Returns:
@@ -196,10 +223,11 @@ def pool_pyramid(
     """
     weight, bias = (None, None) if linear is None else (linear.weight, linear.bias)
     with torch.autocast("cpu", enabled=False):  # autocast would make the products bf16
-        outputs = _PooledPyramid.apply(stacked, weight, bias, poolings)
+        outputs = _PooledPyramid.apply(weight, bias, poolings, *levels)
+    channels = levels[0].shape[1]
     return [
         output if index == 0 and linear is not None
-        else output.view(pooling.count, pooling.out_h, pooling.out_w, stacked.shape[1])
+        else output.view(pooling.count, pooling.out_h, pooling.out_w, channels)
         .permute(0, 3, 1, 2)
         for index, (output, pooling) in enumerate(zip(outputs, poolings, strict=True))
     ]  # fmt: skip
@@ -207,66 +235,85 @@ def pool_pyramid(
 
 class _PooledPyramid(torch.autograd.Function):
     """Forward: `M_i @ stacked` for each pooling (the first through `linear` if given), each
-    product written straight into its result; backward: the sum of `M_i^T @ grad_i` in one
-    buffer, from M^T's blocks.
+    product written straight into its result; backward: the sum of `M_i^T @ grad_i`, one
+    buffer per level, from M^T's blocks.
 
     `torch.mm` of a CSR matrix is `addmm` onto a zero matrix the size of its result and
     converts M's transpose to CSR in its backward; two separate poolings of one pyramid
-    each give the pyramid a gradient of its own, added afterwards.
+    each give the pyramid a gradient of its own, added afterwards; and the gradient of a
+    concatenation of the levels holds all levels' gradients until the last is consumed.
     """
 
     @staticmethod
-    def forward(ctx, stacked, weight, bias, poolings):
+    def forward(ctx, weight, bias, poolings, *levels):
         ctx.set_materialize_grads(False)
+        stacked = stack_levels(levels, full_precision_dtype(levels[0].dtype))
         outputs = [_product(pooling.matrix, stacked) for pooling in poolings]
+        del stacked
         ctx.poolings = [replace(pooling, matrix=None) for pooling in poolings]  # M^T only
+        ctx.levels = [(level.shape, level.dtype) for level in levels]
         ctx.fc_input = None
         if weight is not None:
             first = poolings[0]
             # (K out_h out_w, C) -> (K, C out_h out_w): the order a flattened NCHW region has
             fc_input = outputs[0].view(first.count, first.bins, -1).transpose(1, 2).flatten(1)
             outputs[0] = F.linear(fc_input, weight, bias)
-            if ctx.needs_input_grad[1]:  # kept as an attribute: released early in backward
+            if ctx.needs_input_grad[0]:  # kept as an attribute: released early in backward
                 ctx.fc_input = fc_input
             ctx.save_for_backward(weight)
         return tuple(outputs)
 
     @staticmethod
     def backward(ctx, *grads):
-        poolings, fc_input, ctx.fc_input = ctx.poolings, ctx.fc_input, None
+        if ctx.poolings is None:
+            raise RuntimeError("the sparse RoIAlign's backward ran twice: run its forward again")
+        poolings, fc_input, ctx.poolings, ctx.fc_input = ctx.poolings, ctx.fc_input, None, None
         weight = ctx.saved_tensors[0] if ctx.saved_tensors else None
         grad_weight = grad_bias = None
         if weight is not None and grads[0] is not None:
             if fc_input is not None:
                 grad_weight = grads[0].t().mm(fc_input)  # (out, K) @ (K, in), as F.linear's
-            if ctx.needs_input_grad[2]:
+            if ctx.needs_input_grad[1]:
                 grad_bias = grads[0].sum(0)
         del fc_input  # fc6's input (K x 49 MiB in the box head) is gone before the pyramid's
-        pyramid = None
-        if ctx.needs_input_grad[0]:
+        pyramid: list[Tensor | None] = [None] * len(ctx.levels)
+        if any(ctx.needs_input_grad[3:]):
             for index, (pooling, grad) in enumerate(zip(poolings, grads, strict=True)):
                 through = weight if index == 0 else None
                 if grad is not None:
-                    pyramid = _add_transposed(pyramid, pooling, grad, through)
-        return pyramid, grad_weight, grad_bias, None
+                    _add_transposed(pyramid, pooling, grad, through)
+        level_grads = [
+            None if grad is None else _as_level(grad, shape, dtype)
+            for grad, (shape, dtype) in zip(pyramid, ctx.levels, strict=True)
+        ]
+        return grad_weight, grad_bias, None, *level_grads
+
+
+def _as_level(grad: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """(N H W, C) -> (N, C, H, W), laid out channels-last, in the level's dtype."""
+    batch, channels, height, width = shape
+    return grad.view(batch, height, width, channels).permute(0, 3, 1, 2).to(dtype)
 
 
 def _add_transposed(
-    pyramid: Tensor | None, pooling: SparsePooling, grad: Tensor, weight: Tensor | None
-) -> Tensor | None:
-    """`pyramid + M^T @ grad` block by block, into `pyramid` (allocated by the first block).
+    pyramid: list[Tensor | None], pooling: SparsePooling, grad: Tensor, weight: Tensor | None
+) -> None:
+    """`pyramid[l] += M^T_l @ grad` for each level l, block by block (each level's
+    allocated by its first block).
 
     grad: (K out_h out_w, C), or with `weight` the linear layer's output gradient (K, out),
     turned into the pooled features' gradient one block of regions at a time.
     """
-    for block, matrix in enumerate(pooling.transposed):
+    for block, per_level in enumerate(pooling.transposed):
         rows = _block_rows(pooling, block, grad, weight)  # (rows of M's block, C)
-        if pyramid is None:
-            pyramid = _product(matrix, rows)
-        else:
-            torch.addmm(pyramid, matrix, rows, out=pyramid)
+        for level, matrix in enumerate(per_level):
+            if matrix is None:
+                continue
+            if pyramid[level] is None:
+                pyramid[level] = _product(matrix, rows)
+            else:
+                torch.addmm(pyramid[level], matrix, rows, out=pyramid[level])
         del rows  # before the next block's are made
-    return pyramid
 
 
 def _block_rows(pooling: SparsePooling, block: int, grad: Tensor, weight: Tensor | None):
