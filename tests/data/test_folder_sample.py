@@ -23,7 +23,7 @@ from seglab.data import (
 from seglab.data import images as images_module
 from seglab.data.check import check_data
 from seglab.data.listing import FolderFiles, file_names, sample_indices
-from seglab.errors import UserError
+from seglab.errors import SeglabWarning, UserError
 
 SAMPLE = 4  # pairs / images read when opening, in these tests (the library's: 64)
 
@@ -200,6 +200,23 @@ def test_a_class_outside_the_sample_is_one_line_naming_the_sample(tmp_path):
     assert kinds["mask value that is no class"].places == [
         str(root / "train/masks" / stem) + ".png"
     ]
+
+
+def test_masks_mostly_empty_are_read_on_until_a_class_is_found(tmp_path, monkeypatch):
+    """Binary 0/255 masks where one train mask, outside the sample, holds the class (rare
+    defects): the sample alone would find no class (nothing to learn) and miss that 255
+    is class 1; every mask is read instead, and the class counted."""
+    root = _masks_data(tmp_path)
+    for path in root.glob("*/masks/*.png"):
+        Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(path)
+    defect = np.zeros((16, 16), dtype=np.uint8)
+    defect[3:6, 3:6] = 255
+    Image.fromarray(defect).save(root / "train" / "masks" / f"{_outside_sample(12)}.png")
+    reads = _Reads(monkeypatch)
+    with pytest.warns(SeglabWarning, match="binary masks"):
+        dataset = build_dataset(_masks_cfg(root), "train", task="semantic", train=True)
+    assert dataset.class_names == ["1"] and dataset.mask_classes.rule == "binary"
+    assert dataset.class_counts == [1] and len(set(reads.values)) == 12 + 3
 
 
 def test_image_outside_the_sample_that_does_not_decode_stops_training_in_one_line(tmp_path, capsys):

@@ -107,10 +107,12 @@ def _check_pair(pair: tuple[Path, Path]) -> tuple:
     return True, mode, mask_values
 
 
-def _sampled_values(root: Path, split: str, own_masks: FolderFiles) -> tuple[set[int], str]:
-    """The stored values of the readable masks of each split's sample (`split`'s masks are
-    `own_masks`; a problem of another split's is its own), and how many masks of how many
-    were read, for messages ("" when every mask was)."""
+def _split_values(
+    root: Path, split: str, own_masks: FolderFiles, size: int | None
+) -> tuple[set[int], str]:
+    """The stored values of the readable masks of each split's sample of `size` (None:
+    every mask; `split`'s masks are `own_masks`; a problem of another split's is its own),
+    and how many masks of how many were read, for messages ("" when every mask was)."""
     values, read, total = set(), 0, 0
     for name in sorted({*_SPLITS, split}):
         if name == split:
@@ -119,7 +121,8 @@ def _sampled_values(root: Path, split: str, own_masks: FolderFiles) -> tuple[set
             masks = _pairs(root / name / "images", root / name / "masks")[1]
         else:
             continue
-        paths = [masks[index] for index in sample_indices(len(masks), SAMPLE)]
+        chosen = np.arange(len(masks)) if size is None else sample_indices(len(masks), size)
+        paths = [masks[index] for index in chosen]
         found = map_files(_values_or_none, paths, desc=f"{name} masks", unit="mask")
         for path, mask_values in zip(paths, found, strict=True):
             if mask_values is not None:
@@ -127,6 +130,21 @@ def _sampled_values(root: Path, split: str, own_masks: FolderFiles) -> tuple[set
                 values.update(mask_values)
         read, total = read + len(paths), total + len(masks)
     return values, "" if read == total else f"{read} masks sampled of {total}"
+
+
+def _dataset_classes(root: Path, split: str, own_masks: FolderFiles, mask_values) -> MaskClasses:
+    """The dataset's rule (`seglab.data.mask_values`) from the values of each split's
+    sample of masks, the same whichever split is built; from every mask when the samples
+    hold no class at all (masks mostly empty, as of rare defects or lesions: a sample of
+    background alone would find no class, or miss that the masks are binary)."""
+    names, names_file = _read_class_file(root)
+    values, sampled = _split_values(root, split, own_masks, SAMPLE)
+    classes = resolve_mask_classes(root, values, names, names_file, mask_values)
+    from_values = mask_values is None and (names is None or len(names) == 1)
+    if sampled and from_values and not classes.classes_in(values):
+        values, sampled = _split_values(root, split, own_masks, None)
+        classes = resolve_mask_classes(root, values, names, names_file, mask_values)
+    return _with_sample_reason(classes, names, sampled)
 
 
 def _with_sample_reason(classes: MaskClasses, names: list[str] | None, sampled: str) -> MaskClasses:
@@ -186,13 +204,15 @@ class MaskFolderDataset(DecodedDataset):
             mask_path = mask_dir / f"{os.path.splitext(name)[0]}.png"
             message = f"{mask_path}: mask not found for image {image_dir / name}"
             self.findings.add("missing mask", str(mask_path), message)
-        sample = sample_indices(len(self), SAMPLE)
-        modes, own_values = self._check(np.arange(len(self)) if every_file else sample, split)
-        values, sampled = _sampled_values(self.root, split, self.mask_paths)
-        names, names_file = _read_class_file(self.root)
-        rule = resolve_mask_classes(self.root, values, names, names_file, mask_values)
-        self.mask_classes = _with_sample_reason(rule, names, sampled)
+        read = np.arange(len(self)) if every_file else sample_indices(len(self), SAMPLE)
+        modes, own_values = self._check(read, split)
+        self.mask_classes = _dataset_classes(self.root, split, self.mask_paths, mask_values)
         self.class_names = self.mask_classes.class_names
+        if len(read) < len(self) and not self._holds_a_class(own_values):
+            # no class pixel in this split's sample (masks mostly empty): read on, rather
+            # than stop with "nothing to learn" on the sample's word
+            more_modes, more_values = self._check(np.setdiff1d(np.arange(len(self)), read), split)
+            modes, own_values = modes + more_modes, own_values | more_values
         self.class_counts = self._count_classes(own_values)
         self._leave_out_refused(own_values)
         self.in_channels = channels or channels_for_modes(modes)
@@ -214,6 +234,10 @@ class MaskFolderDataset(DecodedDataset):
             remember_values(mask_path, result[2])  # read by a worker of the pool
             modes.append(result[1])
         return modes, values
+
+    def _holds_a_class(self, own_values: dict[int, tuple | None]) -> bool:
+        classes_in = self.mask_classes.classes_in
+        return any(classes_in(values) for values in own_values.values() if values is not None)
 
     def _count_classes(self, own_values: dict[int, tuple | None]) -> list[int]:
         """Images holding each class, among the pairs read. A mask with values that are no
