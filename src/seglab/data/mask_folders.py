@@ -12,10 +12,11 @@ its mask is found there), then reads a fixed sample of `SAMPLE` pairs of each sp
 the same for the same files, on a resume too): their image headers give the channels,
 their masks' values the classes, and a problem among them (a file that does not read, a
 mask of another size than its image, a value that is no class) stops the run before its
-first step. Every other pair is read when a step first loads it, and a problem there is one
-error line naming the file. Built for `seglab data check` (`every_file=True`), every pair is
-read up front, over the usable cores, and every problem gathered; the classes still come
-from the sample, as training takes them.
+first step. When the samples hold no class pixel at all (masks mostly empty, as of rare
+defects), every mask is read instead. Every other pair is read when a step first loads it,
+and a problem there is one error line naming the file. Built for `seglab data check`
+(`every_file=True`), every pair is read up front, over the usable cores, and every problem
+gathered; the classes still come from the sample, as training takes them.
 """
 
 from __future__ import annotations
