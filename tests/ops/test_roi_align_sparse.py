@@ -7,11 +7,13 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from tests.memory import backward_peak_bytes
 from torch import nn
 
 from seglab.ops.roi_align import MultiScaleRoIAlign, pool_jointly
 from seglab.ops.roi_align_sparse import BLOCK_VALUES, pool_pyramid, sparse_pooling, stack_levels
 from seglab.ops.roi_levels import boxes_to_rois
+from seglab.ops.roi_pool import MultiScaleRoIPool
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
@@ -202,28 +204,8 @@ def test_pool_jointly_declines_poolers_it_cannot_join():
     boxes = proposals(3, seed=8)
     for second in (adaptive, other_levels):
         assert pool_jointly([box_pool, second], features, [boxes, boxes], IMAGE_SIZES) is None
-
-
-def backward_peak_bytes(forward) -> int:
-    """The most bytes that the backward of `forward()`'s scalar holds above what it started
-    with (torch.profiler's allocation and release events in time order, from a marker
-    allocation before the backward: the profiler sees only releases of what it saw made)."""
-    marker = 12345 * 4
-    with torch.profiler.profile(profile_memory=True) as profile:
-        loss = forward()
-        torch.empty(12345)
-        loss.backward()
-    events = sorted(
-        (event.start_ns(), event.nbytes())
-        for event in profile.profiler.kineto_results.events()
-        if event.name() == "[memory]"
-    )
-    start = next(index for index, (_, size) in enumerate(events) if size == marker)
-    total = peak = 0
-    for _, size in events[start + 1 :]:
-        total += size
-        peak = max(peak, total)
-    return peak
+    max_pool = MultiScaleRoIPool(NAMES, 7)  # Fast R-CNN's RoI pooling, first
+    assert pool_jointly([max_pool, box_pool], features, [boxes, boxes], IMAGE_SIZES) is None
 
 
 def test_the_backward_releases_fc6s_input_before_the_pyramids_gradient():

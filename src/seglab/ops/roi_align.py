@@ -268,10 +268,11 @@ def pool_jointly(
         on the sparse path or reads other levels than the first.
     """
     first = poolers[0]
+    if not all(isinstance(pooler, MultiScaleRoIAlign) for pooler in poolers):
+        return None  # (R-CNN's warped regions, RoI max pooling)
     levels = [features[name] for name in first.featmap_names]
     joinable = all(
-        isinstance(pooler, MultiScaleRoIAlign)
-        and pooler.featmap_names == first.featmap_names
+        pooler.featmap_names == first.featmap_names
         and sparse_applies(levels[0], pooler.sampling_ratio)
         for pooler in poolers
     )

@@ -8,6 +8,8 @@ import math
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
+from tests.memory import backward_peak_bytes
 from torchvision.models.detection import rpn as tv_rpn
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TorchvisionAnchors
 from torchvision.models.detection.image_list import ImageList
@@ -120,3 +122,80 @@ def test_losses_and_proposals_equal_torchvisions():
         else:  # eval mode with targets: the same losses as training would sample
             assert set(losses) == {"loss_objectness", "loss_rpn_box_reg"}
             assert len(proposals[0]) <= 50
+
+
+EPS = 2.0**-24  # float32's unit roundoff
+
+
+def rpn_level_gradients(head: RPNHead, feature, upstream, *, lean: bool):
+    """The head's outputs on one level and the gradients of (outputs * upstream).sum() for
+    the level and the head's parameters, by `_RPNLevel` (lean) or the modules."""
+    head._lean_backward = lambda level: lean
+    objectness, deltas = head([feature])
+    outputs = (objectness[0], deltas[0])
+    loss = sum((output * up).sum() for output, up in zip(outputs, upstream, strict=True))
+    return outputs, torch.autograd.grad(loss, [feature, *head.parameters()])
+
+
+def absolute_terms(head: RPNHead, feature, upstream) -> list[torch.Tensor]:
+    """For the level, the 3x3 weight and bias: the sums of their gradients' terms' absolute
+    values (float64), through the ReLU's mask of the forward."""
+    conv = head.convs[0]
+    hidden = F.relu(conv(feature)).detach().double()
+    sibling_terms = sum(
+        torch.nn.grad.conv2d_input(hidden.shape, layer.weight.detach().double().abs(),
+                                   up.double().abs())
+        for layer, up in zip((head.objectness, head.box_deltas), upstream, strict=True)
+    ) * (hidden > 0)  # fmt: skip
+    weight = conv.weight.detach().double()
+    return [
+        torch.nn.grad.conv2d_input(feature.shape, weight.abs(), sibling_terms, padding=1),
+        torch.nn.grad.conv2d_weight(
+            feature.detach().double().abs(), weight.shape, sibling_terms, padding=1
+        ),
+        sibling_terms.sum((0, 2, 3)),
+    ]
+
+
+def test_rpn_level_backward_is_the_modules_to_summation_order():
+    """`_RPNLevel` (one level of the RPN head as one node, for the training step's memory):
+    outputs and the 1x1 convs' gradients bit-equal to the modules'; the shared conv's and
+    the level's gradients differ only by adding the two 1x1 convs' terms in one sum (15
+    instead of 3 + 12), carried through the 3x3 conv's backward: within (15 + 2 n) EPS of
+    the terms' absolute sum, n the terms of the 3x3 conv's own sums."""
+    torch.manual_seed(0)
+    head = RPNHead(16, 3)
+    feature = torch.randn(2, 16, 20, 24).contiguous(memory_format=torch.channels_last)
+    feature.requires_grad_(True)
+    upstream = [torch.randn(2, 3, 20, 24), torch.randn(2, 12, 20, 24)]
+    outputs, gradients = rpn_level_gradients(head, feature, upstream, lean=True)
+    expected, expected_gradients = rpn_level_gradients(head, feature, upstream, lean=False)
+    assert all(torch.equal(a, b) for a, b in zip(outputs, expected, strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(gradients[3:], expected_gradients[3:], strict=True)
+    )  # fmt: skip
+    bounds = absolute_terms(head, feature, upstream)
+    terms = (16 * 9, 2 * 20 * 24, 2 * 20 * 24)  # level, 3x3 weight, 3x3 bias
+    for ours, theirs, bound, n in zip(gradients, expected_gradients, bounds, terms, strict=False):
+        assert torch.all((ours - theirs).abs() <= (15 + 2 * n) * EPS * bound + 1e-30)
+        assert theirs.abs().sum() > 0
+
+
+def test_rpn_level_backward_holds_one_gradient_of_the_hidden_features():
+    """The modules' backward holds the 3x3 conv's output h, h's gradient from each 1x1 conv
+    and the ReLU's (four tensors of h's size at once); `_RPNLevel` holds h and one gradient,
+    then releases h before the 3x3 conv's backward makes the level's gradient."""
+    torch.manual_seed(0)
+    head = RPNHead(64, 3)
+    feature = torch.randn(2, 64, 64, 64).contiguous(memory_format=torch.channels_last)
+    feature.requires_grad_(True)
+    hidden = feature.numel() * 4
+
+    def forward():
+        objectness, deltas = head([feature])
+        return objectness[0].sum() + deltas[0].sum()
+
+    lean = backward_peak_bytes(forward)
+    head._lean_backward = lambda level: False
+    modules = backward_peak_bytes(forward)
+    assert lean < 1.5 * hidden <= modules

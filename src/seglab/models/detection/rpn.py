@@ -29,8 +29,9 @@ from seglab.models.layers import conv_norm_act
 from seglab.ops.anchors import AnchorGenerator
 from seglab.ops.matcher import Matcher
 from seglab.ops.nms import batched_nms
-from seglab.ops.precision import full_precision
+from seglab.ops.precision import autocast_dtype, full_precision
 from seglab.ops.sampler import BalancedPositiveNegativeSampler
+from seglab.ops.tracing import tracing
 from seglab.structures.boxes import BoxCoder, box_iou, clip_boxes, remove_small_boxes
 
 
@@ -55,11 +56,95 @@ class RPNHead(nn.Module):
         """Per level: objectness (B, A, H, W) and deltas (B, 4A, H, W)."""
         objectness, deltas = [], []
         for feature in features:
+            if self._lean_backward(feature):
+                level_objectness, level_deltas = _RPNLevel.apply(
+                    feature, self.convs[0].weight, self.convs[0].bias, self.objectness.weight,
+                    self.objectness.bias, self.box_deltas.weight, self.box_deltas.bias,
+                )  # fmt: skip
+                objectness.append(level_objectness)
+                deltas.append(level_deltas)
+                continue
             for conv in self.convs:
                 feature = conv_norm_act(conv, None, feature, relu=True)
             objectness.append(self.objectness(feature))
             deltas.append(self.box_deltas(feature))
         return objectness, deltas
+
+    def _lean_backward(self, feature: Tensor) -> bool:
+        """Whether `_RPNLevel` runs this level: one shared conv, a graph to record, float32
+        on a CPU (no autocast), eager mode."""
+        return (
+            len(self.convs) == 1
+            and torch.is_grad_enabled()
+            and feature.device.type == "cpu"
+            and feature.dtype == torch.float32
+            and autocast_dtype("cpu") is None
+            and not tracing()
+        )
+
+
+class _RPNLevel(torch.autograd.Function):
+    """One level of the RPN head, `objectness(h), box_deltas(h)` with `h = relu(conv(x))`,
+    whose backward holds one gradient of h instead of three.
+
+    Autograd's backward makes h's gradient from each 1x1 conv (two tensors the size of h,
+    then their sum) and the ReLU's as a third, while h itself is kept: at a Mask R-CNN
+    step's finest level (2 x 256 x 128 x 128, 32 MiB each) four such tensors at once, where
+    the training step's memory peaks. Here both 1x1 convs give h's gradient in one
+    product (their weights stacked), the ReLU is applied to it in place, and h is released
+    before the 3x3 conv's backward. The forward is the modules' bit for bit; the weight and
+    bias gradients are autograd's (the same `convolution_backward` calls); x's gradient
+    differs only by adding the two 1x1 convs' terms in one sum.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, objectness_weight, objectness_bias, deltas_weight,
+                deltas_bias):  # fmt: skip
+        hidden = F.conv2d(x, weight, bias, padding=1).relu_()  # as conv_norm_act's conv, ReLU
+        objectness = F.conv2d(hidden, objectness_weight, objectness_bias)
+        deltas = F.conv2d(hidden, deltas_weight, deltas_bias)
+        ctx.save_for_backward(x, weight, objectness_weight, deltas_weight)
+        ctx.hidden = hidden  # an attribute: released in the backward once it is used
+        return objectness, deltas
+
+    @staticmethod
+    def backward(ctx, grad_objectness, grad_deltas):
+        x, weight, objectness_weight, deltas_weight = ctx.saved_tensors
+        hidden, ctx.hidden = ctx.hidden, None
+        needs = ctx.needs_input_grad
+        sibling_grads = [
+            _conv_backward(grad, hidden, sibling_weight, (0, 0), (False, needs[3 + 2 * k],
+                                                                 needs[4 + 2 * k]))[1:]
+            for k, (grad, sibling_weight) in enumerate(
+                ((grad_objectness, objectness_weight), (grad_deltas, deltas_weight))
+            )
+        ]  # fmt: skip
+        # (B, A, H, W) + (B, 4A, H, W) -> (B, 5A, H, W): h's gradient from both in one sum
+        stacked_grad = torch.cat((grad_objectness, grad_deltas), dim=1)
+        stacked_weight = torch.cat((objectness_weight, deltas_weight))
+        (hidden_grad, _, _) = _conv_backward(
+            stacked_grad, hidden, stacked_weight, (0, 0), (True, False, False)
+        )
+        # the ReLU's backward, written into h's gradient (no (B, C, H, W) mask of its own)
+        torch.ops.aten.threshold_backward.grad_input(hidden_grad, hidden, 0, grad_input=hidden_grad)
+        del hidden, stacked_grad
+        grad_x, grad_weight, grad_bias = _conv_backward(
+            hidden_grad, x, weight, (1, 1), (needs[0], needs[1], needs[2])
+        )
+        (grad_objectness_weight, grad_objectness_bias), (grad_deltas_weight, grad_deltas_bias) = (
+            sibling_grads
+        )
+        return (grad_x, grad_weight, grad_bias, grad_objectness_weight, grad_objectness_bias,
+                grad_deltas_weight, grad_deltas_bias)  # fmt: skip
+
+
+def _conv_backward(grad: Tensor, x: Tensor, weight: Tensor, padding, mask):
+    """(grad of x, of the weight, of the bias) of `F.conv2d(x, weight, bias, padding=padding)`
+    as autograd computes them, each only where `mask` asks for it."""
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, [weight.shape[0]], [1, 1], list(padding), [1, 1], False, [0, 0], 1,
+        list(mask),
+    )  # fmt: skip
 
 
 def flatten_per_anchor(per_level: list[Tensor], values_per_anchor: int) -> Tensor:
