@@ -205,6 +205,16 @@ class MaskFolderDataset(DecodedDataset):
             mask_path = mask_dir / f"{os.path.splitext(name)[0]}.png"
             message = f"{mask_path}: mask not found for image {image_dir / name}"
             self.findings.add("missing mask", str(mask_path), message)
+        modes, own_values = self._read(split, mask_values, every_file)
+        self.class_counts = self._count_classes(own_values)
+        self._leave_out_refused(own_values)
+        self.in_channels = channels or channels_for_modes(modes)
+        if findings is None:
+            self.findings.conclude(str(mask_dir))
+
+    def _read(self, split: str, mask_values, every_file: bool) -> tuple[list[str], dict]:
+        """Read this split's sample of pairs (every pair with `every_file`) and set the
+        dataset's classes; return what `_check` returns for the pairs read."""
         read = np.arange(len(self)) if every_file else sample_indices(len(self), SAMPLE)
         modes, own_values = self._check(read, split)
         self.mask_classes = _dataset_classes(self.root, split, self.mask_paths, mask_values)
@@ -214,11 +224,7 @@ class MaskFolderDataset(DecodedDataset):
             # than stop with "nothing to learn" on the sample's word
             more_modes, more_values = self._check(np.setdiff1d(np.arange(len(self)), read), split)
             modes, own_values = modes + more_modes, own_values | more_values
-        self.class_counts = self._count_classes(own_values)
-        self._leave_out_refused(own_values)
-        self.in_channels = channels or channels_for_modes(modes)
-        if findings is None:
-            self.findings.conclude(str(mask_dir))
+        return modes, own_values
 
     def _check(self, indices: np.ndarray, split: str) -> tuple[list[str], dict[int, tuple]]:
         """Read the pairs `indices` (over the usable cores when many): headers, sizes and
@@ -237,6 +243,7 @@ class MaskFolderDataset(DecodedDataset):
         return modes, values
 
     def _holds_a_class(self, own_values: dict[int, tuple | None]) -> bool:
+        """Whether a usable pair read holds a pixel of a class 1..K."""
         classes_in = self.mask_classes.classes_in
         return any(classes_in(values) for values in own_values.values() if values is not None)
 
