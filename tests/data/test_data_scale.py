@@ -200,4 +200,5 @@ def test_the_benchmark_writes_its_data_and_table(bench, tmp_path, monkeypatch):
     assert results["same_annotations"]["equal"] and results["same_annotations"]["images"] == 16
     markdown = (tmp_path / "data_scale.md").read_text()
     assert markdown.strip() == shown.getvalue().strip()
+    assert gc.get_freeze_count() == 0  # the loading passes froze the collector, then thawed it
     assert markdown.count("| open: seconds |") == 3 and "equal pycocotools': True" in markdown
