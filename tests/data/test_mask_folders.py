@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from seglab.data import DataConfig, build_dataset
+from seglab.errors import UserError
 
 
 def _masks_cfg(root, **kwargs):
@@ -58,3 +60,37 @@ def test_class_names_from_classes_json(tmp_path):
     root = _write_masks_dataset(tmp_path, np.ones((8, 8)), names_file=("classes.json", '["cell"]'))
     dataset = build_dataset(_masks_cfg(root, image_size=8), "train", task="semantic", train=False)
     assert dataset.class_names == ["cell"]
+
+
+def _stored(*rows) -> np.ndarray:
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    for index, value in enumerate(rows):
+        mask[index] = value
+    return mask
+
+
+@pytest.mark.parametrize("names", [["a", "b", "c"], None], ids=["classes.txt", "no file"])
+def test_loaded_class_maps_are_the_rules_look_up_and_stray_values_stop(tmp_path, names):
+    """Masks of class indices are loaded without the rule's look-up (a gather over every
+    pixel): the class maps must be the look-up's, and every value the rule refuses (above
+    K, between K and 255, or above 255) must still stop with its line."""
+    masks = {"a": _stored(0, 1, 2, 3), "b": _stored(0, 1, 255), "c": _stored(3, 255, 2)}
+    root = tmp_path
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "masks").mkdir(parents=True)
+    for stem, mask in masks.items():
+        Image.new("L", (8, 8), 90).save(root / "train" / "images" / f"{stem}.png")
+        Image.fromarray(mask).save(root / "train" / "masks" / f"{stem}.png")
+    if names:
+        (root / "classes.txt").write_text("\n".join(names) + "\n")
+    dataset = build_dataset(_masks_cfg(root, image_size=8), "train", task="semantic", train=False)
+    assert dataset.class_names == (names or ["1", "2", "3"])
+    for index in range(len(dataset)):
+        path = dataset.mask_paths[index]
+        expected = dataset.mask_classes.to_classes(path, np.asarray(Image.open(path)).astype(int))
+        loaded = dataset.load(index)[1]["semantic_mask"]
+        assert loaded.dtype == torch.int64 and np.array_equal(loaded.numpy(), expected)
+    for stray in (_stored(0, 4), _stored(200, 255, 1), np.full((8, 8), 300, dtype=np.uint16)):
+        Image.fromarray(stray).save(dataset.mask_paths[1])
+        with pytest.raises(UserError, match=r"b.png: mask values (4|200|300) are not classes"):
+            dataset.load(1)

@@ -42,6 +42,7 @@ from seglab.data.mask_values import (
 )
 from seglab.data.parallel import map_files
 from seglab.errors import UserError, read_json
+from seglab.structures.masks import IGNORE_INDEX
 
 _SPLITS = ("train", "val", "test")
 SAMPLE = 64  # pairs of each split read when opened for training: channels and classes
@@ -162,6 +163,29 @@ def _with_sample_reason(classes: MaskClasses, names: list[str] | None, sampled: 
     return dataclasses.replace(classes, unknown_reason=reason)
 
 
+def _values_kept_up_to(classes: MaskClasses) -> int | None:
+    """The largest c such that `classes` keeps every stored value 0..c as it is (masks of
+    class indices), or None when the rule maps values (binary masks, `data.mask_values`)."""
+    if any(key != value for key, value in classes.lookup.items()):
+        return None
+    top = 0
+    while top + 1 in classes.lookup:
+        top += 1
+    return top
+
+
+def _all_kept(stored: np.ndarray, top: int) -> bool:
+    """Whether every value of (H, W) `stored` is one of 0..top or 255 (ignored): a min and a
+    max, where the rule's look-up is a gather over every pixel (a tenth of a U-Net item's
+    loading at 256 px)."""
+    low, high = stored.min(initial=0), stored.max(initial=0)
+    if low < 0:
+        return False
+    if high <= top:
+        return True
+    return high == IGNORE_INDEX and not ((stored > top) & (stored != IGNORE_INDEX)).any()
+
+
 class MaskFolderDataset(DecodedDataset):
     """Images with one-value-per-pixel masks (task `semantic`).
 
@@ -219,6 +243,7 @@ class MaskFolderDataset(DecodedDataset):
         modes, own_values = self._check(read, split)
         self.mask_classes = _dataset_classes(self.root, split, self.mask_paths, mask_values)
         self.class_names = self.mask_classes.class_names
+        self._kept_up_to = _values_kept_up_to(self.mask_classes)
         if len(read) < len(self) and not self._holds_a_class(own_values):
             # no class pixel in this split's sample (masks mostly empty): read on, rather
             # than stop with "nothing to learn" on the sample's word
@@ -300,5 +325,9 @@ class MaskFolderDataset(DecodedDataset):
         """The target of item `index` alone (its mask; no image decoded): for the
         fingerprint of `data.image_size: auto`."""
         mask_path = self.mask_paths.path_text(index)
-        class_map = self.mask_classes.to_classes(mask_path, load_index_mask(mask_path))
+        stored = load_index_mask(mask_path)
+        if self._kept_up_to is not None and _all_kept(stored, self._kept_up_to):
+            class_map = stored  # class indices already: what the look-up would give
+        else:
+            class_map = self.mask_classes.to_classes(mask_path, stored)
         return {"semantic_mask": tv_tensors.Mask(torch.from_numpy(class_map)), "image_id": index}
