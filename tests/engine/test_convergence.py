@@ -63,6 +63,11 @@ def test_the_converged_line_gives_the_figures_of_the_rule():
         "ended: converged (val mIoU 0.8313 at step 1500, not bettered by more than 0 in the 3 "
         "evaluations since (train.patience=3); stopped at step 3000 of train.max_steps=5000)"
     )
+    one = convergence.Plateau(metric="segm.AP", best=0.5, best_step=500, evaluations=1)
+    assert convergence.describe(TrainConfig(patience=1), one) == (
+        "val segm.AP 0.5000 at step 500, not bettered by more than 0 in the evaluation since "
+        "(train.patience=1)"
+    )
     # a run converged at the evaluation where its budget ends anyway: the budget ended it
     assert end_reason(budget, step=4400, elapsed_s=290.0, planned=4400, plateau=plateau) == (
         "ended: budget used (the 4400 steps planned for 5 min, done in 4.8)"

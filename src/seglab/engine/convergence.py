@@ -61,8 +61,10 @@ def plateau(state: RunState, metric: str) -> Plateau:
 def describe(cfg: TrainConfig, found: Plateau) -> str:
     """`val mIoU 0.8312 at step 1500, not bettered by more than 0.001 in the 3 evaluations
     since (train.patience=3)`."""
+    evaluations = (
+        "the evaluation" if found.evaluations == 1 else f"the {found.evaluations} evaluations"
+    )
     return (
         f"val {found.metric} {found.best:.4f} at step {found.best_step}, not bettered by more "
-        f"than {cfg.min_delta:g} in the {found.evaluations} evaluations since "
-        f"(train.patience={cfg.patience})"
+        f"than {cfg.min_delta:g} in {evaluations} since (train.patience={cfg.patience})"
     )
