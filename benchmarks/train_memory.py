@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/train_memory.py [--size 512] [--rois 512]
         [--sites 15] [--no-memray] [--no-profiler] [--peer seglab|torchvision]
+        [--without joint-pooling|fc6-in-pooling|rpn-level-node ...]
 
 Builds the pair `seglab bench detection --peer torchvision` compares (same weights, same
 batch: `seglab.bench.peer_models`), runs one warm-up step of each (`peer.training_step`:
@@ -23,6 +24,11 @@ forward with losses, backward, SGD) and then, for each model, one step under eac
 and the peak RSS growth of one step, the figure the benchmark reports (`peer.py`), which
 also counts what glibc keeps of freed blocks. All figures are MiB; none depends on the
 machine's load (a step takes 5-50 s, the profiler's analysis minutes).
+
+`--without` runs seglab without one of its training-memory measures (docs/benchmarks.md,
+"Training memory"), to measure what each gives: `joint-pooling` pools the box and mask RoIs
+in separate nodes (`roi_align.pool_jointly` declines), `fc6-in-pooling` runs fc6 in its own
+node, `rpn-level-node` runs the RPN head's modules (`rpn._RPNLevel` unused).
 """
 
 from __future__ import annotations
@@ -42,6 +48,21 @@ from seglab.bench.peer import PEERS, STAGE_MODULES, peak_rss_growth, training_st
 from seglab.bench.peer_models import model_pair, photographs, training_batch
 
 MIB = 2**20
+
+
+def ablate(measures: list[str]) -> None:
+    """Turn off seglab's training-memory measures named in `measures` (for this process)."""
+    from seglab.models.detection import roi_heads, rpn
+
+    if "joint-pooling" in measures:
+        roi_heads.pool_jointly = lambda *args, **kwargs: None
+    if "fc6-in-pooling" in measures:  # the RoI heads hand fc6 over only outside autocast
+        roi_heads.autocast_dtype = lambda device_type="cpu": torch.float32
+    if "rpn-level-node" in measures:
+        rpn.RPNHead._lean_backward = lambda self, feature: False
+
+
+ABLATIONS = ("joint-pooling", "fc6-in-pooling", "rpn-level-node")
 
 
 def part_of(peer: str, module: str) -> str:
@@ -320,7 +341,12 @@ def main() -> None:
         help="skip torch.profiler's categories (its analysis takes minutes)",
     )
     parser.add_argument("--peer", choices=PEERS, help="measure only this one")
+    parser.add_argument(
+        "--without", nargs="+", choices=ABLATIONS, default=[],
+        help="seglab without these training-memory measures",
+    )  # fmt: skip
     options = parser.parse_args()
+    ablate(options.without)
     peers = (options.peer,) if options.peer else PEERS
     report = measure(
         options.size, options.rois, options.sites, use_memray=not options.no_memray,
