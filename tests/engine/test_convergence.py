@@ -5,6 +5,7 @@ the same step with the same weights after a kill and a resume."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from seglab.engine.budget import end_reason
 from seglab.engine.checkpoint import RunState, checkpoint_step, read_checkpoint
 from seglab.engine.config import TrainConfig, config_from_dict, config_warnings
 from seglab.engine.trainer import train
+from seglab.errors import SeglabWarning
 from seglab.models.classification.cnn import CNNClassifier
 
 
@@ -233,6 +235,16 @@ def test_bad_values_are_one_line_and_exit_2(shapes_root, tmp_path, capsys, overr
     assert len(lines) == 1 and lines[0].startswith(f"seglab train: error: --set {override}: ")
     assert problem in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_patience_without_a_val_split_is_said_and_the_run_uses_its_budget(tmp_path):
+    root = generate_shapes(tmp_path / "data", task="classify", train=8, val=2, size=32, seed=0)
+    shutil.rmtree(root / "val")
+    with pytest.warns(SeglabWarning, match="no val split.*; train.patience is unused: the run "
+                      "uses its budget"):  # fmt: skip
+        result = train(make_config(root, patience=1, max_steps=6), tmp_path / "run",
+                       progress=False)  # fmt: skip
+    assert result["ended"] == "ended: train.max_steps=6 reached"
 
 
 def test_patience_that_can_never_stop_the_run_is_said():
