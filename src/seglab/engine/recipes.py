@@ -50,7 +50,10 @@ def _budget(train: dict) -> str:
     steps = train.get("max_steps", 5000)  # TrainConfig's default
     if train.get("max_minutes") is None:
         return f"{steps} steps"
-    return f"{train['max_minutes']:g} min (<= {steps} steps)"
+    budget = f"{train['max_minutes']:g} min (<= {steps} steps)"
+    if train.get("patience") is not None:
+        budget += f", or converged (patience {train['patience']})"
+    return budget
 
 
 def measured_result(text: str) -> str | None:
