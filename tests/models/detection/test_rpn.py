@@ -199,3 +199,16 @@ def test_rpn_level_backward_holds_one_gradient_of_the_hidden_features():
     head._lean_backward = lambda level: False
     modules = backward_peak_bytes(forward)
     assert lean < 1.5 * hidden <= modules
+
+
+def test_rpn_level_node_only_where_a_gradient_is_recorded():
+    """Without a gradient to record the head runs its modules (oneDNN fuses conv and ReLU
+    there); with one, one level is one `_RPNLevel` node."""
+    head = RPNHead(8, 3)
+    feature = torch.randn(1, 8, 6, 6)
+    assert head._lean_backward(feature)  # the head's parameters are trained
+    head.requires_grad_(False)
+    assert not head._lean_backward(feature)
+    assert head._lean_backward(feature.requires_grad_(True))
+    with torch.no_grad():
+        assert not head._lean_backward(feature)

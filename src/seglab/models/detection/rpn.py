@@ -76,6 +76,7 @@ class RPNHead(nn.Module):
         return (
             len(self.convs) == 1
             and torch.is_grad_enabled()
+            and any(tensor.requires_grad for tensor in (feature, *self.parameters()))
             and feature.device.type == "cpu"
             and feature.dtype == torch.float32
             and autocast_dtype("cpu") is None
