@@ -2,8 +2,11 @@
 relative to (`ROOT/<split>.json` and `ROOT/<split>/` by default, `seglab.data.splits`).
 
 Category ids are remapped to labels 1..K in the order of their ids (`category_ids[k - 1]` is
-the COCO id of label k). Images without annotations are kept (negatives). Building the
-dataset reads the JSON and every image's header; what is kept of each annotation (boxes
+the COCO id of label k). Images without annotations are kept (negatives). Opened for
+training, the dataset reads the JSON and the headers of a seeded sample of `SAMPLE` images
+(the channels; files that exist and decode, at their JSON size); every other image is
+checked when a step loads it (one line naming the file), and `seglab data check`
+(`every_file`) reads every header up front. What is kept of each annotation (boxes
 clipped, degenerate ones dropped, with a note) is `seglab.data.coco_annotations`. Crowd annotations
 (`iscrowd: 1`) are left out of the training targets, as in Detectron, but stay in `coco_gt`,
 where COCO evaluation treats them as regions to ignore; in a rasterised semantic target
@@ -25,6 +28,7 @@ from seglab.data.coco_annotations import clean_annotations
 from seglab.data.coco_arrays import ImageTable
 from seglab.data.findings import Findings
 from seglab.data.images import channels_for_modes, header_or_problem, load_image
+from seglab.data.listing import SAMPLE, sample_indices
 from seglab.data.parallel import map_files
 from seglab.errors import UserError, read_json
 from seglab.structures.boxes import xywh_to_xyxy
@@ -58,6 +62,12 @@ def _same_size(info: dict, size_hw: tuple[int, int]) -> bool:
     return (info.get("height", size_hw[0]), info.get("width", size_hw[1])) == tuple(size_hw)
 
 
+def _json_size(info: dict) -> tuple[int, int] | None:
+    """(height, width) of an image as its JSON entry gives them, None without both."""
+    height, width = info.get("height"), info.get("width")
+    return (height, width) if type(height) is int and type(width) is int else None
+
+
 def _size_problem(path: Path, info: dict, size_hw: tuple[int, int]) -> str | None:
     """The message when the image's size is not the one its JSON entry gives."""
     if _same_size(info, size_hw):
@@ -86,6 +96,8 @@ class CocoDataset(DecodedDataset):
         in_channels: the channels images are loaded with (`channels`, else 1 when every
             image is grayscale, else 3).
         findings: the problems found while building (`seglab.data.coco_annotations`).
+        every_file: read every image's header (else the sample's, and those of images whose
+            JSON entry has no size).
     """
 
     def __init__(
@@ -99,6 +111,7 @@ class CocoDataset(DecodedDataset):
         channels: int | None = None,
         findings: Findings | None = None,
         keep_coco_gt: bool = True,
+        every_file: bool = True,
     ):
         self.split, self.task, self.transforms = split, task, transforms
         self.json_path, self.image_dir = Path(json_path), Path(image_dir)
@@ -112,7 +125,7 @@ class CocoDataset(DecodedDataset):
         self._label_of = {cid: k for k, cid in enumerate(self.category_ids, 1)}
         if not coco["images"]:
             raise UserError(f"{self.json_path}: the dataset has no images")
-        readable, modes, sizes = self._scan_images(coco["images"])
+        readable, modes, sizes = self._scan_images(coco["images"], every_file)
         self.images = ImageTable(readable)
         self._annotations = clean_annotations(
             self.json_path,
@@ -138,16 +151,28 @@ class CocoDataset(DecodedDataset):
             self._coco_gt = _load_json(self.json_path)
         return self._coco_gt
 
-    def _scan_images(self, entries: list[dict]) -> tuple[list[dict], list[str], dict]:
-        """Check every image's header (exists, decodable, size as in the JSON), over the
-        usable cores; return the entries that pass, their modes, and their sizes by id."""
-        headers = map_files(
+    def _scan_images(
+        self, entries: list[dict], every_file: bool
+    ) -> tuple[list[dict], list[str], dict]:
+        """Check the headers of every image, or of the sample and of the images whose JSON
+        entry has no size (exists, decodable, size as in the JSON), over the usable cores;
+        return the entries that pass, the modes read, and every entry's size by id."""
+        read = np.ones(len(entries), dtype=bool)
+        if not every_file:
+            read[:] = [_json_size(info) is None for info in entries]
+            read[sample_indices(len(entries), SAMPLE)] = True
+        headers = iter(map_files(
             functools.partial(_header, self.image_dir),
-            [info["file_name"] for info in entries],
+            [info["file_name"] for info, chosen in zip(entries, read, strict=True) if chosen],
             desc=f"{self.split} images",
-        )
+        ))  # fmt: skip
         readable, modes, sizes = [], [], {}
-        for info, header in zip(entries, headers, strict=True):
+        for info, chosen in zip(entries, read, strict=True):
+            if not chosen:  # checked when loaded
+                readable.append(info)
+                sizes[info["id"]] = _json_size(info)
+                continue
+            header = next(headers)
             if isinstance(header, tuple) and _same_size(info, header[1]):
                 readable.append(info)
                 modes.append(header[0])

@@ -50,8 +50,9 @@ def build_dataset(
     have `.coco_gt` and `.category_ids`. Without `findings`, the first problem that stops
     training is raised as a UserError and handled ones are logged as one note line; with
     it, every problem is added there and the items with stopping problems are left out.
-    Mask and image folders are opened from their listings and a seeded sample of their
-    files (`seglab.data.mask_folders`, `seglab.data.image_folders`); with `every_file`
+    COCO data, mask and image folders are opened from their JSON or listings and a seeded
+    sample of their files (`seglab.data.coco`, `seglab.data.mask_folders`,
+    `seglab.data.image_folders`); with `every_file`
     (default: when `findings` is given, as `seglab data check` gives it) every file is
     read up front.
     With `proposals` (R-CNN, Fast R-CNN), each target also has `proposals`: the image's
@@ -81,16 +82,17 @@ def build_dataset(
         raise UserError(f"{root}: data root not found")
     transforms = build_transforms(cfg, task=task, train=train)
     common = {"transforms": transforms, "channels": cfg.channels, "findings": findings}
-    folders = {"every_file": findings is not None if every_file is None else every_file}
+    sampled = {"every_file": findings is not None if every_file is None else every_file}
     if cfg.layout == "coco":
         files = coco_split(cfg, split)
         dataset = CocoDataset(
-            files.json_path, files.image_dir, split, task=task, keep_coco_gt=not train, **common
-        )
+            files.json_path, files.image_dir, split, task=task, keep_coco_gt=not train,
+            **common, **sampled,
+        )  # fmt: skip
     elif cfg.layout == "masks":
-        dataset = MaskFolderDataset(root, split, mask_values=cfg.mask_values, **common, **folders)
+        dataset = MaskFolderDataset(root, split, mask_values=cfg.mask_values, **common, **sampled)
     else:
-        dataset = ImageFolderDataset(root, split, **common, **folders)
+        dataset = ImageFolderDataset(root, split, **common, **sampled)
     dataset.intensity = cfg.intensity_range
     dataset.scale_plan = scale_plan
     if cfg.cache_mb:

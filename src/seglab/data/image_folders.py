@@ -21,12 +21,11 @@ import torch
 from seglab.data.cache import DecodedDataset
 from seglab.data.findings import Findings
 from seglab.data.images import channels_for_modes, header_or_problem, load_image
-from seglab.data.listing import FolderFiles, file_names, sample_indices
+from seglab.data.listing import SAMPLE, FolderFiles, file_names, sample_indices
 from seglab.data.parallel import map_files
 from seglab.errors import UserError
 
 _SPLITS = ("train", "val", "test")
-SAMPLE = 64  # image headers read when opened for training: the channels
 
 
 def _class_names(root: Path, split: str) -> list[str]:

@@ -22,6 +22,7 @@ import numpy as np
 from seglab.data.images import IMAGE_SUFFIXES
 
 SAMPLE_SEED = 0  # one sample for every run on the same files: a resume reads the same one
+SAMPLE = 64  # files of a split read when it is opened for training: channels, classes, sizes
 _IMAGE_SUFFIXES = frozenset(os.fsencode(suffix) for suffix in IMAGE_SUFFIXES)
 
 

@@ -32,7 +32,7 @@ from torchvision import tv_tensors
 from seglab.data.cache import DecodedDataset
 from seglab.data.findings import Findings
 from seglab.data.images import channels_for_modes, load_image, load_index_mask, read_header
-from seglab.data.listing import FolderFiles, file_names, sample_indices
+from seglab.data.listing import SAMPLE, FolderFiles, file_names, sample_indices
 from seglab.data.mask_values import (
     MaskClasses,
     remember_values,
@@ -45,7 +45,6 @@ from seglab.errors import UserError, read_json
 from seglab.structures.masks import IGNORE_INDEX
 
 _SPLITS = ("train", "val", "test")
-SAMPLE = 64  # pairs of each split read when opened for training: channels and classes
 _PNG = frozenset({b".png"})
 
 
