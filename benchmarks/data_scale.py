@@ -363,9 +363,23 @@ def measure_open(layout: str, root: Path, who: str) -> dict:
 
 
 def _collate(batch):
+    """seglab's batches, as its trainer makes them (packed in a worker, `unpack`ed after)."""
     from seglab.data import collate
 
     return collate(batch)
+
+
+def _peer_collate(layout: str):
+    """What a user of the peer batches with: PyTorch's default (stacks the fixed-size
+    images and labels, or masks) for the folders; torchvision's detection references'
+    lists (`tuple(zip(*batch))`) for COCO, whose images and targets differ in size."""
+    from torch.utils.data import default_collate
+
+    return _lists if layout == "coco" else default_collate
+
+
+def _lists(batch):
+    return tuple(zip(*batch, strict=True))
 
 
 def measure_loading(layout: str, root: Path, who: str, images: int, workers: int | None) -> dict:
@@ -392,22 +406,26 @@ def measure_loading(layout: str, root: Path, who: str, images: int, workers: int
     # loading (it moved the ratio by about 10%). Forked workers inherit this.
     gc.collect()
     gc.freeze()
+    collate_fn = _collate if who == "seglab" else _peer_collate(layout)
     try:
-        return _timed_pass(dataset, subset, batch_size, workers)
+        return _timed_pass(dataset, subset, batch_size, workers, collate_fn)
     finally:
         gc.unfreeze()
 
 
-def _timed_pass(dataset, subset: list[int], batch_size: int, workers: int) -> dict:
+def _timed_pass(dataset, subset: list[int], batch_size: int, workers: int, collate_fn) -> dict:
     """The DataLoader pass of `measure_loading` over `subset`."""
     from torch.utils.data import DataLoader
 
+    from seglab.data.packing import unpack
+
     loader = DataLoader(dataset, batch_size=batch_size, sampler=subset, num_workers=workers,
-                        collate_fn=_collate)  # fmt: skip
+                        collate_fn=collate_fn)  # fmt: skip
     warm = 2 if len(loader) > 3 else 0  # batches that start the workers, not timed
     seen, counted_from, memory = 0, 0, {"start": memory_of_tree()}
     started = time.perf_counter()
-    for batch_index, (batch_images, _) in enumerate(loader):
+    for batch_index, batch in enumerate(loader):
+        batch_images, _ = unpack(batch)
         seen += len(batch_images)
         if batch_index + 1 == warm:
             memory["start"], started, counted_from = memory_of_tree(), time.perf_counter(), seen

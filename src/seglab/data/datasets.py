@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from seglab.data.cache import MemoryCache
 from seglab.data.coco import CocoDataset
@@ -18,6 +18,7 @@ from seglab.data.fingerprint import ScalePlan, measure_fingerprint, plan_scale
 from seglab.data.image_folders import ImageFolderDataset
 from seglab.data.intensity import measure_intensity_range
 from seglab.data.mask_folders import MaskFolderDataset
+from seglab.data.packing import PackedBatch, pack
 from seglab.data.proposals import load_proposals
 from seglab.data.splits import (
     check_locations,
@@ -224,10 +225,14 @@ def classes_problem(
     )
 
 
-def collate(batch: list[tuple]) -> tuple[list, list[dict]]:
-    """`[(image, target), ...]` -> `([images], [targets])`; models stack images themselves."""
+def collate(batch: list[tuple]) -> tuple[list, list[dict]] | PackedBatch:
+    """`[(image, target), ...]` -> `([images], [targets])`; models stack images themselves.
+
+    In a DataLoader worker the batch's tensors are packed into one block per dtype for the
+    crossing to the main process (`seglab.data.packing`); the trainer `unpack`s it."""
     images, targets = zip(*batch, strict=True) if batch else ((), ())
-    return list(images), list(targets)
+    collated = list(images), list(targets)
+    return pack(collated) if get_worker_info() is not None else collated
 
 
 def batch_to_device(

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from seglab import data as seglab_data
 from seglab import evaluation
+from seglab.data.packing import unpack
 from seglab.data.splits import data_name
 from seglab.engine import convergence, distributed
 from seglab.engine.budget import StepClock, end_reason, needs_plan, plan_steps
@@ -290,7 +291,7 @@ def _loop(session: Session) -> None:
     with bar, StopRequest() as stop:
         try:
             while not _finished(session):
-                batch = next(batches)
+                batch = unpack(next(batches))  # packed by a worker: seglab.data.packing
                 losses = _train_step(session, batch)
                 state.step += 1
                 state.elapsed_s = elapsed_before + time.monotonic() - started
