@@ -57,6 +57,7 @@ def test_a_packed_batch_unpacks_to_the_same_batch_in_one_block_per_dtype():
     packed = pack(batch)
     assert sorted(map(str, packed.blocks)) == ["torch.bool", "torch.float32", "torch.int64",
                                                 "torch.uint8"]  # fmt: skip
+    assert all(block.is_shared() for block in packed.blocks.values())  # no copy to cross
     _assert_same(unpack(packed), batch)
     assert unpack(batch) is batch  # a batch from the main process is left as it is
 

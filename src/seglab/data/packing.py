@@ -6,8 +6,8 @@ storage is moved to shared memory and a file descriptor is passed through a sock
 themselves, detection targets differ in size), so a batch of 32 classification items is 64
 tensors (image, label) and a detection batch four per image, where PyTorch's default
 collate, which stacks, sends two. `pack` copies every tensor of a collated batch into one
-flat block per dtype inside the worker (the copy costs less than the crossing it saves),
-and `unpack` gives the same batch back in the main process: each tensor a view of its
+flat block per dtype, in shared memory from the start (the one copy that the crossing
+makes anyway), and `unpack` gives the same batch back in the main process: each a view of its
 block with the shape, strides, class (`tv_tensors.Image`, `BoundingBoxes`, ...) and
 metadata (`format`, `canvas_size`) it had, so the batch is equal to the unpacked one to
 the bit and the model cannot tell the difference.
@@ -60,7 +60,7 @@ def pack(batch: Any) -> PackedBatch:
                      type(tensor), dict(vars(tensor)))  # fmt: skip
 
     structure = _replace(batch, Tensor, slot_of)
-    blocks = {dtype: torch.empty(size, dtype=dtype) for dtype, size in sizes.items()}
+    blocks = {dtype: _shared_block(size, dtype) for dtype, size in sizes.items()}
     for tensor, slot in zip(tensors, _leaves(structure), strict=True):
         _view(blocks, slot).copy_(tensor)
     return PackedBatch(structure, blocks)
@@ -71,6 +71,13 @@ def unpack(batch: Any) -> Any:
     if not isinstance(batch, PackedBatch):
         return batch
     return _replace(batch.structure, _Slot, lambda slot: _rebuild(batch.blocks, slot))
+
+
+def _shared_block(size: int, dtype: torch.dtype) -> Tensor:
+    """(size,) `dtype`, uninitialised, in shared memory from the start: what the crossing
+    would otherwise copy it into (as PyTorch's default collate does in a worker)."""
+    storage = torch.UntypedStorage._new_shared(size * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, (size,), (1,))
 
 
 def _dense_stride(tensor: Tensor) -> tuple[int, ...]:
