@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.engine.test_trainer import make_config as trainer_config
 
 from seglab import evaluation
 from seglab.cli.main import main
@@ -17,7 +18,7 @@ from seglab.data.shapes import generate_shapes
 from seglab.engine import convergence
 from seglab.engine.budget import end_reason
 from seglab.engine.checkpoint import RunState, checkpoint_step, read_checkpoint
-from seglab.engine.config import TrainConfig, config_from_dict, config_warnings
+from seglab.engine.config import TrainConfig, config_warnings
 from seglab.engine.trainer import train
 from seglab.errors import SeglabWarning
 from seglab.models.classification.cnn import CNNClassifier
@@ -76,25 +77,10 @@ def test_the_converged_line_gives_the_figures_of_the_rule():
     )
 
 
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    return generate_shapes(root / "classify", task="classify", train=16, val=6, size=32, seed=0)
-
-
 def make_config(root, **train):
-    train_section = {
-        "batch_size": 4, "lr": 0.01, "optimizer": "adamw", "max_steps": 40, "eval_every": 2,
-        "checkpoint_every": 5, "log_every": 2, "workers": 0, "device": "cpu", "warmup_steps": 1,
-    }  # fmt: skip
-    train_section.update(train)
-    raw = {
-        "seed": 3,
-        "model": {"name": "cnn", "widths": [4, 8], "hidden": 8, "dropout": 0.3},
-        "data": {"root": str(root), "layout": "folders", "image_size": 32, "hflip": 0.5},
-        "train": train_section,
-    }
-    return config_from_dict(raw)
+    """The trainer tests' tiny CNN run, for 40 steps with an evaluation every 2."""
+    return trainer_config(root, **{"max_steps": 40, "eval_every": 2, "checkpoint_every": 5,
+                                   **train})  # fmt: skip
 
 
 # accuracy at the evaluations of steps 2, 4, 6, ...: best 0.8 at step 8; 0.805 is a gain of

@@ -14,19 +14,12 @@ from torch.nn.modules.module import register_module_forward_hook
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import seglab
-from seglab.data.shapes import generate_shapes
 from seglab.engine.checkpoint import checkpoint_step
 from seglab.engine.config import config_from_dict
 from seglab.engine.interrupt import Interrupted
 from seglab.engine.trainer import train
 from seglab.errors import UserError
 from seglab.models.classification.cnn import CNNClassifier
-
-
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    return generate_shapes(root / "classify", task="classify", train=16, val=6, size=32, seed=0)
 
 
 def make_config(root, **train):
