@@ -364,9 +364,9 @@ def measure_open(layout: str, root: Path, who: str) -> dict:
 
 def _collate(batch):
     """seglab's batches, as its trainer makes them (packed in a worker, `unpack`ed after)."""
-    from seglab.data import collate
+    from seglab.data import packed_collate
 
-    return collate(batch)
+    return packed_collate(batch)
 
 
 def _peer_collate(layout: str):

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
-from seglab.data import collate
+from seglab.data import collate, packed_collate
 from seglab.data.packing import PackedBatch, pack, unpack
 
 
@@ -66,7 +66,7 @@ def test_workers_hand_over_packed_batches_equal_to_the_main_process_ones():
     """With workers the loader yields PackedBatch (one crossing per dtype, not one per
     tensor), which unpack to what the loader without workers gives."""
     loaders = [
-        DataLoader(_Items(), batch_size=3, collate_fn=collate, num_workers=workers)
+        DataLoader(_Items(), batch_size=3, collate_fn=packed_collate, num_workers=workers)
         for workers in (0, 2)
     ]
     for plain, packed in zip(*loaders, strict=True):

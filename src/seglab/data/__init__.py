@@ -23,6 +23,7 @@ _LAZY = {
     "build_training_datasets": "seglab.data.datasets",
     "classes_problem": "seglab.data.datasets",
     "collate": "seglab.data.datasets",
+    "packed_collate": "seglab.data.datasets",
     "learning_problem": "seglab.data.datasets",
     "plan_image_size": "seglab.data.datasets",
     "Findings": "seglab.data.findings",
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
         classes_problem,
         collate,
         learning_problem,
+        packed_collate,
         plan_image_size,
     )
     from seglab.data.findings import Findings
@@ -60,6 +62,7 @@ __all__ = [
     "build_training_datasets",
     "classes_problem",
     "collate",
+    "packed_collate",
     "learning_problem",
     "LAYOUT_TASKS",
     "plan_image_size",

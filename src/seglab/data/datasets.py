@@ -225,13 +225,17 @@ def classes_problem(
     )
 
 
-def collate(batch: list[tuple]) -> tuple[list, list[dict]] | PackedBatch:
-    """`[(image, target), ...]` -> `([images], [targets])`; models stack images themselves.
-
-    In a DataLoader worker the batch's tensors are packed into one block per dtype for the
-    crossing to the main process (`seglab.data.packing`); the trainer `unpack`s it."""
+def collate(batch: list[tuple]) -> tuple[list, list[dict]]:
+    """`[(image, target), ...]` -> `([images], [targets])`; models stack images themselves."""
     images, targets = zip(*batch, strict=True) if batch else ((), ())
-    collated = list(images), list(targets)
+    return list(images), list(targets)
+
+
+def packed_collate(batch: list[tuple]) -> tuple[list, list[dict]] | PackedBatch:
+    """`collate`, and in a DataLoader worker the batch packed into one block per dtype for
+    the crossing to the main process (`seglab.data.packing`; the trainer's loader: it
+    `unpack`s what it receives)."""
+    collated = collate(batch)
     return pack(collated) if get_worker_info() is not None else collated
 
 

@@ -386,7 +386,7 @@ def _train_loader(session: Session) -> DataLoader:
         SeededItems(session.train_set, session.config.seed),
         batch_sampler=sampler,
         num_workers=cfg.workers,
-        collate_fn=seglab_data.collate,
+        collate_fn=seglab_data.packed_collate,  # unpacked in _loop
         worker_init_fn=ignore_interrupts,
         pin_memory=session.device.type == "cuda",
         generator=torch.Generator().manual_seed(session.config.seed),
