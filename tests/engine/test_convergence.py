@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.engine.test_trainer import interrupt_training_at
 from tests.engine.test_trainer import make_config as trainer_config
 
 from seglab import evaluation
@@ -21,7 +22,6 @@ from seglab.engine.checkpoint import RunState, checkpoint_step, read_checkpoint
 from seglab.engine.config import TrainConfig, config_warnings
 from seglab.engine.trainer import train
 from seglab.errors import SeglabWarning
-from seglab.models.classification.cnn import CNNClassifier
 
 
 def stop_index(values, *, patience, min_delta):
@@ -124,20 +124,6 @@ class Crash(Exception):
     """A process dying mid-step: no handler saves anything (as SIGKILL)."""
 
 
-def crash_during_step(monkeypatch, step):
-    original = CNNClassifier.forward_with_losses
-    calls = {"train": 0}
-
-    def forward_with_losses(self, images, targets):
-        if self.training:
-            calls["train"] += 1
-            if calls["train"] == step:
-                raise Crash
-        return original(self, images, targets)
-
-    monkeypatch.setattr(CNNClassifier, "forward_with_losses", forward_with_losses)
-
-
 def test_a_killed_run_resumes_and_stops_at_the_same_step_with_the_same_weights(
     shapes_root, tmp_path, monkeypatch
 ):
@@ -150,7 +136,7 @@ def test_a_killed_run_resumes_and_stops_at_the_same_step_with_the_same_weights(
     assert straight["step"] == 6 and straight["ended"].startswith("ended: converged (")
 
     with monkeypatch.context() as patch:
-        crash_during_step(patch, step=6)
+        interrupt_training_at(patch, 6, Crash)
         with pytest.raises(Crash):
             train(config, tmp_path / "resumed", progress=False)
     assert checkpoint_step(tmp_path / "resumed") == 5

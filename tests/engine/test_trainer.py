@@ -82,8 +82,9 @@ class Interrupt(KeyboardInterrupt):
     pass
 
 
-def interrupt_training_at(monkeypatch, step):
-    """Make the `step`-th training forward raise, as a Ctrl-C during that step would."""
+def interrupt_training_at(monkeypatch, step, error: type[BaseException] = Interrupt):
+    """Make the `step`-th training forward raise `error`, as a Ctrl-C during that step
+    would (or a process dying: an error no handler catches)."""
     original = CNNClassifier.forward_with_losses
     calls = {"train": 0}
 
@@ -91,7 +92,7 @@ def interrupt_training_at(monkeypatch, step):
         if self.training:
             calls["train"] += 1
             if calls["train"] == step:
-                raise Interrupt
+                raise error
         return original(self, images, targets)
 
     monkeypatch.setattr(CNNClassifier, "forward_with_losses", forward_with_losses)
