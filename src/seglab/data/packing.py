@@ -49,19 +49,20 @@ class PackedBatch:
 
 def pack(batch: Any) -> PackedBatch:
     """Copy the CPU tensors of `batch` into one block per dtype, keeping their layout."""
-    tensors: list[Tensor] = []
+    placed: list[tuple[Tensor, _Slot]] = []
     sizes: dict[torch.dtype, int] = {}
 
     def slot_of(tensor: Tensor) -> _Slot:
         offset = sizes.get(tensor.dtype, 0)
         sizes[tensor.dtype] = offset + tensor.numel()
-        tensors.append(tensor)
-        return _Slot(tensor.dtype, offset, tuple(tensor.shape), _dense_stride(tensor),
+        slot = _Slot(tensor.dtype, offset, tuple(tensor.shape), _dense_stride(tensor),
                      type(tensor), dict(vars(tensor)))  # fmt: skip
+        placed.append((tensor, slot))
+        return slot
 
     structure = _replace(batch, Tensor, slot_of)
     blocks = {dtype: _shared_block(size, dtype) for dtype, size in sizes.items()}
-    for tensor, slot in zip(tensors, _leaves(structure), strict=True):
+    for tensor, slot in placed:
         _view(blocks, slot).copy_(tensor)
     return PackedBatch(structure, blocks)
 
@@ -108,10 +109,3 @@ def _replace(value: Any, kind: type, function) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_replace(item, kind, function) for item in value)
     return value
-
-
-def _leaves(structure: Any) -> list[_Slot]:
-    """The slots of a packed structure, in the order `pack` made them."""
-    found: list[_Slot] = []
-    _replace(structure, _Slot, found.append)
-    return found
