@@ -3,10 +3,9 @@
 `seglab bench detection --peer torchvision` times Mask R-CNN R50-FPN inference and a
 training step in both libraries on the same weights. Both run the same arithmetic: the
 same convolutions and matrix products on the same shapes (seglab folds the frozen norms
-into the convolutions and skips nothing else). This script profiles one call of each
-(torch.profiler, after two warm-up calls) and sums the operators' own CPU time that is
-spent in convolutions (oneDNN's forward and backward) and matrix products (`mm`, `addmm`,
-`bmm`).
+into the convolutions and skips nothing else). This script profiles calls of each
+(torch.profiler, after a warm-up call) and sums the operators' own CPU time that is spent
+in convolutions (oneDNN's forward and backward) and matrix products (`mm`, `addmm`, `bmm`).
 
 The floor is seglab's dense-kernel time over torchvision's whole call: the ratio seglab
 would reach if everything else (RoI pooling, NMS, decoding, copies, Python) took no time
@@ -35,7 +34,9 @@ import torch
 from seglab.bench.peer import _infer, machine, training_step
 from seglab.bench.peer_models import model_pair, photographs, training_batch
 
-DENSE = ("conv", "aten::mm", "aten::addmm", "aten::bmm")  # operator names holding these
+# operator names holding these kernels (autograd's nodes, such as ConvolutionBackward0, only
+# call them: their own time is bookkeeping)
+DENSE = ("conv", "aten::mm", "aten::addmm", "aten::bmm")
 
 
 def dense(name: str) -> bool:
