@@ -1,0 +1,37 @@
+"""benchmarks/detection_floor.py counts the operators that run the kernels: a renamed
+operator would leave the floor at 0 (or count autograd's bookkeeping) without an error."""
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tests.scripts import load_script
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "detection_floor.py"
+
+
+def test_the_kernels_of_a_step_are_counted_and_their_callers_are_not():
+    floor = load_script(SCRIPT)
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 16, 16)
+    conv = torch.randn(8, 8, 3, 3, requires_grad=True)
+    fc = torch.randn(4, 8 * 16 * 16, requires_grad=True)
+
+    def step():
+        hidden = F.relu(F.conv2d(x, conv, padding=1))
+        F.linear(hidden.flatten(1), fc, torch.zeros(4)).square().sum().backward()
+
+    step()
+    with torch.profiler.profile() as prof:
+        step()
+    names = {event.key for event in prof.key_averages()}
+    counted = {name for name in names if floor.dense(name)}
+    # the forward convolution's kernel, its backward, the product forward (addmm) and back (mm)
+    assert "aten::convolution_backward" in counted
+    assert counted & {"aten::mkldnn_convolution", "aten::_convolution", "aten::thnn_conv2d"}
+    assert {"aten::addmm", "aten::mm"} <= counted
+    assert not {name for name in counted if "Backward" in name}  # autograd's nodes
+    assert not counted & {"aten::relu", "aten::threshold_backward", "aten::sum"}
+
+    result = floor.profile(step)
+    assert 0 < result["dense_s"] < result["profiled_s"]
