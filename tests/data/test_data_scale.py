@@ -202,3 +202,31 @@ def test_the_benchmark_writes_its_data_and_table(bench, tmp_path, monkeypatch):
     assert markdown.strip() == shown.getvalue().strip()
     assert gc.get_freeze_count() == 0  # the loading passes froze the collector, then thawed it
     assert markdown.count("| open: seconds |") == 3 and "equal pycocotools': True" in markdown
+
+
+def test_some_layouts_with_repeated_passes_report_the_median_pass(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "in_fresh_process", bench._child)
+    argv = ["data_scale.py", "--images", "16", "--load-images", "6", "--layouts", "masks",
+            "--repeats", "3", "--out", str(tmp_path)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    with contextlib.redirect_stdout(io.StringIO()):
+        bench.main()
+    results = json.loads((tmp_path / "data_scale.json").read_text())
+    assert set(results["open"]) == set(results["loading"]) == {"masks"}
+    assert "same_annotations" not in results  # no COCO data
+    loaded = results["loading"]["masks"]
+    ratios = loaded["speed_ratios"]
+    assert len(ratios) == 3 and loaded["speed_ratio"] == sorted(ratios)[1]
+    # the row shown is the median pass's own
+    assert (
+        loaded["speed_ratio"] == loaded["seglab"]["images_per_s"] / loaded["peer"]["images_per_s"]
+    )
+    markdown = (tmp_path / "data_scale.md").read_text()
+    assert "median of 3 passes" in markdown and "equal pycocotools'" not in markdown
+
+
+def test_an_unknown_layout_is_refused(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["data_scale.py", "--layouts", "masks,voc"])
+    with pytest.raises(SystemExit) as stopped:
+        bench.main()
+    assert stopped.value.code == 2 and "--layouts" in capsys.readouterr().err
