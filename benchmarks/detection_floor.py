@@ -38,7 +38,7 @@ from functools import partial
 
 import torch
 
-from seglab.bench.peer import _infer, machine, training_step
+from seglab.bench.peer import _infer, _median_ratio, machine, training_step
 from seglab.bench.peer_models import model_pair, photographs, training_batch
 
 # operator names holding these kernels (autograd's nodes, such as ConvolutionBackward0, only
@@ -74,13 +74,15 @@ def measure(calls: dict, repeats: int) -> dict:
             start = time.perf_counter()
             calls[peer]()
             runs[peer].append({"wall_s": time.perf_counter() - start, **profile(calls[peer])})
-    pairs = zip(runs["seglab"], runs["torchvision"], strict=True)
-    floors = [ours["dense_s"] / theirs["profiled_s"] for ours, theirs in pairs]
+    floor = _median_ratio(
+        [run["dense_s"] for run in runs["seglab"]],
+        [run["profiled_s"] for run in runs["torchvision"]],
+    )
     medians = {
         peer: {key: statistics.median(run[key] for run in rows) for key in rows[0]}
         for peer, rows in runs.items()
     }
-    return {"runs": runs, "median": medians, "floor": statistics.median(floors)}
+    return {"runs": runs, "median": medians, "floor": floor}
 
 
 def onednn_convolutions(call) -> dict:
