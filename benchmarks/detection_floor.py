@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="repetitions per peer")
     parser.add_argument("--out", help="write the report as JSON")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.min_size < 1 or args.train_size < 1:
+        parser.error("--repeats, --min-size and --train-size: at least 1")
     images = photographs()
     sizes = {"detections": 100, "rois": 512, "images": images}
     report: dict = {"machine": machine(), "threads": torch.get_num_threads(), "phases": {}}

@@ -3,6 +3,7 @@ operator would leave the floor at 0 (or count autograd's bookkeeping) without an
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from tests.scripts import load_script
@@ -59,3 +60,10 @@ def test_the_log_of_a_call_counts_its_convolutions():
     counted = floor.onednn_convolutions(call)
     expected = 2 * 2 * 16 * 24 * (32 * 32 + 15 * 15) * 3 * 3  # the two convolutions
     assert counted["gflop"] * 1e9 == expected and counted["seconds"] > 0
+
+
+def test_no_repetition_is_refused_in_one_line(capsys):
+    floor = load_script(SCRIPT)
+    with pytest.raises(SystemExit) as stopped:
+        floor.main(["--repeats", "0"])
+    assert stopped.value.code == 2 and "--repeats" in capsys.readouterr().err
